@@ -1,0 +1,79 @@
+"""Benchmarks of the ML searches: LHCO R&D SIC (idealized + supervised), training throughput.
+
+Usage: ``python benchmarks/bench_ml.py [lhco|throughput|all] [--seeds N] [--repeats R]``.
+Prints tables; numbers go to the "Machine-learning searches" section of RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from searches.lhco import BoostingOptions, idealized_detector, load_rd_slice, supervised_reference
+from searches.ml.device import select_device
+from searches.ml.training import TrainingOptions, train_autoencoder, train_classifier
+
+FPRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
+
+
+def lhco(seeds: int, repeats: int) -> None:
+    rd = load_rd_slice()
+    options = BoostingOptions(n_repeats=repeats)
+    print(f"options: {options.model_dump()}")
+    for name, run, n in (
+        ("idealized", idealized_detector, seeds),
+        ("supervised", supervised_reference, 1),
+    ):
+        sics = []
+        for seed in range(n):
+            result = run(rd, seed=seed, options=options)
+            tpr, fpr = result.curve.at_max()
+            sics.append(result.curve.max_sic)
+            curve = ", ".join(f"{f:.0e}:{s:.1f}" for f, _, s in result.curve.sampled(FPRS))
+            print(
+                f"{name} seed {seed}: max SIC {result.curve.max_sic:.2f} at TPR {tpr:.3f} "
+                f"FPR {fpr:.2e}; SIC(FPR) {curve}; {result.seconds:.0f} s",
+                flush=True,
+            )
+        print(
+            f"{name}: mean max SIC {np.mean(sics):.2f} ± {np.std(sics) / np.sqrt(len(sics)):.2f} over {n} seeds"
+        )
+
+
+def throughput() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50_000, 20)).astype(np.float32)
+    y = (rng.random(50_000) < 0.5).astype(np.float64)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    print("| device | network | events/s (training) |")
+    print("|---|---|---|")
+    for device in devices:
+        options = TrainingOptions(epochs=3, batch_size=512, device=device)  # type: ignore[arg-type]
+        _, log = train_classifier(x, y, options=options, seed=0)
+        print(
+            f"| {device} ({select_device(device)}) | classifier 64-64 | {log.events_per_second:,.0f} |"
+        )
+        _, log = train_autoencoder(x, options=options.model_copy(update={"hidden": (32,)}), seed=0)
+        print(f"| {device} | autoencoder 32-3 | {log.events_per_second:,.0f} |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("what", choices=["lhco", "throughput", "all"], default="all", nargs="?")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    started = time.perf_counter()
+    if args.what in ("throughput", "all"):
+        throughput()
+    if args.what in ("lhco", "all"):
+        lhco(args.seeds, args.repeats)
+    print(f"total wall time {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

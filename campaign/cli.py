@@ -1,0 +1,276 @@
+"""``lamppost``: the command line.
+
+Exit codes: 0 success, 1 partial failure (some tasks failed, the rest completed), 2 bad input
+(nothing was written), 130 cancelled. Verbs that report have ``--json``: the machine-readable
+answer goes to stdout, everything else to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from campaign.spec import SpecError, json_schema, load_spec
+from campaign.store import Store, StoreError
+
+app = typer.Typer(
+    name="lamppost",
+    help="Automated search campaigns for new physics.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+EXIT_OK, EXIT_PARTIAL, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
+
+
+@app.command()
+def validate(file: Path, as_json: JsonOption = False) -> None:
+    """Check a campaign file; list every problem with its location and the allowed values."""
+    try:
+        spec = load_spec(file)
+    except SpecError as problem:
+        if as_json:
+            _emit_json(
+                {
+                    "valid": False,
+                    "problems": [{"location": loc, "message": m} for loc, m in problem.problems],
+                }
+            )
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        raise _fail(str(problem)) from None
+    if as_json:
+        _emit_json({"valid": True, "name": spec.name, "digest": spec.digest()})
+    else:
+        err.print(f"{file}: valid campaign '{spec.name}'", markup=False)
+
+
+@app.command()
+def schema(
+    output: Annotated[Path | None, typer.Option("--out", help="Write to this file.")] = None,
+) -> None:
+    """Export the campaign file's JSON Schema (for editors)."""
+    text = json.dumps(json_schema(), indent=1, sort_keys=True)
+    if output is None:
+        sys.stdout.write(text + "\n")
+    else:
+        output.write_text(text + "\n")
+
+
+def _run(file: Path, *, resume: bool, as_json: bool) -> int:
+    """Run a campaign file; return the exit code (bad input raises ``typer.Exit(2)``)."""
+    from campaign.runner import run_campaign
+
+    try:
+        spec = load_spec(file)
+    except SpecError as problem:
+        raise _fail(str(problem)) from None
+    store = Store(spec.store)
+    if store.exists("spec.json") and not resume:
+        raise _fail(
+            f"{spec.store}: a campaign store already exists; continue it with "
+            f"`lamppost resume {spec.store}` (or `run --resume`), or choose a new store"
+        )
+    try:
+        summary = run_campaign(spec, spec_text=file.read_text())
+    except StoreError as problem:
+        raise _fail(str(problem)) from None
+    except KeyboardInterrupt:
+        raise _fail(
+            f"cancelled; `lamppost resume {spec.store}` continues", EXIT_CANCELLED
+        ) from None
+    if as_json:
+        _emit_json(
+            {
+                "store": summary.store,
+                "done": summary.done,
+                "failed": summary.failed,
+                "skipped": summary.skipped,
+                "failures": list(summary.failures),
+                "global": summary.global_result,
+            }
+        )
+    else:
+        _print_status(store, top=spec.report.top)
+        for failure in summary.failures:
+            err.print(f"failed: {failure}", markup=False, highlight=False)
+    return summary.exit_code
+
+
+@app.command()
+def run(
+    file: Path,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the store if it holds this campaign.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Run a campaign file."""
+    raise typer.Exit(_run(file, resume=resume, as_json=as_json))
+
+
+@app.command()
+def resume(directory: Path, as_json: JsonOption = False) -> None:
+    """Continue a campaign from its store; finished tasks are not run again."""
+    spec_file = directory / "campaign.yaml"
+    if not spec_file.is_file():
+        raise _fail(f"{directory}: not a campaign store (no campaign.yaml)")
+    raise typer.Exit(_run(spec_file, resume=True, as_json=as_json))
+
+
+def _read_status(directory: Path) -> Any:
+    from campaign.status import read_status
+
+    try:
+        return read_status(Store(str(directory)))
+    except (StoreError, FileNotFoundError, OSError) as problem:
+        raise _fail(str(problem)) from None
+
+
+@app.command()
+def status(directory: Path, as_json: JsonOption = False) -> None:
+    """Where a campaign stands (reads the store only; works without Ray)."""
+    if as_json:
+        _emit_json(_read_status(directory).to_dict())
+    else:
+        _print_status(Store(str(directory)), top=20)
+
+
+def _print_status(store: Store, *, top: int) -> None:
+    state = _read_status(Path(store.uri))
+    tasks = ", ".join(
+        f"{kind}: " + " ".join(f"{s}={n}" for s, n in counts.items())
+        for kind, counts in state.tasks.items()
+    )
+    out.print(f"[bold]{state.name}[/] — {len(state.classes)} classes; tasks {tasks}")
+    table = Table(title=f"Most significant searches (top {top})")
+    for column in ("class", "method", "observable", "region", "obs", "exp", "Z local", "p̃"):
+        table.add_column(column)
+    for row in state.searches[:top]:
+        table.add_row(
+            row.event_class,
+            row.method,
+            row.observable,
+            row.region,
+            f"{row.observed:.0f}",
+            f"{row.expected:.1f}",
+            f"{row.z_local:.2f}",
+            "" if row.p_tilde is None else f"{row.p_tilde:.2g}",
+        )
+    out.print(table)
+    if state.global_result:
+        g = state.global_result
+        out.print(
+            f"global p-value {g.get('p_global', float('nan')):.3g} "
+            f"(Z = {g.get('z_global', float('nan')):.2f}) over {g.get('n_searches')} searches"
+        )
+
+
+@app.command()
+def report(
+    directory: Path,
+    output: Annotated[Path | None, typer.Option("--out", help="HTML file to write.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write the campaign report (HTML)."""
+    from campaign.report import write_html
+
+    state = _read_status(directory)
+    path = write_html(state, output or directory / "report.html")
+    if as_json:
+        _emit_json({"html": str(path)})
+    else:
+        err.print(f"wrote {path}", markup=False)
+
+
+@app.command()
+def demo(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where the demo campaign file and store go.")
+    ] = Path("lamppost-demo"),
+    as_json: JsonOption = False,
+) -> None:
+    """Write the demo campaign (built-in simulator, injected Z' signal) and run it."""
+    from campaign.demo import write_demo
+
+    directory.mkdir(parents=True, exist_ok=True)
+    file = write_demo(directory)
+    err.print(f"demo campaign file: {file}", markup=False)
+    code = _run(file, resume=True, as_json=as_json)
+    from campaign.report import write_html
+
+    store = directory / "store"
+    path = write_html(_read_status(store), store / "report.html")
+    err.print(f"report: {path}", markup=False)
+    raise typer.Exit(code)
+
+
+@app.command()
+def submit(
+    file: Path,
+    target: Annotated[str, typer.Option("--target", help="k8s (KubeRay RayJob) or slurm.")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Render the files only; apply nothing.")
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option("--out", help="Folder for the rendered files.")
+    ] = None,
+    image: Annotated[str | None, typer.Option("--image", help="Container image.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Render a campaign for Kubernetes (KubeRay) or Slurm and, unless --dry-run, submit it."""
+    from campaign import submit as submission
+
+    if target not in ("k8s", "slurm"):
+        raise _fail(f"--target: {target!r} is not allowed; allowed: k8s, slurm")
+    try:
+        result = submission.submit(
+            target,  # type: ignore[arg-type]
+            file,
+            out_dir=output,
+            image=image or submission.DEFAULT_IMAGE,
+            dry_run=dry_run,
+        )
+    except (SpecError, submission.SubmitError) as problem:
+        raise _fail(str(problem)) from None
+    if as_json:
+        _emit_json(
+            {
+                "target": target,
+                "out_dir": str(result.out_dir),
+                "files": [str(f) for f in result.files],
+                "command": result.command,
+            }
+        )
+    else:
+        for path in result.files:
+            err.print(f"wrote {path}", markup=False)
+        if result.command:
+            err.print(f"ran: {' '.join(result.command)}", markup=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

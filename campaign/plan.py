@@ -1,0 +1,179 @@
+"""From a campaign spec to tasks with content keys.
+
+A campaign runs in stages: make the background and the observed events, classify both into
+event classes, run every (class x method) search, then the look-elsewhere correction across all
+of them. Each :class:`Task` carries a content key — a hash of the task's inputs (the keys of the
+tasks it reads), its configuration and the code version — so a store can tell that a task has
+already been done, and a changed option re-runs exactly what depends on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from campaign import __version__
+from campaign.spec import CampaignSpec, SearchSpec
+
+CODE_VERSION = __version__
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of campaign work (a pure function of ``payload``).
+
+    Attributes:
+        key: content key (hex digest), the task's identity in the ledger.
+        kind: which task function runs it (see :mod:`campaign.tasks`).
+        name: human-readable label (``search/2mu/scan``).
+        payload: JSON-serialisable inputs of the task function.
+        cpus, gpus: resources the task asks of the executor.
+        cost: rough relative cost, used to batch small tasks together.
+    """
+
+    key: str
+    kind: str
+    name: str
+    payload: Mapping[str, Any]
+    cpus: float = 1.0
+    gpus: float = 0.0
+    cost: float = 1.0
+    depends_on: tuple[str, ...] = field(default_factory=tuple)
+
+
+def content_key(kind: str, *parts: Any) -> str:
+    """Hash of a task kind, its inputs and the code version (first 20 hex digits)."""
+    text = json.dumps([kind, CODE_VERSION, *parts], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def derive_seed(campaign_seed: int, *labels: str) -> int:
+    """A per-task seed that depends on the campaign seed and the task's identity only."""
+    text = json.dumps([campaign_seed, *labels])
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+
+
+def background_task(spec: CampaignSpec) -> Task:
+    config = {
+        "background": spec.data.background.model_dump(mode="json"),
+        "luminosity_fb": spec.luminosity_fb,
+        "seed": derive_seed(spec.seed, "background"),
+    }
+    return Task(
+        key=content_key("background", config),
+        kind="background",
+        name="background",
+        payload=config,
+        cost=spec.data.background.model_dump().get("events", 1e5) / 1e6,
+    )
+
+
+def observed_task(spec: CampaignSpec) -> Task:
+    """Observed events; pseudo-data is drawn from its own, independent background sample."""
+    config = {
+        "observed": spec.data.observed.model_dump(mode="json"),
+        "background": spec.data.background.model_dump(mode="json"),
+        "luminosity_fb": spec.luminosity_fb,
+        "seed": derive_seed(spec.seed, "observed"),
+    }
+    return Task(
+        key=content_key("observed", config),
+        kind="observed",
+        name="observed",
+        payload=config,
+    )
+
+
+def classify_task(spec: CampaignSpec, background: Task, observed: Task) -> Task:
+    config = {
+        "signatures": spec.signatures.model_dump(mode="json"),
+        "background_key": background.key,
+        "observed_key": observed.key,
+    }
+    return Task(
+        key=content_key("classify", config),
+        kind="classify",
+        name="classify",
+        payload=config,
+        depends_on=(background.key, observed.key),
+    )
+
+
+def data_tasks(spec: CampaignSpec) -> list[Task]:
+    """The tasks before the searches: background, observed, classification."""
+    background = background_task(spec)
+    observed = observed_task(spec)
+    return [background, observed, classify_task(spec, background, observed)]
+
+
+def search_tasks(
+    spec: CampaignSpec,
+    classify: Task,
+    classes: Mapping[str, Mapping[str, Any]],
+) -> list[Task]:
+    """One task per (searchable class x method), from the classification's class table.
+
+    Args:
+        classes: class name -> ``{"members": [exclusive classes], "expected": float,
+            "observed": float, "mc_events": int, "searchable": bool}``; exclusive classes
+            also give ``bkg_row_group`` / ``obs_row_group``, where their events are stored.
+    """
+    tasks = []
+    for index, search in enumerate(spec.searches):
+        for name in _classes_for(search, classes):
+            info = classes[name]
+            config = {
+                "classify_key": classify.key,
+                "event_class": name,
+                "members": list(info["members"]),
+                "row_groups": {
+                    label: {
+                        member: classes[member][f"{label}_row_group"]
+                        for member in info["members"]
+                        if f"{label}_row_group" in classes[member]
+                    }
+                    for label in ("bkg", "obs")
+                },
+                "method": search.method,
+                "options": search.options,
+                "observables": list(spec.observables),
+                "signatures": spec.signatures.model_dump(mode="json"),
+                "seed": derive_seed(spec.seed, "search", name, search.method, str(index)),
+            }
+            tasks.append(
+                Task(
+                    key=content_key("search", config),
+                    kind="search",
+                    name=f"search/{name}/{search.method}",
+                    payload=config,
+                    cpus=search.resources.cpus,
+                    gpus=search.resources.gpus,
+                    cost=1.0 + info["mc_events"] / 1e5,
+                    depends_on=(classify.key,),
+                )
+            )
+    return tasks
+
+
+def _classes_for(search: SearchSpec, classes: Mapping[str, Mapping[str, Any]]) -> Iterable[str]:
+    searchable = sorted(name for name, info in classes.items() if info["searchable"])
+    if search.classes is None:
+        return searchable
+    return [name for name in search.classes if name in classes and classes[name]["searchable"]]
+
+
+def lee_task(spec: CampaignSpec, searches: list[Task]) -> Task:
+    config = {
+        "searches": sorted(task.key for task in searches),
+        "seed": derive_seed(spec.seed, "look-elsewhere"),
+    }
+    return Task(
+        key=content_key("lee", config),
+        kind="lee",
+        name="look-elsewhere",
+        payload=config,
+        depends_on=tuple(config["searches"]),
+    )

@@ -1,0 +1,232 @@
+"""Test a new benchmark against every search of a finished campaign.
+
+For each search its :class:`~searches.result.Selection` maps the benchmark's signal events into
+the search's bins; the yields are patched into the search's background-only pyhf workspace and
+pyhf gives CLs (observed, expected band) and the 95 % CL upper limit on the signal strength.
+Searches that receive no signal say "not covered" rather than "allowed": a model nobody looked
+for is not a model that was tested. Two combined answers follow: the search with the best
+expected sensitivity, and the combination of the statistically independent exclusive classes
+(one observable each, chosen by expected CLs, never by data) as one multi-channel workspace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import awkward as ak
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from campaign.store import Store, StoreError
+from campaign.tasks import load_results
+from searches import events as ev
+from searches.result import SearchResult
+from searches.stats import inference
+from searches.stats.combine import combine
+from searches.stats.workspace import with_signal
+
+SCHEMA_VERSION = "1"
+MIN_SIGNAL_EVENTS = 1e-3
+"""Total signal yield below which a search counts as not covering the benchmark."""
+
+Status = Literal["excluded", "allowed", "not covered", "failed"]
+
+
+@dataclass(frozen=True)
+class SearchVerdict:
+    """One search's answer for the benchmark (CLs at ``mu = 1``, limits on ``mu``)."""
+
+    event_class: str
+    method: str
+    observable: str
+    signal_events: float
+    status: Status
+    cls_observed: float | None = None
+    cls_expected: tuple[float, ...] | None = None
+    mu_limit_observed: float | None = None
+    mu_limit_expected: tuple[float, ...] | None = None
+    reason: str = ""
+
+    @property
+    def search(self) -> str:
+        return f"{self.event_class}/{self.method}/{self.observable}"
+
+
+@dataclass(frozen=True)
+class Reinterpretation:
+    """A benchmark against a whole campaign."""
+
+    benchmark: Mapping[str, Any]
+    searches: tuple[SearchVerdict, ...]
+    best_expected: SearchVerdict | None
+    combined: SearchVerdict | None
+    combined_classes: tuple[str, ...]
+    status: Status
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["schema_version"] = SCHEMA_VERSION
+        return data
+
+
+def _verdict(status_of_cls: float | None) -> Status:
+    if status_of_cls is None or not np.isfinite(status_of_cls):
+        return "failed"
+    return "excluded" if status_of_cls < 0.05 else "allowed"
+
+
+def evaluate_search(
+    result: SearchResult, signal: ak.Array, *, limits: bool = True
+) -> SearchVerdict:
+    """CLs and limits of one search for the signal events (pyhf, asymptotic ``qtilde``)."""
+    yields, _ = result.selection.histogram(signal)
+    total = float(yields.sum())
+    common = {
+        "event_class": result.event_class,
+        "method": result.method,
+        "observable": result.observable,
+        "signal_events": total,
+    }
+    if total < MIN_SIGNAL_EVENTS:
+        return SearchVerdict(**common, status="not covered", reason="no signal in the search")
+    try:
+        workspace = with_signal(result.workspace, yields)
+        tested = inference.cls(workspace)
+        limit = inference.upper_limit(workspace) if limits else None
+    except Exception as err:
+        return SearchVerdict(**common, status="failed", reason=f"{type(err).__name__}: {err}")
+    return SearchVerdict(
+        **common,
+        status=_verdict(tested.observed),
+        cls_observed=tested.observed,
+        cls_expected=tested.expected,
+        mu_limit_observed=None if limit is None else limit.observed,
+        mu_limit_expected=None if limit is None else limit.expected,
+    )
+
+
+def combine_exclusive(
+    results: Sequence[SearchResult], verdicts: Sequence[SearchVerdict], signal: ak.Array
+) -> tuple[SearchVerdict | None, tuple[str, ...]]:
+    """CLs of the combination of independent exclusive classes, one observable per class."""
+    best: dict[str, tuple[SearchResult, SearchVerdict]] = {}
+    for result, verdict in zip(results, verdicts, strict=True):
+        if "+" in result.event_class or verdict.cls_expected is None:
+            continue
+        median = verdict.cls_expected[2]
+        current = best.get(result.event_class)
+        if current is None or median < current[1].cls_expected[2]:  # type: ignore[index]
+            best[result.event_class] = (result, verdict)
+    if not best:
+        return None, ()
+    classes = tuple(sorted(best))
+    workspaces = [
+        with_signal(best[c][0].workspace, best[c][0].selection.histogram(signal)[0])
+        for c in classes
+    ]
+    names = [f"{c}_{best[c][0].observable}" for c in classes]
+    common = {
+        "event_class": "+".join(classes) if len(classes) < 6 else f"{len(classes)} classes",
+        "method": "combination",
+        "observable": "best-expected per class",
+        "signal_events": float(sum(best[c][1].signal_events for c in classes)),
+    }
+    try:
+        workspace = combine(workspaces, names)
+        tested = inference.cls(workspace)
+        limit = inference.upper_limit(workspace)
+    except Exception as err:
+        return SearchVerdict(**common, status="failed", reason=f"{type(err).__name__}: {err}"), (
+            classes
+        )
+    return (
+        SearchVerdict(
+            **common,
+            status=_verdict(tested.observed),
+            cls_observed=tested.observed,
+            cls_expected=tested.expected,
+            mu_limit_observed=limit.observed,
+            mu_limit_expected=limit.expected,
+        ),
+        classes,
+    )
+
+
+def reinterpret(
+    results: Sequence[SearchResult],
+    signal: ak.Array,
+    *,
+    benchmark: Mapping[str, Any],
+    combine_classes: bool = True,
+) -> Reinterpretation:
+    """The benchmark's verdict from every search, the best-expected one and the combination."""
+    ev.validate_events(signal, source=str(benchmark.get("source", "signal events")))
+    verdicts = [evaluate_search(result, signal) for result in results]
+    tested = [v for v in verdicts if v.cls_expected is not None]
+    best = min(tested, key=lambda v: v.cls_expected[2], default=None)  # type: ignore[index]
+    combined, classes = (
+        combine_exclusive(results, verdicts, signal) if combine_classes else (None, ())
+    )
+    if combined is not None and combined.status in ("excluded", "allowed"):
+        status: Status = combined.status
+    elif best is not None:
+        status = best.status
+    elif any(v.status == "failed" for v in verdicts):
+        status = "failed"
+    else:
+        status = "not covered"
+    return Reinterpretation(
+        benchmark=dict(benchmark),
+        searches=tuple(verdicts),
+        best_expected=best,
+        combined=combined,
+        combined_classes=classes,
+        status=status,
+    )
+
+
+def campaign_results(store: Store) -> list[SearchResult]:
+    """Every successful search result of a finished campaign."""
+    if not store.exists("spec.json"):
+        raise StoreError(f"{store.uri}: not a campaign store (no spec.json)")
+    results = [
+        result
+        for record in store.records()
+        if record.kind == "search" and record.status == "done"
+        for result in load_results(store, record.artifacts["results"])
+    ]
+    if not results:
+        raise StoreError(f"{store.uri}: the campaign has no finished searches to reinterpret")
+    return results
+
+
+def save(store: Store, outcome: Reinterpretation) -> str:
+    """Write the reinterpretation as JSON and a Parquet table under ``reinterpretations/``."""
+    text = json.dumps(outcome.to_dict(), sort_keys=True, default=str)
+    label = hashlib.sha256(json.dumps(outcome.benchmark, sort_keys=True).encode()).hexdigest()
+    folder = f"reinterpretations/{label[:16]}"
+    store.write_text(f"{folder}/result.json", text)
+    rows = [
+        {
+            "search": v.search,
+            "signal_events": v.signal_events,
+            "status": v.status,
+            "cls_observed": v.cls_observed,
+            "cls_expected_median": None if v.cls_expected is None else v.cls_expected[2],
+            "mu_limit_observed": v.mu_limit_observed,
+        }
+        for v in outcome.searches
+    ]
+    table = pa.Table.from_pylist(rows).replace_schema_metadata(
+        {"lamppost.reinterpretation.schema_version": SCHEMA_VERSION}
+    )
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    store.write_bytes(f"{folder}/searches.parquet", buffer.getvalue())
+    return folder

@@ -1,0 +1,300 @@
+"""The task functions a campaign is made of; each is a pure function of its payload.
+
+Every function takes the task's payload (plus ``inputs``: the artifacts of the tasks it
+depends on), reads what it needs from the store, writes its outputs under the staging prefix
+it is given and returns ``{"artifacts": {name: path}, "summary": {...}}``. The driver moves the
+staged outputs into place and records the task in the ledger, so a task never writes the ledger
+itself and can run on any worker that sees the store.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import asdict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import awkward as ak
+import numpy as np
+import pyarrow.parquet as pq
+
+from campaign.store import Store
+from searches import events as ev
+from searches import signatures
+from searches.methods.base import ClassSlice
+from searches.methods.registry import get_method
+from searches.result import SearchResult
+from searches.stats import lee
+from theory.models import get_model
+from theory.simulate import FastSimulator, pseudo_data
+
+TaskOutput = dict[str, Any]
+FAULT_INJECTION_VARIABLE = "LAMPPOST_FAIL_SEARCH"
+
+
+def run_task(kind: str, payload: Mapping[str, Any], *, store_uri: str, staging: str) -> TaskOutput:
+    """Run the task function for ``kind`` (the entry point of every executor)."""
+    return TASKS[kind](payload, Store(store_uri), staging)
+
+
+def _write_events(store: Store, relative: str, events: ak.Array) -> str:
+    ev.validate_events(events, source=relative)
+    table = ak.to_arrow_table(events, extensionarray=False)
+    metadata = {**(table.schema.metadata or {}), ev.SCHEMA_METADATA_KEY: ev.SCHEMA_VERSION.encode()}
+    buffer = io.BytesIO()
+    pq.write_table(table.replace_schema_metadata(metadata), buffer, compression="zstd")
+    store.write_bytes(relative, buffer.getvalue())
+    return relative
+
+
+def _read_events(store: Store, relative: str) -> ak.Array:
+    table = pq.read_table(io.BytesIO(store.read_bytes(relative)))
+    return ev.validate_events(ak.from_arrow(table), source=store.path(relative))
+
+
+def make_background(payload: Mapping[str, Any], store: Store, staging: str) -> TaskOutput:
+    config = payload["background"]
+    if config.get("simulator") == "builtin":
+        events = FastSimulator(tail_boost=float(config["tail_boost"])).background(
+            n_events=int(config["events"]),
+            luminosity_fb=float(payload["luminosity_fb"]),
+            seed=int(payload["seed"]),
+        )
+    else:
+        events = _read_samples(config, payload)
+    path = _write_events(store, f"{staging}/background.parquet", events)
+    return {
+        "artifacts": {"events": path},
+        "summary": {"events": len(events), "expected": float(ak.sum(events["weight"]))},
+    }
+
+
+def make_observed(payload: Mapping[str, Any], store: Store, staging: str) -> TaskOutput:
+    config = payload["observed"]
+    seed = int(payload["seed"])
+    summary: dict[str, Any] = {}
+    if config.get("pseudo"):
+        background_config = payload["background"]
+        if background_config.get("simulator") == "builtin":
+            source = FastSimulator(tail_boost=float(background_config["tail_boost"])).background(
+                n_events=int(background_config["events"]),
+                luminosity_fb=float(payload["luminosity_fb"]),
+                seed=seed + 1,
+            )
+        else:
+            source = _read_samples(background_config, payload)
+        injection = config.get("inject")
+        if injection:
+            model = get_model(injection["model"])
+            signal = FastSimulator().signal(
+                model,
+                injection["point"],
+                n_events=int(injection["events"]),
+                luminosity_fb=float(payload["luminosity_fb"]),
+                seed=seed + 2,
+            )
+            signal = ak.with_field(signal, signal["weight"] * float(injection["scale"]), "weight")
+            summary["injected_expected"] = float(ak.sum(signal["weight"]))
+            source = ev.concatenate([source, signal])
+        events = pseudo_data(source, seed=seed)
+    else:
+        events = _read_samples(config, payload)
+    path = _write_events(store, f"{staging}/observed.parquet", events)
+    summary["events"] = len(events)
+    return {"artifacts": {"events": path}, "summary": summary}
+
+
+def _read_samples(config: Mapping[str, Any], payload: Mapping[str, Any]) -> ak.Array:
+    from searches.readers import normalise, read_events
+
+    parts = []
+    for sample in config["files"]:
+        events = read_events(sample["path"], preset=sample.get("preset"))
+        if sample.get("xsec_pb"):
+            events = normalise(
+                events,
+                xsec_pb=float(sample["xsec_pb"]),
+                luminosity_fb=float(payload["luminosity_fb"]),
+                sum_of_weights=float(sample.get("sum_of_weights") or ak.sum(events["weight"])),
+            )
+        parts.append(events)
+    return ev.concatenate(parts)
+
+
+def classify(payload: Mapping[str, Any], store: Store, staging: str) -> TaskOutput:
+    """Split background and observed events into exclusive classes; describe every view.
+
+    Each sample is written as one Parquet file with one row group per exclusive class, so a
+    search reads exactly the row groups of its class (or of the members of a view).
+    """
+    config = signatures.SignatureConfig.model_validate(payload["signatures"])
+    inputs = payload["inputs"]
+    samples = {
+        "bkg": _read_events(store, inputs["background"]["events"]),
+        "obs": _read_events(store, inputs["observed"]["events"]),
+    }
+    artifacts: dict[str, str] = {}
+    table: dict[str, dict[str, Any]] = {}
+    representatives = []
+    for label, events in samples.items():
+        classification = signatures.classify(events, config)
+        order = np.argsort(classification.codes, kind="stable")
+        bounds = np.searchsorted(
+            classification.codes[order], np.arange(len(classification.names) + 1)
+        )
+        weights = ak.to_numpy(events["weight"])
+        groups = []
+        for index, name in enumerate(classification.names):
+            rows = order[bounds[index] : bounds[index + 1]]
+            entry = table.setdefault(
+                name,
+                {"members": [name], "expected": 0.0, "observed": 0.0, "mc_events": 0},
+            )
+            key = "expected" if label == "bkg" else "observed"
+            entry[key] = float(weights[rows].sum())
+            if label == "bkg":
+                entry["mc_events"] = len(rows)
+            entry[f"{label}_row_group"] = index
+            if "representative" not in entry:
+                entry["representative"] = len(representatives)
+                representatives.append(events[rows[:1]])
+            groups.append(events[rows])
+        artifacts[label] = _write_row_groups(store, f"{staging}/{label}.parquet", groups)
+    exclusive = sorted(table)
+    if representatives:
+        _add_views(table, exclusive, ev.concatenate(representatives), config)
+    for entry in table.values():
+        entry.pop("representative", None)
+    store.write_json(f"{staging}/classes.json", table)
+    artifacts["classes"] = f"{staging}/classes.json"
+    return {
+        "artifacts": artifacts,
+        "summary": {"exclusive_classes": len(exclusive), "classes": len(table)},
+    }
+
+
+def _write_row_groups(store: Store, relative: str, groups: list[ak.Array]) -> str:
+    """One Parquet file, one row group per entry of ``groups`` (in order)."""
+    buffer = io.BytesIO()
+    writer = None
+    for group in groups:
+        table = ak.to_arrow_table(group, extensionarray=False)
+        if writer is None:
+            metadata = {
+                **(table.schema.metadata or {}),
+                ev.SCHEMA_METADATA_KEY: ev.SCHEMA_VERSION.encode(),
+            }
+            schema = table.schema.with_metadata(metadata)
+            writer = pq.ParquetWriter(buffer, schema, compression="zstd")
+        writer.write_table(table.cast(writer.schema), row_group_size=max(len(group), 1))
+    if writer is not None:
+        writer.close()
+    store.write_bytes(relative, buffer.getvalue())
+    return relative
+
+
+def _read_row_groups(store: Store, relative: str, row_groups: list[int]) -> ak.Array:
+    """The events of some row groups of a classified sample (validated when written)."""
+    if not row_groups:
+        return ev.empty_events()
+    with store.fs.open_input_file(store.path(relative)) as handle:
+        table = pq.ParquetFile(handle).read_row_groups(sorted(row_groups))
+    return ak.from_arrow(table)
+
+
+def _add_views(
+    table: dict[str, dict[str, Any]],
+    exclusive: list[str],
+    representatives: ak.Array,
+    config: signatures.SignatureConfig,
+) -> None:
+    """Inclusive and jet-inclusive classes as unions of exclusive ones.
+
+    All events of one exclusive class share their multiplicities, so one representative event
+    per exclusive class decides which views contain the whole class.
+    """
+    candidates = signatures.populated_classes(representatives, config)
+    index = {name: table[name]["representative"] for name in exclusive}
+    for view in sorted(set(candidates) - set(exclusive)):
+        mask = signatures.class_mask(representatives, view, config=config)
+        members = [name for name in exclusive if mask[index[name]]]
+        if not members:
+            continue
+        table[view] = {
+            "members": members,
+            "expected": sum(table[m]["expected"] for m in members),
+            "observed": sum(table[m]["observed"] for m in members),
+            "mc_events": sum(table[m]["mc_events"] for m in members),
+        }
+
+
+def run_search(payload: Mapping[str, Any], store: Store, staging: str) -> TaskOutput:
+    """Run one method on one class; raise on failure (the executor records it)."""
+    event_class = payload["event_class"]
+    method = get_method(payload["method"])
+    fault = os.environ.get(FAULT_INJECTION_VARIABLE)
+    if fault and fault == f"{event_class}:{payload['method']}":
+        raise RuntimeError(f"fault injected by ${FAULT_INJECTION_VARIABLE} for {fault}")
+    classified = payload["inputs"]["classify"]
+    data = {
+        label: _read_row_groups(
+            store,
+            classified[label],
+            list(payload["row_groups"][label].values()),
+        )
+        for label in ("bkg", "obs")
+    }
+    data_slice = ClassSlice(
+        event_class=event_class,
+        signatures=dict(payload["signatures"]),
+        observed=data["obs"],
+        background=data["bkg"],
+        observables=tuple(payload["observables"]),
+    )
+    options = method.options_model.model_validate(payload["options"])
+    results = method.run(data_slice, options=options, seed=int(payload["seed"]))
+    path = f"{staging}/results.json"
+    store.write_text(path, "[" + ",".join(r.to_json() for r in results) + "]")
+    best = min(results, key=lambda r: r.p_local, default=None)
+    return {
+        "artifacts": {"results": path},
+        "summary": {
+            "results": len(results),
+            "p_local": None if best is None else best.p_local,
+            "p_tilde": None if best is None else best.p_tilde,
+        },
+    }
+
+
+def load_results(store: Store, relative: str) -> list[SearchResult]:
+    return [SearchResult.from_dict(item) for item in store.read_json(relative)]
+
+
+def look_elsewhere(payload: Mapping[str, Any], store: Store, staging: str) -> TaskOutput:
+    """Global significance across every search of the campaign."""
+    results = [
+        result
+        for artifacts in payload["inputs"]["searches"]
+        for result in load_results(store, artifacts["results"])
+    ]
+    outcome = lee.global_significance(results, seed=int(payload["seed"]))
+    best = results[outcome.search]
+    summary = {
+        **asdict(outcome),
+        "event_class": best.event_class,
+        "method": best.method,
+        "observable": best.observable,
+    }
+    path = f"{staging}/lee.json"
+    store.write_json(path, summary)
+    return {"artifacts": {"lee": path}, "summary": summary}
+
+
+TASKS: dict[str, Callable[[Mapping[str, Any], Store, str], TaskOutput]] = {
+    "background": make_background,
+    "observed": make_observed,
+    "classify": classify,
+    "search": run_search,
+    "lee": look_elsewhere,
+}

@@ -1,0 +1,1 @@
+"""What we look at: events, event classes, observables, statistics and search methods."""

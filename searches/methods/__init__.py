@@ -1,0 +1,1 @@
+"""Analysis methods, each behind the :class:`searches.methods.base.SearchMethod` protocol."""

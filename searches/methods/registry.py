@@ -1,0 +1,26 @@
+"""Analysis methods by name, as the campaign file names them (``searches: [{method: ...}]``)."""
+
+from __future__ import annotations
+
+from searches.methods.base import SearchMethod
+from searches.methods.bumphunt import bumphunt
+from searches.methods.scan import scan
+
+METHODS: dict[str, SearchMethod] = {
+    scan.name: scan,
+    bumphunt.name: bumphunt,
+}
+
+
+def get_method(name: str) -> SearchMethod:
+    """The method registered as ``name``.
+
+    Raises:
+        KeyError: for an unknown name, listing the allowed ones.
+    """
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise KeyError(
+            f"search method {name!r} is not known; allowed: {', '.join(sorted(METHODS))}"
+        ) from None

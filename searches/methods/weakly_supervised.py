@@ -1,0 +1,239 @@
+"""Weakly supervised resonance searches: CWoLa hunting and CATHODE-style templates.
+
+Both slide a signal-region (SR) window over the resonance observable, with side bands (SB)
+of ``sideband_bins`` bins on each side, and select events in SR ∪ SB with a classifier:
+
+* **CWoLa hunting** (arXiv:1805.02664): the classifier separates SR from SB events of the
+  data itself; a localised signal makes the SR distinguishable.
+* **CATHODE** (arXiv:2109.00546): a conditional normalising flow ``p(x | m)`` trained on SB
+  events is sampled at SR masses into a background template; the classifier separates SR data
+  from the template.
+
+Honest statistics: the classifier is trained with k-fold cross-fitting — every data event in
+the training sample is scored by the fold model that did not see it (the nested level: the
+boosted trees or the MLP's epoch choice use only the training folds); side-band data in CATHODE
+are never trained on and are scored by the fold ensemble. The selected mass spectrum is then
+fitted in the side bands with a smooth function and the SR tested (:mod:`searches.ml.massfit`).
+Look-elsewhere: Šidák over all windows × efficiencies.
+
+Sculpting check: the selection of the best window is applied to the simulated background of
+the class (``ClassSlice.background``, never trained on) and that background-only selected
+spectrum is tested the same way; a significant "excess" there means the selection creates a
+bump, which ``details["sculpting"]`` reports.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import awkward as ak
+import numpy as np
+from pydantic import Field
+
+from searches.methods.base import ClassSlice, MethodOptions
+from searches.ml import features
+from searches.ml.classifiers import ClassifierKind, cross_fit, ensemble_score
+from searches.ml.flows import ConditionalFlow, FlowOptions
+from searches.ml.massfit import window_test
+from searches.ml.search import build_result, mass_values, spectrum_edges
+from searches.ml.training import TrainingOptions
+from searches.progress import track
+from searches.result import SearchResult
+from searches.stats.pvalues import significance
+
+
+class WeaklySupervisedOptions(MethodOptions):
+    """Options shared by ``cwola`` and ``cathode``."""
+
+    observable: str = Field(default="m_j_j", description="resonance observable")
+    features: Literal["objects", "rmm", "substructure"] = "substructure"
+    window_bins: int = Field(default=2, ge=1, description="SR width in bins")
+    sideband_bins: int = Field(default=3, ge=2, description="SB width in bins, each side")
+    width_in_sigma: float = Field(default=2.0, gt=0)
+    efficiencies: tuple[float, ...] = Field(default=(0.1, 0.02), min_length=1)
+    n_folds: int = Field(default=5, ge=2, le=20)
+    classifier: ClassifierKind = "hgb"
+    training: TrainingOptions = TrainingOptions(hidden=(32, 32), epochs=20)
+    flow: FlowOptions = FlowOptions()
+    min_window_events: int = Field(default=100, ge=10, description="skip sparser windows")
+    sculpting_check: bool = True
+    mass_range: tuple[float, float] | None = Field(
+        default=None, description="only signal regions inside [low, high) of the observable"
+    )
+    max_iter: int = Field(default=100, ge=1, description="boosting iterations (hgb)")
+
+
+def _window_masks(
+    mass: np.ndarray, edges: np.ndarray, a: int, b: int, sb: int
+) -> tuple[np.ndarray, np.ndarray]:
+    sr = (mass >= edges[a]) & (mass < edges[b])
+    sbm = ((mass >= edges[a - sb]) & (mass < edges[a])) | (
+        (mass >= edges[b]) & (mass < edges[b + sb])
+    )
+    return sr, sbm
+
+
+class _WeaklySupervised:
+    """Window loop, selection, fit and sculpting check; subclasses define ``_scores``:
+    ``(x, mass, sr, sb, options, seed) -> (scores (n,), fold models, details)`` with scores
+    of SR ∪ SB events that no model trained on."""
+
+    name: str
+    options_model = WeaklySupervisedOptions
+
+    def run(
+        self, data: ClassSlice, *, options: WeaklySupervisedOptions, seed: int
+    ) -> list[SearchResult]:
+        events = data.observed
+        x, _ = features.build(events, options.features)
+        weights = ak.to_numpy(events["weight"]).astype(np.float64)
+        mass = mass_values(events, options.observable, data.signatures)
+        edges = spectrum_edges(mass, options.observable, width_in_sigma=options.width_in_sigma)
+        sb, width = options.sideband_bins, options.window_bins
+        windows = [(a, a + width) for a in range(sb, len(edges) - 1 - width - sb + 1)]
+        if options.mass_range is not None:
+            low, high = options.mass_range
+            windows = [(a, b) for a, b in windows if edges[a] >= low and edges[b] <= high]
+        best, scanned, n_tests = None, [], 0
+        for a, b in track(windows, description=f"{self.name} {data.event_class}"):
+            sr, sbm = _window_masks(mass, edges, a, b, sb)
+            if sr.sum() < options.min_window_events or sbm.sum() < options.min_window_events:
+                continue
+            scores, models, extra = self._scores(  # type: ignore[attr-defined]
+                x, mass, sr, sbm, options, seed + 1009 * a
+            )
+            use = sr | sbm
+            sub = edges[a - sb : b + sb + 1]
+            for eff in options.efficiencies:
+                threshold = float(np.quantile(scores[sr], 1.0 - eff))
+                keep = use & (scores >= threshold)
+                counts, _ = np.histogram(mass[keep], bins=sub, weights=weights[keep])
+                test = window_test(sub, counts, sb, sb + width)
+                n_tests += 1
+                scanned.append(
+                    {
+                        "low": float(edges[a]),
+                        "high": float(edges[b]),
+                        "efficiency": eff,
+                        "p_local": test.p_local,
+                    }
+                )
+                if best is None or test.p_local < best["test"].p_local:
+                    best = {
+                        "a": a,
+                        "b": b,
+                        "eff": eff,
+                        "threshold": threshold,
+                        "test": test,
+                        "counts": counts,
+                        "models": models,
+                        "extra": extra,
+                    }
+        if best is None:
+            raise ValueError(
+                f"{self.name} on {data.event_class}: no window has min_window_events="
+                f"{options.min_window_events} events in SR and SB; lower it or widen the bins"
+            )
+        a, b = best["a"], best["b"]
+        sub = edges[a - sb : b + sb + 1]
+        details = {
+            "efficiency": best["eff"],
+            "threshold": best["threshold"],
+            "signal_region": [float(edges[a]), float(edges[b])],
+            "windows": scanned,
+            "classifier": options.classifier,
+            "n_folds": options.n_folds,
+            **best["extra"],
+        }
+        if options.sculpting_check and len(data.background):
+            details["sculpting"] = self._sculpting(data, options, best, sub, sb, width)
+        return [
+            build_result(
+                data,
+                method=self.name,
+                observable=options.observable,
+                edges=sub,
+                counts=best["counts"],
+                best=best["test"],
+                n_tests=n_tests,
+                details=details,
+            )
+        ]
+
+    def _sculpting(self, data, options, best, sub, sb, width) -> dict:  # type: ignore[no-untyped-def]
+        bkg = data.background
+        xb, _ = features.build(bkg, options.features)
+        mb = mass_values(bkg, options.observable, data.signatures)
+        wb = ak.to_numpy(bkg["weight"]).astype(np.float64)
+        inside = np.isfinite(mb) & (mb >= sub[0]) & (mb < sub[-1])
+        scores = np.full(len(xb), -np.inf)
+        scores[inside] = ensemble_score(best["models"], xb[inside])
+        keep = inside & (scores >= best["threshold"])
+        counts, _ = np.histogram(mb[keep], bins=sub, weights=wb[keep])
+        before, _ = np.histogram(mb[inside], bins=sub, weights=wb[inside])
+        sumw2, _ = np.histogram(mb[keep], bins=sub, weights=wb[keep] ** 2)
+        if counts.sum() <= 0 or (counts > 0).sum() < 4:
+            return {"p_local": 1.0, "z": 0.0, "selected_background": float(counts.sum())}
+        # Weighted Monte Carlo in units of its effective number of events, so the test has the
+        # statistical power the simulation really has.
+        scale = counts.sum() / sumw2.sum()
+        test = window_test(sub, counts * scale, sb, sb + width)
+        return {
+            "p_local": test.p_local,
+            "z": float(significance(test.p_local)),
+            "selected_background": float(counts.sum()),
+            "effective_events": float(counts.sum() * scale),
+            "efficiency_per_bin": [
+                float(c / n) if n > 0 else 0.0 for c, n in zip(counts, before, strict=True)
+            ],
+        }
+
+
+class CwolaMethod(_WeaklySupervised):
+    """``cwola``: CWoLa hunting, classifier SR vs SB of the data (nested k-fold)."""
+
+    name = "cwola"
+
+    def _scores(self, x, mass, sr, sb, options, seed):  # type: ignore[no-untyped-def]
+        use = sr | sb
+        scores = np.full(len(x), -np.inf)
+        oof, models = cross_fit(
+            options.classifier,
+            x[use],
+            sr[use].astype(np.float64),
+            n_folds=options.n_folds,
+            training=options.training,
+            seed=seed,
+            max_iter=options.max_iter,
+        )
+        scores[use] = oof
+        return scores, models, {}
+
+
+class CathodeMethod(_WeaklySupervised):
+    """``cathode``: flow template from the SB sampled into the SR; data vs template."""
+
+    name = "cathode"
+
+    def _scores(self, x, mass, sr, sb, options, seed):  # type: ignore[no-untyped-def]
+        flow = ConditionalFlow(x[sb], mass[sb], options=options.flow, seed=seed)
+        rng = np.random.default_rng(seed)
+        n_template = options.flow.oversampling * int(sr.sum())
+        m_template = rng.choice(mass[sr], size=n_template, replace=True)
+        template = flow.sample(m_template, seed=seed + 1)
+        x_sr = x[sr]
+        xx = np.vstack([x_sr, template])
+        yy = np.r_[np.ones(len(x_sr)), np.zeros(len(template))]
+        oof, models = cross_fit(
+            options.classifier,
+            xx,
+            yy,
+            n_folds=options.n_folds,
+            training=options.training,
+            seed=seed,
+            max_iter=options.max_iter,
+        )
+        scores = np.full(len(x), -np.inf)
+        scores[sr] = oof[: len(x_sr)]
+        scores[sb] = ensemble_score(models, x[sb])
+        return scores, models, {"n_template": n_template}

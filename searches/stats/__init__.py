@@ -1,0 +1,1 @@
+"""Statistics: pyhf workspaces, CLs, limits, p-values and look-elsewhere corrections."""

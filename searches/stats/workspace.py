@@ -1,0 +1,142 @@
+"""pyhf workspaces: one per search, the full distribution of its event class and observable.
+
+The background sample carries the MC statistical uncertainty per bin (``staterror``, from the
+sum of squared weights) and the relative systematic as one ``normsys`` (fully correlated across
+bins, as in the scan). The signal sample is what reinterpretation replaces: by default it is a
+*placeholder* of zeros (the search ran without a signal hypothesis), scaled by the normfactor
+``mu``; :func:`with_signal` patches real yields in. Inference on a placeholder is refused,
+because ``mu`` is not identifiable there.
+
+Bins without background get a floor of ``EMPTY_BIN`` events with 100 % MC-statistics
+uncertainty, so ``staterror`` stays defined (pyhf divides by the nominal).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pyhf
+from numpy.typing import ArrayLike
+
+SIGNAL = "signal"
+BACKGROUND = "background"
+POI = "mu"
+SYSTEMATIC = "background_norm"
+EMPTY_BIN = 1e-6
+
+
+def _bins(name: str, values: ArrayLike, n_bins: int | None = None) -> list[float]:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1 or len(array) == 0:
+        raise ValueError(f"workspace '{name}' must be a non-empty 1-d list of bin values")
+    if n_bins is not None and len(array) != n_bins:
+        raise ValueError(f"workspace '{name}' has {len(array)} bins; expected {n_bins}")
+    if not np.all(np.isfinite(array)) or np.any(array < 0):
+        raise ValueError(f"workspace '{name}' must be finite and >= 0 in every bin")
+    return [float(v) for v in array]
+
+
+def build_workspace(
+    *,
+    observed: ArrayLike,
+    expected: ArrayLike,
+    sumw2: ArrayLike,
+    syst: float,
+    signal: ArrayLike | None = None,
+    channel: str = "search",
+) -> dict[str, Any]:
+    """A pyhf workspace (validated JSON dict) for one search's distribution.
+
+    Args:
+        observed: observed counts per bin, shape ``(B,)``.
+        expected: background expectation per bin.
+        sumw2: sum of squared background weights per bin.
+        syst: relative background normalisation uncertainty (``normsys`` ``1 ± syst``).
+        signal: signal yields at ``mu = 1``; ``None`` writes the zero placeholder.
+        channel: channel name (must be a valid pyhf name).
+
+    Returns:
+        The workspace specification; ``pyhf.Workspace(spec)`` accepts it.
+    """
+    if not 0.0 <= syst < 1.0:
+        raise ValueError(f"workspace 'syst' must be in [0, 1), got {syst}")
+    background = np.asarray(_bins("expected", expected), dtype=np.float64)
+    n_bins = len(background)
+    data = _bins("observed", observed, n_bins)
+    stat = np.sqrt(np.asarray(_bins("sumw2", sumw2, n_bins)))
+    empty = background <= 0.0
+    background = np.where(empty, EMPTY_BIN, background)
+    stat = np.where(empty | (stat <= 0.0), np.where(empty, EMPTY_BIN, 1e-9 * background), stat)
+    signal_yields = [0.0] * n_bins if signal is None else _bins("signal", signal, n_bins)
+    background_modifiers: list[dict[str, Any]] = [
+        {"name": f"staterror_{channel}", "type": "staterror", "data": stat.tolist()}
+    ]
+    if syst > 0:
+        background_modifiers.append(
+            {"name": SYSTEMATIC, "type": "normsys", "data": {"hi": 1 + syst, "lo": 1 - syst}}
+        )
+    spec = {
+        "version": "1.0.0",
+        "channels": [
+            {
+                "name": channel,
+                "samples": [
+                    {
+                        "name": SIGNAL,
+                        "data": signal_yields,
+                        "modifiers": [{"name": POI, "type": "normfactor", "data": None}],
+                    },
+                    {
+                        "name": BACKGROUND,
+                        "data": background.tolist(),
+                        "modifiers": background_modifiers,
+                    },
+                ],
+            }
+        ],
+        "observations": [{"name": channel, "data": data}],
+        "measurements": [{"name": "measurement", "config": {"poi": POI, "parameters": []}}],
+    }
+    pyhf.schema.validate(spec, "workspace.json")
+    return spec
+
+
+def validate(spec: Mapping[str, Any]) -> pyhf.Workspace:
+    """Validate against pyhf's workspace schema and build it (raises on any violation)."""
+    pyhf.schema.validate(dict(spec), "workspace.json")
+    return pyhf.Workspace(dict(spec))
+
+
+def current_signal(spec: Mapping[str, Any]) -> np.ndarray:
+    """The signal sample's yields (all channels concatenated)."""
+    return np.concatenate(
+        [
+            np.asarray(sample["data"], dtype=np.float64)
+            for channel in spec["channels"]
+            for sample in channel["samples"]
+            if sample["name"] == SIGNAL
+        ]
+    )
+
+
+def with_signal(workspace: Mapping[str, Any], signal_yields: ArrayLike) -> dict[str, Any]:
+    """The workspace with its signal sample replaced by ``signal_yields`` (reinterpretation).
+
+    Args:
+        workspace: a workspace from :func:`build_workspace` (one channel).
+        signal_yields: new signal yields at ``mu = 1``, one per bin.
+    """
+    spec = copy.deepcopy(dict(workspace))
+    channels = spec["channels"]
+    if len(channels) != 1:
+        raise ValueError(f"with_signal expects a one-channel workspace, got {len(channels)}")
+    samples = {sample["name"]: sample for sample in channels[0]["samples"]}
+    if SIGNAL not in samples:
+        raise ValueError(f"workspace has no '{SIGNAL}' sample; samples: {sorted(samples)}")
+    n_bins = len(samples[SIGNAL]["data"])
+    samples[SIGNAL]["data"] = _bins("signal_yields", signal_yields, n_bins)
+    validate(spec)
+    return spec

@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from campaign.cli import app
+from campaign.spec import SpecError, json_schema, load_spec
+
+
+def base_spec(store: Path) -> dict[str, Any]:
+    return {
+        "name": "unit",
+        "seed": 3,
+        "luminosity_fb": 140,
+        "data": {
+            "background": {"simulator": "builtin", "events": 1000},
+            "observed": {"pseudo": True},
+        },
+        "signatures": {"muon": {"pt": 25, "abs_eta": 2.5}},
+        "observables": ["st", "minv"],
+        "searches": [{"method": "scan", "pseudo_rounds": 100}],
+        "execution": {"address": "local", "num_cpus": 2},
+        "store": str(store),
+    }
+
+
+def write(tmp_path: Path, document: Any, name: str = "campaign.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(document if isinstance(document, str) else yaml.safe_dump(document))
+    return path
+
+
+def test_valid_spec_loads_and_has_stable_digest(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, base_spec(tmp_path / "store")))
+    again = load_spec(write(tmp_path, base_spec(tmp_path / "store"), "again.yaml"))
+    assert spec.name == "unit"
+    assert spec.digest() == again.digest()
+    assert spec.searches[0].options == {"pseudo_rounds": 100}
+
+
+def test_schema_validates_a_good_file_and_is_exported_by_the_cli(tmp_path: Path) -> None:
+    document = base_spec(tmp_path / "store")
+    jsonschema.validate(json.loads(json.dumps(document)), json_schema())
+    result = CliRunner().invoke(app, ["schema"])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["title"] == "CampaignSpec"
+
+
+def _set(document: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    node: Any = document
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    if value is _DELETE:
+        del node[last]
+    elif isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+_DELETE = object()
+
+BAD_FILES = [
+    ("unknown key", "nmae", "x", "nmae", "unknown key 'nmae'; allowed:"),
+    ("wrong type", "luminosity_fb", "lots", "luminosity_fb", "valid number"),
+    ("empty signatures", "signatures", {}, "signatures", "at least one object"),
+    ("negative luminosity", "luminosity_fb", -1.0, "luminosity_fb", "greater than 0"),
+    ("unknown method", "searches.0.method", "magic", "searches.0.method", "allowed: "),
+    (
+        "gpu request without gpus",
+        "searches.0.resources",
+        {"gpus": 1},
+        "searches.0.resources.gpus",
+        "execution.num_gpus is 0",
+    ),
+    ("unknown observable", "observables", ["st", "mass2"], "observables", "allowed: "),
+    ("missing store", "store", _DELETE, "store", "Field required"),
+    ("bad method option", "searches.0.pseudo_rounds", -5, "searches.0", "pseudo_rounds"),
+    ("unknown view", "signatures.views", ["sideways"], "signatures", "allowed: exclusive"),
+    (
+        "unknown injected model",
+        "data.observed",
+        {"pseudo": True, "inject": {"model": "unicorn", "point": {}}},
+        "data.observed",
+        "allowed: ",
+    ),
+    ("empty searches", "searches", [], "searches", "at least 1"),
+    ("unknown key deep", "execution.adress", "x", "execution.adress", "allowed: address"),
+    (
+        "reversed theory range",
+        "theory",
+        {"models": [{"name": "zprime", "space": {"mass": [5000, 500]}}]},
+        "theory.models.0.space",
+        "low < high",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("label", "path", "value", "location", "fragment"), BAD_FILES, ids=[b[0] for b in BAD_FILES]
+)
+def test_bad_campaign_file_gives_one_clear_error_and_no_store(
+    tmp_path: Path, label: str, path: str, value: Any, location: str, fragment: str
+) -> None:
+    store = tmp_path / "store"
+    document = copy.deepcopy(base_spec(store))
+    _set(document, path, value)
+    file = write(tmp_path, document)
+    with pytest.raises(SpecError) as caught:
+        load_spec(file)
+    assert any(loc.startswith(location) for loc, _ in caught.value.problems), caught.value
+    assert fragment in str(caught.value)
+    result = CliRunner().invoke(app, ["run", str(file)])
+    assert result.exit_code == 2, result.output
+    assert str(file) in result.stderr
+    assert fragment in result.stderr
+    assert not store.exists()
+
+
+@pytest.mark.parametrize(
+    ("label", "make_store", "fragment"),
+    [
+        ("store is a file", lambda tmp: _touch(tmp / "afile"), "is not a directory"),
+        ("store below a file", lambda tmp: _touch(tmp / "afile") / "store", "not a directory"),
+        ("store not writable", lambda tmp: Path("/proc/lamppost-store"), "not writable"),
+    ],
+)
+def test_unusable_store_is_rejected_before_anything_is_written(
+    tmp_path: Path, label: str, make_store: Any, fragment: str
+) -> None:
+    document = base_spec(make_store(tmp_path))
+    file = write(tmp_path, document)
+    result = CliRunner().invoke(app, ["validate", str(file)])
+    assert result.exit_code == 2
+    assert "store" in result.stderr and fragment in result.stderr
+
+
+def _touch(path: Path) -> Path:
+    path.write_text("")
+    return path
+
+
+def test_invalid_yaml_and_missing_file(tmp_path: Path) -> None:
+    bad = write(tmp_path, "name: [unclosed\n")
+    for target, fragment in ((bad, "not valid YAML"), (tmp_path / "nope.yaml", "cannot be read")):
+        result = CliRunner().invoke(app, ["validate", str(target)])
+        assert result.exit_code == 2
+        assert fragment in result.stderr
+
+
+def test_validate_json_lists_every_problem(tmp_path: Path) -> None:
+    document = base_spec(tmp_path / "store")
+    document["luminosity_fb"] = -3
+    document["observables"] = ["nope"]
+    result = CliRunner().invoke(app, ["validate", "--json", str(write(tmp_path, document))])
+    assert result.exit_code == 2
+    problems = json.loads(result.stdout)["problems"]
+    assert {p["location"] for p in problems} == {"luminosity_fb", "observables"}

@@ -1,0 +1,87 @@
+"""A small dijet event class from the built-in simulator, with an optional X → YZ injection.
+
+Shared by the ML method tests (tests may import ``theory``; ``searches`` may not). Observed
+"data" are drawn without replacement from weighted QCD Monte Carlo with probability ∝ weight
+(unit weights), so their count is set by the test, not by the luminosity; the injected signal
+count is chosen from S/√B in a window around the signal peak.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import awkward as ak
+import numpy as np
+
+from searches import events as event_model
+from searches import observables, signatures
+from searches.methods.base import ClassSlice
+from theory.models import get_model
+from theory.simulate import FastSimulator
+
+EVENT_CLASS = "2j+NJet"
+OBSERVABLE = "m_j_j"
+MASS_MIN = 1500.0
+M_X, M_Y = 2500.0, 400.0
+CONFIG = signatures.SignatureConfig()
+
+
+@cache
+def _pools() -> tuple[ak.Array, ak.Array]:
+    sim = FastSimulator(processes=("qcd",), tail_boost=3.0)
+    bkg = sim.background(n_events=400_000, luminosity_fb=140.0, seed=11)
+    sig = sim.signal(
+        get_model("x_yz"), {"m_X": M_X, "m_Y": M_Y}, n_events=20_000, luminosity_fb=140.0, seed=12
+    )
+
+    def select(events: ak.Array) -> ak.Array:
+        mask = signatures.class_mask(events, EVENT_CLASS, config=CONFIG)
+        m = observables.compute(events, OBSERVABLE, config=CONFIG)
+        return events[mask & (np.nan_to_num(m) > MASS_MIN)]
+
+    return select(bkg), select(sig)
+
+
+def signal_window() -> tuple[float, float]:
+    """±10 % around the X mass, where S/√B is defined."""
+    return 0.9 * M_X, 1.1 * M_X
+
+
+def dijet_slice(*, n_background: int, s_over_sqrt_b: float, seed: int) -> tuple[ClassSlice, int]:
+    """A :class:`ClassSlice` of ``n_background`` data events plus injected signal.
+
+    Returns the slice and the number of injected signal events. The slice's simulated
+    background is the weighted Monte Carlo pool, normalised to ``n_background`` events.
+    """
+    bkg, sig = _pools()
+    rng = np.random.default_rng(seed)
+    w = ak.to_numpy(bkg["weight"])
+    pick = rng.choice(len(bkg), size=n_background, replace=False, p=w / w.sum())
+    data = bkg[np.sort(pick)]
+    lo, hi = signal_window()
+    m_b = observables.compute(data, OBSERVABLE, config=CONFIG)
+    b_window = float(np.sum((m_b >= lo) & (m_b < hi)))
+    m_s = observables.compute(sig, OBSERVABLE, config=CONFIG)
+    in_window = float(np.mean((m_s >= lo) & (m_s < hi)))
+    n_signal = int(round(s_over_sqrt_b * np.sqrt(b_window) / in_window))
+    parts = [data]
+    if n_signal:
+        parts.append(sig[rng.choice(len(sig), size=n_signal, replace=False)])
+    observed = event_model.concatenate(parts)
+    observed = ak.with_field(observed, np.ones(len(observed)), "weight")
+    background = ak.with_field(bkg, w / w.sum() * n_background, "weight")
+    return (
+        ClassSlice(
+            event_class=EVENT_CLASS,
+            signatures=CONFIG.model_dump(),
+            observed=observed,
+            background=background,
+            observables=(OBSERVABLE,),
+        ),
+        n_signal,
+    )
+
+
+def signal_events() -> ak.Array:
+    """The X → YZ signal pool of the class (for supervised training)."""
+    return _pools()[1]

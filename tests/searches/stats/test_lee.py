@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+from scipy import stats
+
+from searches.result import SearchResult, Selection
+from searches.stats import lee, regions
+
+
+def result_with(p_tilde: float, minima: np.ndarray, name: str = "c") -> SearchResult:
+    return SearchResult(
+        event_class=name,
+        method="scan",
+        observable="st",
+        edges=(0.0, 1.0),
+        observed=(1.0,),
+        expected=(1.0,),
+        uncertainty=(0.1,),
+        region=None,
+        p_local=1.0,
+        p_tilde=p_tilde,
+        workspace={},
+        selection=Selection(event_class=name, signatures={}, observable="st", edges=(0.0, 1.0)),
+        n_pseudo=len(minima),
+        pseudo_p_min=tuple(np.sort(minima)),
+    )
+
+
+def test_p_tilde_counts_ties_and_the_data():
+    pseudo = np.array([0.01, 0.02, 0.02, 0.5])
+    assert lee.p_tilde(0.02, pseudo) == pytest.approx(4 / 5)
+    assert lee.p_tilde(0.001, pseudo) == pytest.approx(1 / 5)
+
+
+def test_pseudo_p_tilde_is_uniform_grid_without_ties():
+    values = np.random.default_rng(0).uniform(size=99)
+    assert np.allclose(np.sort(lee.pseudo_p_tilde(values)), np.arange(1, 100) / 99)
+
+
+@pytest.mark.slow
+def test_p_tilde_is_uniform_under_background_only():
+    """200 seeded pseudo-campaigns of one small scan: p̃ ~ U(0, 1) (KS p > 0.01)."""
+    expected = np.array([60.0, 45.0, 33.0, 25.0, 18.0, 13.0, 10.0, 7.0])
+    sumw2 = 0.1 * expected
+    found = regions.enumerate_regions(expected, sumw2, systematic=0.1)
+    values = []
+    for campaign in range(200):
+        rng = np.random.default_rng(10_000 + campaign)
+        observed = regions.pseudo_counts(expected, sumw2, systematic=0.1, rounds=1, rng=rng)[0]
+        p_min = regions.scan_histogram(observed, found).p_min
+        minima = regions.pseudo_minima(
+            expected, sumw2, found, systematic=0.1, rounds=400, seed=campaign
+        )
+        values.append(lee.p_tilde(p_min, minima))
+    assert stats.kstest(values, "uniform").pvalue > 0.01
+
+
+def test_global_matches_sidak_for_independent_searches():
+    rng = np.random.default_rng(4)
+    n_searches, rounds = 20, 5000
+    results = [result_with(0.5, rng.uniform(size=rounds), f"c{i}") for i in range(n_searches)]
+    results[7] = result_with(0.004, rng.uniform(size=rounds), "best")
+    outcome = lee.global_significance(results, seed=1)
+    assert outcome.search == 7
+    assert outcome.p_tilde_min == 0.004
+    sidak = 1 - (1 - 0.004) ** n_searches
+    assert outcome.p_sidak == pytest.approx(sidak)
+    error = np.sqrt(sidak * (1 - sidak) / rounds)
+    assert abs(outcome.p_global - sidak) < 4 * error + 1 / rounds
+    assert outcome.z_global == pytest.approx(stats.norm.isf(outcome.p_global))
+
+
+def test_global_significance_is_uniform_under_background_only():
+    """Global p of many campaigns of independent searches is uniform."""
+    rng = np.random.default_rng(9)
+    globals_ = []
+    for campaign in range(200):
+        results = []
+        for i in range(5):
+            minima = rng.uniform(size=300)
+            results.append(result_with(lee.p_tilde(rng.uniform(), minima), minima, f"c{i}"))
+        globals_.append(lee.global_significance(results, seed=campaign).p_global)
+    assert stats.kstest(globals_, "uniform").pvalue > 0.01
+
+
+def test_global_needs_pseudo_experiments():
+    with pytest.raises(ValueError, match="pseudo_p_min"):
+        lee.global_significance([result_with(0.1, np.empty(0))], seed=0)

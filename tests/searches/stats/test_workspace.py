@@ -1,0 +1,106 @@
+import numpy as np
+import pyhf
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from searches.stats import inference
+from searches.stats.workspace import build_workspace, current_signal, validate, with_signal
+
+OBSERVED = [12.0, 8.0, 3.0, 0.0]
+EXPECTED = [10.0, 7.0, 2.5, 0.0]
+SUMW2 = [1.0, 0.5, 0.2, 0.0]
+
+
+def workspace(**kwargs):
+    return build_workspace(observed=OBSERVED, expected=EXPECTED, sumw2=SUMW2, syst=0.1, **kwargs)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    bins=st.integers(1, 12),
+    syst=st.floats(0.0, 0.9),
+    seed=st.integers(0, 10_000),
+    with_template=st.booleans(),
+)
+def test_every_exported_workspace_validates(bins, syst, seed, with_template):
+    rng = np.random.default_rng(seed)
+    expected = rng.uniform(0.0, 100.0, bins) * (rng.uniform(size=bins) > 0.2)
+    spec = build_workspace(
+        observed=rng.poisson(expected + 1.0),
+        expected=expected,
+        sumw2=rng.uniform(0.0, 2.0, bins),
+        syst=syst,
+        signal=rng.uniform(0.0, 5.0, bins) if with_template else None,
+        channel="any_class__minv",
+    )
+    pyhf.schema.validate(spec, "workspace.json")
+    model = pyhf.Workspace(spec).model()
+    assert model.config.poi_name == "mu"
+    assert model.config.nmaindata == bins
+
+
+def test_placeholder_and_patch():
+    spec = workspace()
+    assert np.all(current_signal(spec) == 0.0)
+    patched = with_signal(spec, [1.0, 2.0, 3.0, 0.5])
+    assert np.allclose(current_signal(patched), [1.0, 2.0, 3.0, 0.5])
+    assert np.all(current_signal(spec) == 0.0)
+    validate(patched)
+    with pytest.raises(ValueError, match="'signal_yields' has 2 bins; expected 4"):
+        with_signal(spec, [1.0, 2.0])
+    with pytest.raises(ValueError, match="zero placeholder"):
+        inference.cls(spec)
+
+
+def test_bad_inputs_are_named():
+    with pytest.raises(ValueError, match="'sumw2' has 3 bins"):
+        build_workspace(observed=[1, 2], expected=[1, 2], sumw2=[1, 1, 1], syst=0.1)
+    with pytest.raises(ValueError, match="'syst'"):
+        build_workspace(observed=[1], expected=[1], sumw2=[1], syst=1.5)
+    with pytest.raises(ValueError, match="'observed' must be finite"):
+        build_workspace(observed=[-1], expected=[1], sumw2=[1], syst=0.1)
+
+
+def direct(spec):
+    ws = pyhf.Workspace(spec)
+    model = ws.model()
+    return model, ws.data(model)
+
+
+@pytest.mark.slow
+def test_inference_equals_direct_pyhf_calls():
+    spec = with_signal(workspace(), [0.5, 2.0, 3.0, 0.1])
+    model, data = direct(spec)
+
+    p0, p0_exp = pyhf.infer.hypotest(0.0, data, model, test_stat="q0", return_expected=True)
+    found = inference.discovery_p0(spec)
+    assert found.p0 == pytest.approx(float(p0), rel=1e-9)
+    assert found.p0_expected == pytest.approx(float(p0_exp), rel=1e-9)
+
+    obs, band = pyhf.infer.hypotest(1.0, data, model, test_stat="qtilde", return_expected_set=True)
+    cls = inference.cls(spec)
+    assert cls.observed == pytest.approx(float(obs), rel=1e-9)
+    assert np.allclose(cls.expected, np.asarray(band, dtype=float), rtol=1e-9)
+    assert list(cls.expected) == sorted(cls.expected)
+
+    up_obs, up_exp = pyhf.infer.intervals.upper_limits.upper_limit(
+        data, model, level=0.05, test_stat="qtilde"
+    )
+    limit = inference.upper_limit(spec)
+    assert limit.observed == pytest.approx(float(up_obs), rel=1e-9)
+    assert np.allclose(limit.expected, np.asarray(up_exp, dtype=float), rtol=1e-9)
+
+
+@pytest.mark.slow
+def test_toys_are_seeded_and_close_to_asymptotics():
+    spec = with_signal(
+        build_workspace(observed=[60.0], expected=[50.0], sumw2=[4.0], syst=0.05), [15.0]
+    )
+    first = inference.cls(spec, calctype="toys", ntoys=100, seed=3)
+    again = inference.cls(spec, calctype="toys", ntoys=100, seed=3)
+    asymptotic = inference.cls(spec)
+    assert first == again
+    assert first.observed == pytest.approx(asymptotic.observed, abs=0.12)
+    with pytest.raises(ValueError, match="'calctype'"):
+        inference.cls(spec, calctype="bayes")

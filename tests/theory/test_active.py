@@ -1,0 +1,338 @@
+"""Tests of theory.active: API shapes, determinism and resume, statistics, learning efficiency."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+from scipy import integrate, stats
+
+from theory.active import (
+    ActiveOptions,
+    ModelArm,
+    choose_model,
+    cls_to_latent,
+    expected_misclassified_fraction,
+    fit_surrogate,
+    latent_threshold,
+    latent_to_cls,
+    learn_box,
+    learn_pool,
+    propose_box,
+    propose_pool,
+)
+from theory.active.acquisition import expected_misclassification, misclassification
+from theory.active.design import grid_order
+from theory.active.pool import PoolHistory
+from theory.toys import ellipse_2d, mediator_3d, sbottom_like_2d
+
+
+@pytest.fixture(scope="module")
+def ellipse_pool():
+    toy = ellipse_2d()
+    points = toy.space.sample(500, seed=3)
+    return toy, points, toy.excluded(points)
+
+
+def first_reaching(history, truth, tol):
+    hit = np.flatnonzero(history.misclassified(truth) <= tol)
+    return int(history.n_evaluated[hit[0]]) if hit.size else None
+
+
+# -- statistics -----------------------------------------------------------------------------
+
+
+def test_probit_transform_and_threshold():
+    cls = np.array([1e-9, 0.05, 0.5, 0.999999])
+    latent = cls_to_latent(cls, eps=1e-4)
+    assert latent[1] == pytest.approx(stats.norm.ppf(0.05))
+    assert latent[0] == pytest.approx(stats.norm.ppf(1e-4))
+    assert latent_threshold(0.05) == pytest.approx(stats.norm.ppf(0.05))
+    assert latent_to_cls(latent)[1:3] == pytest.approx([0.05, 0.5])
+    assert cls_to_latent(np.array([0.05]), kind="log")[0] == pytest.approx(np.log(0.05))
+    with pytest.raises(ValueError, match="allowed values: probit, log"):
+        cls_to_latent(cls, kind="logit")
+
+
+@pytest.mark.parametrize(
+    ("mean", "var", "post_var"),
+    [(0.3, 1.0, 0.4), (-1.2, 2.0, 0.1), (0.0, 1.0, 0.5), (2.0, 0.5, 0.49)],
+)
+def test_expected_misclassification_matches_numerical_integration(mean, var, post_var):
+    s = np.sqrt(var - post_var)
+
+    def integrand(d):
+        return stats.norm.pdf(d, mean, s) * stats.norm.cdf(-abs(d) / np.sqrt(post_var))
+
+    reference = integrate.quad(integrand, -np.inf, 0)[0] + integrate.quad(integrand, 0, np.inf)[0]
+    assert expected_misclassification(mean, var, post_var, 0.0) == pytest.approx(
+        reference, rel=1e-7
+    )
+
+
+def test_expected_misclassification_limits():
+    mean, var = np.array([0.4, -1.0]), np.array([1.0, 0.3])
+    no_data = expected_misclassification(mean, var, var, 0.0)
+    assert no_data == pytest.approx(misclassification(mean, var, 0.0), rel=1e-6)
+    assert expected_misclassification(mean, var, 0 * var, 0.0) == pytest.approx(
+        [0.0, 0.0], abs=1e-12
+    )
+
+
+def test_expected_misclassified_fraction():
+    assert expected_misclassified_fraction(np.array([0.0, 1.0, 0.5, 0.9])) == pytest.approx(0.15)
+    assert expected_misclassified_fraction(
+        np.array([0.5, 0.0]), np.array([1.0, 3.0])
+    ) == pytest.approx(0.125)
+    with pytest.raises(ValueError, match="non-empty 1-D"):
+        expected_misclassified_fraction(np.array([]))
+
+
+def test_grid_order_is_a_coarse_to_fine_permutation():
+    rng = np.random.default_rng(0)
+    points = rng.random((300, 2))
+    order = grid_order(points)
+    assert sorted(order.tolist()) == list(range(300))
+    first = points[order[:9]]
+    assert np.linalg.norm(first[0] - 0.5) < 0.1
+    assert np.ptp(first[:, 0]) > 0.8 and np.ptp(first[:, 1]) > 0.8
+
+
+# -- pool API -------------------------------------------------------------------------------
+
+
+def test_pool_api_shapes_and_json_round_trip(ellipse_pool):
+    toy, points, _ = ellipse_pool
+    history = learn_pool(points, lambda i: toy.cls(points[i]), budget=14, batch_size=2, seed=0)
+    assert [len(s.indices) for s in history.steps] == [10, 2, 2]
+    assert history.stop_reason == "budget"
+    assert history.final.p_excluded.shape == (500,)
+    assert history.final.excluded.dtype == bool
+    assert history.final.p_excluded_other is None
+    assert len(set(history.evaluated_indices.tolist())) == 14
+    assert history.evaluated_values.shape == (14, 1)
+    assert 0.0 <= history.final.expected_misclassified <= 0.5
+    with pytest.raises(ValueError, match="read-only"):
+        history.final.p_excluded[0] = 1.0
+    again = PoolHistory.from_dict(json.loads(json.dumps(history.to_dict())))
+    assert np.array_equal(again.evaluated_indices, history.evaluated_indices)
+    assert np.array_equal(again.final.p_excluded, history.final.p_excluded)
+
+
+def test_pool_models_observed_and_expected_together(ellipse_pool):
+    toy, points, _ = ellipse_pool
+    evaluate = lambda i: toy.cls_pair(points[i])  # noqa: E731
+    history = learn_pool(points, evaluate, budget=12, batch_size=2, seed=1)
+    assert history.evaluated_values.shape == (12, 2)
+    assert history.final.p_excluded_other.shape == (500,)
+    by_expected = learn_pool(points, evaluate, budget=12, batch_size=2, seed=1, label="expected")
+    measured = by_expected.evaluated_values[:, 1] < 0.05
+    assert np.array_equal(by_expected.final.excluded[by_expected.evaluated_indices], measured)
+    with pytest.raises(ValueError, match="label='expected' needs"):
+        learn_pool(points, lambda i: toy.cls(points[i]), budget=12, seed=1, label="expected")
+
+
+def test_bad_options_name_the_allowed_values(ellipse_pool):
+    toy, points, _ = ellipse_pool
+    with pytest.raises(ValueError, match="straddle"):
+        learn_pool(points, lambda i: toy.cls(points[i]), budget=5, seed=0, acquisition="ucb")
+    with pytest.raises(ValueError, match=r"shape \(10,\) or \(10, 2\)"):
+        learn_pool(points, lambda i: np.zeros((len(i), 3)), budget=12, seed=0)
+    with pytest.raises(ValueError, match="extra"):
+        ActiveOptions(batchsize=3)
+
+
+def test_failed_evaluations_are_recorded_and_skipped(ellipse_pool):
+    toy, points, _ = ellipse_pool
+
+    def flaky(indices):
+        values = toy.cls(points[indices])
+        values[indices % 7 == 0] = np.nan
+        return values
+
+    history = learn_pool(points, flaky, budget=16, batch_size=3, seed=2)
+    failed = np.isnan(history.evaluated_values[:, 0])
+    assert history.evaluated_indices.size == 16
+    assert len(set(history.evaluated_indices.tolist())) == 16
+    assert np.array_equal(failed, history.evaluated_indices % 7 == 0)
+    assert np.isfinite(history.final.p_excluded).all()
+
+
+@pytest.mark.parametrize(
+    "acquisition",
+    [
+        "straddle",
+        "entropy",
+        pytest.param("information_gain", marks=pytest.mark.slow),
+        "lhs",
+        "grid",
+        "random",
+    ],
+)
+def test_same_seed_same_proposals_and_resume(ellipse_pool, acquisition):
+    toy, points, _ = ellipse_pool
+    evaluate = lambda i: toy.cls(points[i])  # noqa: E731
+    kwargs = dict(budget=22, batch_size=4, seed=5, acquisition=acquisition)
+    full = learn_pool(points, evaluate, **kwargs)
+    twin = learn_pool(points, evaluate, **kwargs)
+    assert np.array_equal(full.evaluated_indices, twin.evaluated_indices)
+    for k in (1, 3):
+        done = full.steps[:k]
+        indices = np.concatenate([s.indices for s in done])
+        values = np.concatenate([s.values for s in done])
+        proposed = propose_pool(points, indices, values, step=k, **{**kwargs, "budget": 22})
+        assert np.array_equal(proposed, full.steps[k].indices)
+    partial = learn_pool(points, evaluate, **kwargs, until=lambda step: step.step == 2)
+    assert partial.stop_reason == "until" and len(partial.steps) == 3
+    resumed = learn_pool(points, evaluate, **kwargs, resume=partial)
+    assert np.array_equal(resumed.evaluated_indices, full.evaluated_indices)
+    assert np.allclose(resumed.final.p_excluded, full.final.p_excluded)
+    with pytest.raises(ValueError, match="resume"):
+        learn_pool(points, evaluate, **{**kwargs, "seed": 6}, resume=partial)
+
+
+def test_batch_proposals_are_distinct_and_new(ellipse_pool):
+    toy, points, _ = ellipse_pool
+    history = learn_pool(points, lambda i: toy.cls(points[i]), budget=30, batch_size=10, seed=4)
+    for step in history.steps[1:]:
+        assert len(set(step.indices.tolist())) == 10
+    assert len(set(history.evaluated_indices.tolist())) == 30
+
+
+@pytest.mark.slow
+def test_straddle_needs_far_fewer_evaluations_than_random(ellipse_pool):
+    toy, points, truth = ellipse_pool
+    evaluate = lambda i: toy.cls(points[i])  # noqa: E731
+
+    def until(step):
+        return np.mean(step.excluded != truth) <= 0.02
+
+    needed = {"straddle": [], "random": []}
+    for seed in range(5):
+        for acquisition, batch in (("straddle", 1), ("random", 5)):
+            history = learn_pool(
+                points,
+                evaluate,
+                budget=150,
+                batch_size=batch,
+                seed=seed,
+                acquisition=acquisition,
+                until=until,
+            )
+            reached = first_reaching(history, truth, 0.02)
+            needed[acquisition].append(reached if reached is not None else 151)
+    assert np.median(needed["straddle"]) <= 0.6 * np.median(needed["random"]), needed
+    assert max(needed["straddle"]) < 40, needed
+
+
+def test_stopping_rule_triggers(ellipse_pool):
+    toy, points, truth = ellipse_pool
+    history = learn_pool(
+        points, lambda i: toy.cls(points[i]), budget=120, batch_size=5, seed=0, stop_at=0.01
+    )
+    assert history.stop_reason == "tolerance"
+    assert history.final.expected_misclassified <= 0.01
+    assert history.n_evaluated[-1] < 120
+    assert np.mean(history.final.excluded != truth) <= 0.03
+
+
+# -- continuous box -------------------------------------------------------------------------
+
+
+def test_box_respects_constraints_of_a_parameter_space():
+    toy = sbottom_like_2d()
+    history = learn_box(
+        toy.space,
+        lambda x: toy.cls(x),
+        budget=20,
+        batch_size=5,
+        seed=0,
+        reference_size=400,
+        n_candidates=400,
+    )
+    points = history.evaluated_points
+    assert points.shape == (20, 2)
+    assert toy.space.contains(points).all()
+    assert toy.space.contains(history.reference).all()
+    assert history.final.p_excluded.shape == (400,)
+    accuracy = np.mean(history.final.excluded == toy.excluded(history.reference))
+    assert accuracy > 0.85
+
+
+def test_box_with_plain_bounds_constraint_and_log_scale_is_resumable():
+    toy = mediator_3d()
+    bounds = np.array([[p.low, p.high] for p in toy.space.parameters])
+
+    def constraint(x):
+        return x[:, 1] < x[:, 0] / 2
+
+    kwargs = dict(
+        budget=21,
+        batch_size=3,
+        seed=1,
+        constraint=constraint,
+        log_scale=[True, True, True],
+        reference_size=300,
+        n_candidates=300,
+        acquisition="information_gain",
+    )
+    history = learn_box(bounds, toy.cls, **kwargs)
+    points = history.evaluated_points
+    assert constraint(points).all()
+    assert ((points >= bounds[:, 0]) & (points <= bounds[:, 1])).all()
+    done = history.steps[:2]
+    again = propose_box(
+        bounds,
+        np.concatenate([s.points for s in done]),
+        np.concatenate([s.values for s in done]),
+        step=2,
+        **kwargs,
+    )
+    assert np.allclose(again, history.steps[2].points)
+
+
+# -- scaling --------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_sparse_gp_fits_5000_points_quickly():
+    toy = sbottom_like_2d()
+    points = toy.space.sample(5500, seed=0)
+    unit = toy.space.to_unit(points)
+    latent = cls_to_latent(toy.cls(points))
+    start = time.perf_counter()
+    surrogate = fit_surrogate(unit[:5000], latent[:5000], seed=0, iterations=200)
+    mean, var = surrogate.predict(unit[5000:])
+    elapsed = time.perf_counter() - start
+    assert surrogate.backend == "sparse" and surrogate.n_train == 5000
+    assert elapsed < 60, elapsed
+    predicted = mean[:, 0] < latent_threshold(0.05)
+    assert np.mean(predicted == toy.excluded(points[5000:])) > 0.95
+    assert (var > 0).all()
+
+
+# -- model choice ---------------------------------------------------------------------------
+
+
+def test_choose_model_prefers_uncertain_then_cheap(ellipse_pool):
+    toy, points, _ = ellipse_pool
+    rich = learn_pool(points, lambda i: toy.cls(points[i]), budget=40, batch_size=10, seed=0)
+    poor = rich.steps[0]
+    known = ModelArm("known", points, rich.evaluated_indices, rich.evaluated_values, cost=1.0)
+    unsure = ModelArm("unsure", points, poor.indices, poor.values, cost=1.0)
+    choice = choose_model([known, unsure], batch_size=5, seed=0, step=1)
+    assert choice.name == "unsure"
+    assert choice.expected_reduction[1] > choice.expected_reduction[0] > 0
+    assert len(choice.indices) == 5 and not set(choice.indices) & set(poor.indices.tolist())
+
+    dear = ModelArm("dear", points, poor.indices, poor.values, cost=4.0)
+    cheap = ModelArm("cheap", points, poor.indices, poor.values, cost=1.0)
+    choice = choose_model([dear, cheap], batch_size=5, seed=0, step=1)
+    assert choice.name == "cheap"
+    assert choice.gain_per_cost[1] == pytest.approx(4 * choice.gain_per_cost[0], rel=0.2)
+
+    fresh = ModelArm("fresh", points, np.empty(0, int), np.empty(0), cost=2.0)
+    choice = choose_model([cheap, fresh], batch_size=5, seed=0, step=1)
+    assert choice.name == "fresh" and len(choice.indices) == 5

@@ -1,0 +1,1 @@
+"""What could exist: parameter spaces, benchmark models, simulators and active learning."""
