@@ -202,6 +202,91 @@ def report(
         err.print(f"wrote {path}", markup=False)
 
 
+def _parse_point(items: list[str]) -> dict[str, float]:
+    point = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            point[name] = float(value)
+        except ValueError:
+            raise _fail(f"--point {item!r}: expected NAME=NUMBER, e.g. mass=1500") from None
+    return point
+
+
+@app.command()
+def reinterpret(
+    directory: Path,
+    events: Annotated[
+        Path | None, typer.Option("--events", help="Signal events (ROOT or Parquet).")
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="Branch-map preset for ROOT events.")
+    ] = None,
+    xsec_pb: Annotated[
+        float | None, typer.Option("--xsec-pb", help="Cross section of the events file, pb.")
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Theory model name.")] = None,
+    point: Annotated[
+        list[str] | None, typer.Option("--point", help="Parameter value, NAME=NUMBER.")
+    ] = None,
+    n_events: Annotated[
+        int, typer.Option("--n-events", help="Events to simulate for --model.")
+    ] = 20000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the signal simulation.")] = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """Test a new benchmark (an events file or a model point) against every search."""
+    from campaign import reinterpret as engine
+    from campaign.benchmark import BenchmarkError, signal_events
+
+    store = Store(str(directory))
+    try:
+        results = engine.campaign_results(store)
+        signal, benchmark = signal_events(
+            store,
+            events=events,
+            preset=preset,
+            xsec_pb=xsec_pb,
+            model=model,
+            point=_parse_point(point or []),
+            n_events=n_events,
+            seed=seed,
+        )
+    except (StoreError, BenchmarkError) as problem:
+        raise _fail(str(problem)) from None
+    outcome = engine.reinterpret(results, signal, benchmark=benchmark)
+    folder = engine.save(store, outcome)
+    if as_json:
+        _emit_json({**outcome.to_dict(), "saved": folder})
+        return
+    table = Table(title=f"{benchmark.get('label', 'benchmark')}: {outcome.status}")
+    for column in ("search", "signal", "CLs obs", "CLs exp", "mu95 obs", "status"):
+        table.add_column(column)
+    tested = sorted(
+        outcome.searches,
+        key=lambda v: (v.cls_expected is None, v.cls_expected[2] if v.cls_expected else 1.0),
+    )
+    for verdict in tested[:20]:
+        table.add_row(
+            verdict.search,
+            f"{verdict.signal_events:.3g}",
+            "" if verdict.cls_observed is None else f"{verdict.cls_observed:.3g}",
+            "" if verdict.cls_expected is None else f"{verdict.cls_expected[2]:.3g}",
+            "" if verdict.mu_limit_observed is None else f"{verdict.mu_limit_observed:.3g}",
+            verdict.status,
+        )
+    out.print(table)
+    if outcome.combined is not None:
+        c = outcome.combined
+        out.print(
+            f"combination of {len(outcome.combined_classes)} exclusive classes: "
+            f"CLs = {c.cls_observed:.3g} (expected {c.cls_expected[2]:.3g}) → {c.status}"
+            if c.cls_observed is not None and c.cls_expected is not None
+            else f"combination: {c.status} ({c.reason})"
+        )
+    err.print(f"saved to {store.path(folder)}", markup=False)
+
+
 @app.command()
 def demo(
     directory: Annotated[

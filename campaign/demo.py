@@ -18,7 +18,7 @@ data:
   background: {simulator: builtin, events: 400000}
   observed:
     pseudo: true
-    inject: {model: zprime, point: {mass: 1200, g: 0.3}, events: 20000}
+    inject: {model: zprime, point: {mass: 1200, g: 0.1}, events: 20000}
 signatures:
   electron: {pt: 25, abs_eta: 2.47}
   muon: {pt: 25, abs_eta: 2.5}
@@ -30,9 +30,9 @@ signatures:
   max_jets: 6
   views: [exclusive, jet_inclusive]
 observables: [st, minv, met]
-class_selection: {min_expected: 1.0, min_mc_events: 50}
+class_selection: {min_expected: 10, min_mc_events: 500}
 searches:
-  - {method: scan, pseudo_rounds: 2000, min_region_bins: 1}
+  - {method: scan, pseudo_rounds: 1000, bin_width_sigma: 2, bin_min_expected: 1}
 execution: {address: local, num_cpus: 2}
 store: {store}
 """

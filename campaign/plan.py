@@ -71,9 +71,17 @@ def background_task(spec: CampaignSpec) -> Task:
     )
 
 
-def observed_task(spec: CampaignSpec) -> Task:
-    """Observed events; pseudo-data is drawn from its own, independent background sample."""
+def observed_task(spec: CampaignSpec, background: Task) -> Task:
+    """Observed events: files, or pseudo-data Poisson-drawn from the background model.
+
+    Pseudo-data resamples the very background sample the searches compare to (each simulated
+    event enters with a Poisson-distributed integer weight of mean equal to its weight), so
+    every bin's count is Poisson with mean equal to the expectation: background-only
+    pseudo-campaigns then test the statistics, not the differences between two finite
+    simulated samples.
+    """
     config = {
+        "background_key": background.key,
         "observed": spec.data.observed.model_dump(mode="json"),
         "background": spec.data.background.model_dump(mode="json"),
         "luminosity_fb": spec.luminosity_fb,
@@ -84,6 +92,7 @@ def observed_task(spec: CampaignSpec) -> Task:
         kind="observed",
         name="observed",
         payload=config,
+        depends_on=(background.key,),
     )
 
 
@@ -105,7 +114,7 @@ def classify_task(spec: CampaignSpec, background: Task, observed: Task) -> Task:
 def data_tasks(spec: CampaignSpec) -> list[Task]:
     """The tasks before the searches: background, observed, classification."""
     background = background_task(spec)
-    observed = observed_task(spec)
+    observed = observed_task(spec, background)
     return [background, observed, classify_task(spec, background, observed)]
 
 

@@ -50,8 +50,11 @@ class Driver:
         self.store.clear_staging()
         with RayExecutor(self.spec.execution, store_uri=self.store.uri) as executor:
             background, observed, classify = plan.data_tasks(self.spec)
-            self._stage(executor, [background, observed], "simulate")
-            if not self._have(background, observed):
+            self._stage(executor, [background], "background")
+            if not self._have(background):
+                return self._summary()
+            self._stage(executor, [observed], "observed")
+            if not self._have(observed):
                 return self._summary()
             self._stage(executor, [classify], "classify")
             if not self._have(classify):

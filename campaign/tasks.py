@@ -75,15 +75,7 @@ def make_observed(payload: Mapping[str, Any], store: Store, staging: str) -> Tas
     seed = int(payload["seed"])
     summary: dict[str, Any] = {}
     if config.get("pseudo"):
-        background_config = payload["background"]
-        if background_config.get("simulator") == "builtin":
-            source = FastSimulator(tail_boost=float(background_config["tail_boost"])).background(
-                n_events=int(background_config["events"]),
-                luminosity_fb=float(payload["luminosity_fb"]),
-                seed=seed + 1,
-            )
-        else:
-            source = _read_samples(background_config, payload)
+        source = _read_events(store, payload["inputs"]["background"]["events"])
         injection = config.get("inject")
         if injection:
             model = get_model(injection["model"])
@@ -136,7 +128,6 @@ def classify(payload: Mapping[str, Any], store: Store, staging: str) -> TaskOutp
     }
     artifacts: dict[str, str] = {}
     table: dict[str, dict[str, Any]] = {}
-    representatives = []
     for label, events in samples.items():
         classification = signatures.classify(events, config)
         order = np.argsort(classification.codes, kind="stable")
@@ -144,28 +135,28 @@ def classify(payload: Mapping[str, Any], store: Store, staging: str) -> TaskOutp
             classification.codes[order], np.arange(len(classification.names) + 1)
         )
         weights = ak.to_numpy(events["weight"])
-        groups = []
         for index, name in enumerate(classification.names):
             rows = order[bounds[index] : bounds[index + 1]]
             entry = table.setdefault(
                 name,
                 {"members": [name], "expected": 0.0, "observed": 0.0, "mc_events": 0},
             )
-            key = "expected" if label == "bkg" else "observed"
-            entry[key] = float(weights[rows].sum())
+            entry["expected" if label == "bkg" else "observed"] = float(weights[rows].sum())
             if label == "bkg":
                 entry["mc_events"] = len(rows)
             entry[f"{label}_row_group"] = index
-            if "representative" not in entry:
-                entry["representative"] = len(representatives)
-                representatives.append(events[rows[:1]])
-            groups.append(events[rows])
-        artifacts[label] = _write_row_groups(store, f"{staging}/{label}.parquet", groups)
+        artifacts[label] = _write_row_groups(
+            store, f"{staging}/{label}.parquet", events[order], bounds
+        )
     exclusive = sorted(table)
-    if representatives:
-        _add_views(table, exclusive, ev.concatenate(representatives), config)
-    for entry in table.values():
-        entry.pop("representative", None)
+    for view, members in signatures.view_members(exclusive, config=config).items():
+        table[view] = {
+            "members": members,
+            **{
+                key: sum(table[m][key] for m in members)
+                for key in ("expected", "observed", "mc_events")
+            },
+        }
     store.write_json(f"{staging}/classes.json", table)
     artifacts["classes"] = f"{staging}/classes.json"
     return {
@@ -174,22 +165,17 @@ def classify(payload: Mapping[str, Any], store: Store, staging: str) -> TaskOutp
     }
 
 
-def _write_row_groups(store: Store, relative: str, groups: list[ak.Array]) -> str:
-    """One Parquet file, one row group per entry of ``groups`` (in order)."""
+def _write_row_groups(
+    store: Store, relative: str, events: ak.Array, bounds: np.ndarray
+) -> str:
+    """One Parquet file of ``events`` with row group ``i`` = rows ``bounds[i]:bounds[i+1]``."""
+    table = ak.to_arrow_table(events, extensionarray=False)
+    metadata = {**(table.schema.metadata or {}), ev.SCHEMA_METADATA_KEY: ev.SCHEMA_VERSION.encode()}
+    table = table.replace_schema_metadata(metadata)
     buffer = io.BytesIO()
-    writer = None
-    for group in groups:
-        table = ak.to_arrow_table(group, extensionarray=False)
-        if writer is None:
-            metadata = {
-                **(table.schema.metadata or {}),
-                ev.SCHEMA_METADATA_KEY: ev.SCHEMA_VERSION.encode(),
-            }
-            schema = table.schema.with_metadata(metadata)
-            writer = pq.ParquetWriter(buffer, schema, compression="zstd")
-        writer.write_table(table.cast(writer.schema), row_group_size=max(len(group), 1))
-    if writer is not None:
-        writer.close()
+    with pq.ParquetWriter(buffer, table.schema, compression="zstd") as writer:
+        for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+            writer.write_table(table.slice(start, stop - start), row_group_size=stop - start)
     store.write_bytes(relative, buffer.getvalue())
     return relative
 
@@ -201,32 +187,6 @@ def _read_row_groups(store: Store, relative: str, row_groups: list[int]) -> ak.A
     with store.fs.open_input_file(store.path(relative)) as handle:
         table = pq.ParquetFile(handle).read_row_groups(sorted(row_groups))
     return ak.from_arrow(table)
-
-
-def _add_views(
-    table: dict[str, dict[str, Any]],
-    exclusive: list[str],
-    representatives: ak.Array,
-    config: signatures.SignatureConfig,
-) -> None:
-    """Inclusive and jet-inclusive classes as unions of exclusive ones.
-
-    All events of one exclusive class share their multiplicities, so one representative event
-    per exclusive class decides which views contain the whole class.
-    """
-    candidates = signatures.populated_classes(representatives, config)
-    index = {name: table[name]["representative"] for name in exclusive}
-    for view in sorted(set(candidates) - set(exclusive)):
-        mask = signatures.class_mask(representatives, view, config=config)
-        members = [name for name in exclusive if mask[index[name]]]
-        if not members:
-            continue
-        table[view] = {
-            "members": members,
-            "expected": sum(table[m]["expected"] for m in members),
-            "observed": sum(table[m]["observed"] for m in members),
-            "mc_events": sum(table[m]["mc_events"] for m in members),
-        }
 
 
 def run_search(payload: Mapping[str, Any], store: Store, staging: str) -> TaskOutput:

@@ -121,7 +121,7 @@ def check_workspace(spec: Any, *, source: str, poi_required: bool = False) -> No
     except pyhf.exceptions.InvalidSpecification as error:
         path = "/".join(str(p) for p in getattr(error, "path", ()) or ())
         raise LikelihoodImportError(
-            f"{source}: not a valid pyhf workspace ({error.message}"
+            f"{source}: not a valid pyhf workspace ({getattr(error, 'message', error)}"
             + (f" at /{path}" if path else "")
             + ")"
         ) from None
@@ -221,7 +221,9 @@ def patches_from_patchset(
     try:
         parsed = pyhf.PatchSet(patchset)
     except pyhf.exceptions.InvalidSpecification as error:
-        raise LikelihoodImportError(f"{source}: not a valid pyhf patchset ({error.message})") from None
+        raise LikelihoodImportError(
+            f"{source}: not a valid pyhf patchset ({getattr(error, 'message', error)})"
+        ) from None
     try:
         parsed.verify(background)
     except pyhf.exceptions.PatchSetVerificationError as error:

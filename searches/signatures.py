@@ -553,6 +553,31 @@ def _view_contains(counts: np.ndarray, parents: np.ndarray, view: View) -> np.nd
     return same & (rows[..., _J] >= classes[..., _J]) & (rows[..., _B] >= classes[..., _B])
 
 
+def view_members(
+    exclusive: list[str] | tuple[str, ...], *, config: SignatureConfig
+) -> dict[str, list[str]]:
+    """The view classes (``+X``, ``+NJet`` per ``config.views``) of the given exclusive
+    classes, each with the exclusive classes it unites.
+
+    Class names carry their capped multiplicities, so membership follows from the names alone.
+
+    Returns:
+        view class name -> its exclusive member classes (in the order given).
+    """
+    counts = np.array(
+        [[parse_class_name(name, config=config)[0][t] for t in TOKENS] for name in exclusive],
+        dtype=np.int32,
+    ).reshape(len(exclusive), len(TOKENS))
+    views: dict[str, list[str]] = {}
+    for view in config.views:
+        if view == "exclusive":
+            continue
+        members = _view_contains(counts, counts, view)
+        for parent, row in zip(exclusive, members, strict=True):
+            views[parent + VIEW_SUFFIX[view]] = [exclusive[j] for j in np.flatnonzero(row)]
+    return views
+
+
 def class_mask(events: ak.Array, name: str, *, config: SignatureConfig) -> np.ndarray:
     """Boolean mask of the events in class ``name`` (exclusive, ``+X`` or ``+NJet``).
 

@@ -76,6 +76,8 @@ DRELL_YAN_TAIL = (
     (1.0, 0.1345, 0.01166, 8.07e-4, 6.2e-5, 3.5e-6, 1.5e-7, 1e-10),
 )
 DRELL_YAN_TAIL_FRACTION = 0.0112
+PT_LIMIT = 6500.0
+"""Kinematic limit on a hard parton's transverse momentum at 13 TeV (√s / 2), GeV."""
 W_TAIL = (
     (200.0, 500.0, 1000.0, 2000.0, 3000.0, 4500.0, 6500.0),
     (1.0, 0.0343, 2.05e-3, 8.9e-5, 4.6e-6, 1e-7, 1e-10),
@@ -128,7 +130,7 @@ def recoil_jet(
 
 def _qcd(rng: np.random.Generator, n: int, boost: float) -> tuple[Particles, np.ndarray]:
     event = np.arange(n)
-    pt1, weight = power_law(rng, n, 170.0, 4.8, boost=boost)
+    pt1, weight = power_law(rng, n, 170.0, 4.8, cap=np.full(n, PT_LIMIT), boost=boost)
     pt2 = pt1 * np.clip(1.0 - 0.12 * np.abs(rng.standard_normal(n)), 0.3, 1.0)
     phi1 = rng.uniform(-np.pi, np.pi, n)
     phi2 = wrap_phi(phi1 + np.pi + 0.1 * rng.standard_normal(n))
@@ -233,7 +235,7 @@ def _single_top(rng: np.random.Generator, n: int, boost: float) -> tuple[Particl
     t_chan, tw = channel < 0.725, (channel >= 0.725) & (channel < 0.965)
     s_chan = channel >= 0.965
     k = int(t_chan.sum())
-    fwd_pt, _ = power_law(rng, k, 25.0, 2.5)
+    fwd_pt, _ = power_law(rng, k, 25.0, 2.5, cap=np.full(k, PT_LIMIT))
     fwd_eta = np.clip(
         np.sign(rng.random(k) - 0.5) * (2.3 + 0.9 * rng.standard_normal(k)), -4.7, 4.7
     )
@@ -264,7 +266,7 @@ def _single_top(rng: np.random.Generator, n: int, boost: float) -> tuple[Particl
 
 def _gamma_jets(rng: np.random.Generator, n: int, boost: float) -> tuple[Particles, np.ndarray]:
     event = np.arange(n)
-    pt, weight = power_law(rng, n, 100.0, 3.5, boost=boost)
+    pt, weight = power_law(rng, n, 100.0, 3.5, cap=np.full(n, PT_LIMIT), boost=boost)
     phi = rng.uniform(-np.pi, np.pi, n)
     eta = np.clip(1.3 * rng.standard_normal(n), -4, 4)
     photon = Particles.make(event, PHOTON, pt, eta, phi, 0.0)

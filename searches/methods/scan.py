@@ -42,6 +42,8 @@ class ScanOptions(MethodOptions):
         systematic: relative background systematic, fully correlated across bins.
         min_expected: regions with less expected background are skipped.
         bin_min_expected: minimum expected background per bin when choosing the edges.
+        bin_width_sigma: bin width in units of the observable's resolution.
+        max_region_bins: widest region in bins (``None``: up to the whole distribution).
         backend: where pseudo-experiments run: ``numpy``, or ``torch`` (cuda if available).
         device: torch device (``None``: cuda when available, else cpu).
     """
@@ -51,6 +53,8 @@ class ScanOptions(MethodOptions):
     systematic: float = Field(0.1, ge=0.0, lt=1.0)
     min_expected: float = Field(0.1, ge=0.0)
     bin_min_expected: float = Field(0.1, gt=0.0)
+    bin_width_sigma: float = Field(1.0, gt=0.0, le=10.0)
+    max_region_bins: int | None = Field(None, ge=1)
     backend: Literal["numpy", "torch"] = "numpy"
     device: str | None = None
 
@@ -103,6 +107,7 @@ def scan_result(
         sumw2,
         systematic=options.systematic,
         min_bins=options.min_region_bins,
+        max_bins=options.max_region_bins,
         min_expected=options.min_expected,
     )
     outcome = regions.scan_histogram(observed, region_set)
@@ -202,6 +207,7 @@ class ScanMethod:
                 bg_weights[usable],
                 min_expected=options.bin_min_expected,
                 low=observables.lower_edge(name, data.event_class, config=config),
+                width_in_sigma=options.bin_width_sigma,
             )
             finite_obs = obs_values[np.isfinite(obs_values)]
             if len(finite_obs) and finite_obs.max() >= edges[-1]:

@@ -32,7 +32,7 @@ from pydantic import Field
 
 from searches.methods.base import ClassSlice, MethodOptions
 from searches.ml import features
-from searches.ml.classifiers import ClassifierKind, cross_fit, ensemble_score
+from searches.ml.classifiers import ClassifierKind, cross_fit, fold_score
 from searches.ml.flows import ConditionalFlow, FlowOptions
 from searches.ml.massfit import window_test
 from searches.ml.search import build_result, mass_values, spectrum_edges
@@ -61,6 +61,25 @@ class WeaklySupervisedOptions(MethodOptions):
         default=None, description="only signal regions inside [low, high) of the observable"
     )
     max_iter: int = Field(default=100, ge=1, description="boosting iterations (hgb)")
+    complete_only: bool = Field(
+        default=True, description="keep only events with every feature present (no zero padding)"
+    )
+
+
+def _features(
+    events: ak.Array, options: WeaklySupervisedOptions
+) -> tuple[ak.Array, np.ndarray]:
+    """Events and features ``(n, d)``, without zero-padded events when ``complete_only``.
+
+    A missing object is padded with exact zeros, a point mass no flow can model: a CATHODE
+    classifier would separate data from template on the padding alone. Dropping such events
+    is a fixed preselection applied to the whole spectrum, so it cannot create a bump.
+    """
+    x, _ = features.build(events, options.features)
+    if not options.complete_only:
+        return events, x
+    keep = np.all(x != 0.0, axis=1)
+    return events[keep], x[keep]
 
 
 def _window_masks(
@@ -84,8 +103,7 @@ class _WeaklySupervised:
     def run(
         self, data: ClassSlice, *, options: WeaklySupervisedOptions, seed: int
     ) -> list[SearchResult]:
-        events = data.observed
-        x, _ = features.build(events, options.features)
+        events, x = _features(data.observed, options)
         weights = ak.to_numpy(events["weight"]).astype(np.float64)
         mass = mass_values(events, options.observable, data.signatures)
         edges = spectrum_edges(mass, options.observable, width_in_sigma=options.width_in_sigma)
@@ -146,7 +164,7 @@ class _WeaklySupervised:
             **best["extra"],
         }
         if options.sculpting_check and len(data.background):
-            details["sculpting"] = self._sculpting(data, options, best, sub, sb, width)
+            details["sculpting"] = self._sculpting(data, options, best, sub, seed=seed)
         return [
             build_result(
                 data,
@@ -160,14 +178,14 @@ class _WeaklySupervised:
             )
         ]
 
-    def _sculpting(self, data, options, best, sub, sb, width) -> dict:  # type: ignore[no-untyped-def]
-        bkg = data.background
-        xb, _ = features.build(bkg, options.features)
+    def _sculpting(self, data, options, best, sub, *, seed) -> dict:  # type: ignore[no-untyped-def]
+        sb, width = options.sideband_bins, options.window_bins
+        bkg, xb = _features(data.background, options)
         mb = mass_values(bkg, options.observable, data.signatures)
         wb = ak.to_numpy(bkg["weight"]).astype(np.float64)
         inside = np.isfinite(mb) & (mb >= sub[0]) & (mb < sub[-1])
         scores = np.full(len(xb), -np.inf)
-        scores[inside] = ensemble_score(best["models"], xb[inside])
+        scores[inside] = fold_score(best["models"], xb[inside], seed=seed + 3)
         keep = inside & (scores >= best["threshold"])
         counts, _ = np.histogram(mb[keep], bins=sub, weights=wb[keep])
         before, _ = np.histogram(mb[inside], bins=sub, weights=wb[inside])
@@ -180,7 +198,7 @@ class _WeaklySupervised:
         test = window_test(sub, counts * scale, sb, sb + width)
         return {
             "p_local": test.p_local,
-            "z": float(significance(test.p_local)),
+            "z": max(float(significance(test.p_local)), 0.0),
             "selected_background": float(counts.sum()),
             "effective_events": float(counts.sum() * scale),
             "efficiency_per_bin": [
@@ -235,5 +253,5 @@ class CathodeMethod(_WeaklySupervised):
         )
         scores = np.full(len(x), -np.inf)
         scores[sr] = oof[: len(x_sr)]
-        scores[sb] = ensemble_score(models, x[sb])
+        scores[sb] = fold_score(models, x[sb], seed=seed + 2)
         return scores, models, {"n_template": n_template}

@@ -58,6 +58,21 @@ def configure_threads(n_threads: int | None) -> None:
 
 
 @contextlib.contextmanager
+def torch_threads(n_threads: int | None) -> Iterator[None]:
+    """Cap torch's intra-op threads inside the block and restore them afterwards.
+
+    Small networks gain nothing from a second thread, and on a node shared with other jobs
+    two spinning threads made a flow's training seven times slower than one.
+    """
+    previous = torch.get_num_threads()
+    configure_threads(n_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
 def cpu_threads(n_threads: int = 1) -> Iterator[None]:
     """Limit OpenMP/BLAS threads (sklearn, numpy) inside the block.
 

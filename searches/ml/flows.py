@@ -12,7 +12,7 @@ import torch
 import zuko
 from pydantic import BaseModel, ConfigDict, Field
 
-from searches.ml.device import select_device
+from searches.ml.device import select_device, torch_threads
 
 
 class FlowOptions(BaseModel):
@@ -23,10 +23,11 @@ class FlowOptions(BaseModel):
     transforms: int = Field(default=3, ge=1)
     hidden: tuple[int, ...] = (32, 32)
     epochs: int = Field(default=30, ge=1)
-    batch_size: int = Field(default=256, ge=8)
+    batch_size: int = Field(default=512, ge=8)
     learning_rate: float = Field(default=3e-3, gt=0)
     oversampling: int = Field(default=4, ge=1, description="template events per SR event")
     device: str = "auto"
+    n_threads: int | None = Field(default=1, ge=1, description="torch CPU threads (None: all)")
 
 
 class ConditionalFlow:
@@ -44,7 +45,9 @@ class ConditionalFlow:
                 transforms=options.transforms,
                 hidden_features=tuple(options.hidden),
             ).to(self.device)
-        self._train(x, m, options, seed)
+        self.n_threads = options.n_threads
+        with torch_threads(options.n_threads):
+            self._train(x, m, options, seed)
 
     def _inputs(
         self, x: np.ndarray | None, m: np.ndarray
@@ -74,13 +77,14 @@ class ConditionalFlow:
     def log_prob(self, x: np.ndarray, m: np.ndarray) -> np.ndarray:
         """``log p(x | m)`` ``(n,)`` in standardised feature units."""
         z, c = self._inputs(x, m)
-        return self.flow(c).log_prob(z).double().cpu().numpy()
+        with torch_threads(self.n_threads):
+            return self.flow(c).log_prob(z).double().cpu().numpy()
 
     @torch.no_grad()
     def sample(self, m: np.ndarray, *, seed: int) -> np.ndarray:
         """One feature vector per mass in ``m (n,)``: array ``(n, d)``."""
         _, c = self._inputs(None, m)
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), torch_threads(self.n_threads):
             torch.manual_seed(seed)
             z = self.flow(c).sample().double().cpu().numpy()
         return z * self.x_std + self.x_mean

@@ -21,7 +21,7 @@ from searches.ml.device import (
     DevicePreference,
     Precision,
     autocast,
-    configure_threads,
+    torch_threads,
     select_device,
 )
 from searches.ml.networks import AutoEncoder, Classifier
@@ -75,7 +75,23 @@ def _fit(
     seed: int,
     on_epoch: EpochCallback | None,
 ) -> tuple[torch.nn.Module, TrainingLog]:
-    configure_threads(options.n_threads)
+    with torch_threads(options.n_threads):
+        return _fit_unthreaded(
+            model, loss_fn, x, y, w, options=options, seed=seed, on_epoch=on_epoch
+        )
+
+
+def _fit_unthreaded(
+    model: torch.nn.Module,
+    loss_fn: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    x: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    *,
+    options: TrainingOptions,
+    seed: int,
+    on_epoch: EpochCallback | None,
+) -> tuple[torch.nn.Module, TrainingLog]:
     device = select_device(options.device)
     rng = np.random.default_rng(seed)
     train, val = _split(len(x), options.validation_fraction, rng)

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pyhf
-from scipy.stats import norm
+from scipy.special import log_ndtr
 
 SCHEMA_VERSION = 1
 MODIFIER_SETTINGS = {"normsys": {"interpcode": "code4"}, "histosys": {"interpcode": "code4p"}}
@@ -113,8 +113,10 @@ def cls_from_statistics(q_obs: float, q_asimov: float) -> tuple[float, tuple[flo
     sq, sqa = np.sqrt(q), np.sqrt(qa)
     with np.errstate(divide="ignore", invalid="ignore"):
         t = np.where(sq <= sqa, sq - sqa, (q - qa) / (2.0 * sqa))
-        cls_obs = norm.cdf(-(t + sqa)) / norm.cdf(-t)
-        expected = tuple(norm.cdf(-(n + sqa)) / norm.cdf(-n) for n in N_SIGMA)
+        # Ratio of tails in log space: for a tiny q_A, t is large and both tails underflow in
+        # linear space (pyhf's 0/0 = NaN); log Φ stays finite.
+        cls_obs = np.exp(log_ndtr(-(t + sqa)) - log_ndtr(-t))
+        expected = tuple(np.exp(log_ndtr(-(n + sqa)) - log_ndtr(-n)) for n in N_SIGMA)
     return cls_obs, expected
 
 
@@ -187,7 +189,9 @@ def _background_init(model: pyhf.Model, data: Any) -> np.ndarray:
     """Start at the background-only (μ = 0) fit with μ set back to 1."""
     init = np.asarray(model.config.suggested_init(), dtype=float)
     fixed = model.config.suggested_fixed()
-    bkg = pyhf.infer.mle.fixed_poi_fit(0.0, data, model, init, model.config.suggested_bounds(), fixed)
+    bkg = pyhf.infer.mle.fixed_poi_fit(
+        0.0, data, model, init.tolist(), model.config.suggested_bounds(), fixed
+    )
     start = np.asarray(bkg, dtype=float)
     start[model.config.poi_index] = 1.0
     return start
@@ -399,7 +403,10 @@ def profile_scan(
     starts = [np.asarray(model.config.suggested_init(), dtype=float)]
     try:
         starts.append(
-            np.asarray(pyhf.infer.mle.fixed_poi_fit(0.0, data, model, starts[0], bounds, fixed), dtype=float)
+            np.asarray(
+                pyhf.infer.mle.fixed_poi_fit(0.0, data, model, starts[0].tolist(), bounds, fixed),
+                dtype=float,
+            )
         )
     except Exception:  # a failing start is simply not used; the default start remains
         pass
@@ -411,7 +418,7 @@ def profile_scan(
             init[model.config.poi_index] = mu
             try:
                 _, value = pyhf.infer.mle.fixed_poi_fit(
-                    mu, data, model, init, bounds, fixed, return_fitted_val=True
+                    mu, data, model, init.tolist(), bounds, fixed, return_fitted_val=True
                 )
                 value = float(value)
             except Exception:
@@ -514,6 +521,7 @@ def robust_hypotest(
         }
         diagnostics["attempts"].append(record)
         if "no signal: the POI multiplies no events" in problems:
+            first_problems = first_problems or problems
             break
         if problems:
             first_problems = first_problems or problems

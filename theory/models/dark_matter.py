@@ -67,7 +67,7 @@ class DarkMatterMediator(Model):
         m_med, m_chi = p["m_med"], p["m_chi"]
         event = np.arange(n)
         index = 2.0 + 400.0 / (m_med + 100.0)
-        pt, _ = power_law(rng, n, JET_PT_CUT, index)
+        pt, _ = power_law(rng, n, JET_PT_CUT, index, cap=np.full(n, 6500.0))
         phi = rng.uniform(-np.pi, np.pi, n)
         eta = np.clip(1.5 * rng.standard_normal(n), -4.5, 4.5)
         jet = Particles.make(event, JET, pt, eta, phi, 0.0)

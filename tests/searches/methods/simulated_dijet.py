@@ -63,7 +63,7 @@ def dijet_slice(*, n_background: int, s_over_sqrt_b: float, seed: int) -> tuple[
     b_window = float(np.sum((m_b >= lo) & (m_b < hi)))
     m_s = observables.compute(sig, OBSERVABLE, config=CONFIG)
     in_window = float(np.mean((m_s >= lo) & (m_s < hi)))
-    n_signal = int(round(s_over_sqrt_b * np.sqrt(b_window) / in_window))
+    n_signal = round(s_over_sqrt_b * np.sqrt(b_window) / in_window)
     parts = [data]
     if n_signal:
         parts.append(sig[rng.choice(len(sig), size=n_signal, replace=False)])

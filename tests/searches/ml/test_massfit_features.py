@@ -29,7 +29,7 @@ def test_window_pvalues_are_uniform_under_background():
     # the fit uncertainty in σ makes them somewhat conservative).
     for alpha in (0.05, 0.2):
         rate = np.mean(ps < alpha)
-        k = int(round(rate * len(ps)))
+        k = round(float(rate) * len(ps))
         assert stats.binomtest(k, len(ps), alpha, alternative="greater").pvalue > 1e-3
     assert np.mean(ps < 0.2) > 0.05
 

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import pytest
+
+from searches.methods.autoencoder import AutoencoderMethod, AutoencoderOptions
+from searches.ml.training import TrainingOptions
+from tests.searches.methods.simulated_dijet import M_X, dijet_slice
+
+
+@pytest.mark.slow
+def test_anomaly_region_raises_significance_over_plain_scan(tmp_path):
+    data, _ = dijet_slice(n_background=20_000, s_over_sqrt_b=2.0, seed=3)
+    options = AutoencoderOptions(
+        observable="m_j_j",
+        features="substructure",
+        efficiencies=(0.1, 0.02),
+        n_folds=3,
+        training=TrainingOptions(hidden=(16,), latent=2, epochs=8, device="cpu"),
+        artifacts_dir=str(tmp_path),
+    )
+    (result,) = AutoencoderMethod().run(data, options=options, seed=0)
+    plain = result.details["plain_scan"]["p_local"]
+    assert result.p_local < plain
+    assert result.region.low <= 1.05 * M_X and result.region.high >= 0.95 * M_X
+    counts, _ = result.selection.histogram(data.observed)
+    assert counts.sum() == pytest.approx(sum(result.observed), rel=0.05)
