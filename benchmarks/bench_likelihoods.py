@@ -16,6 +16,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import multiprocessing as mp
@@ -122,20 +123,169 @@ def load_or_run_plain(path: Path, regions, processes: int, fresh: bool) -> tuple
     return result, False
 
 
+def _lamppost_chunk(task: tuple[str, int, int]) -> dict[str, Any]:
+    import torch
+
+    from searches.stats.batched import evaluate_patches
+
+    torch.set_num_threads(1)
+    region, lo, hi = task
+    likelihood = _REGIONS[region]
+    cpu, wall = time.process_time(), time.perf_counter()
+    results = evaluate_patches(likelihood.background, likelihood.patches[lo:hi], region=region)
+    return {
+        "results": [r.to_dict() for r in results],
+        "cpu_s": time.process_time() - cpu,
+        "wall_s": time.perf_counter() - wall,
+    }
+
+
+def run_lamppost(path: Path, regions, processes: int) -> dict:
+    """``evaluate_patches`` on each region split into ``processes`` chunks, largest first."""
+    tasks = []
+    for region in sorted(regions, key=lambda r: {"RegionA": 0, "RegionC": 1}.get(r.name, 2)):
+        edges = np.linspace(0, len(region.patches), processes + 1).astype(int)
+        tasks += [(region.name, int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
+    wall = time.perf_counter()
+    rows, cpu = [], 0.0
+    with (
+        mp.get_context("spawn").Pool(processes, _init_worker, (str(path),)) as pool,
+        progress_bar() as progress,
+    ):
+        bar = progress.add_task("lamppost", total=len(tasks))
+        for out in pool.imap_unordered(_lamppost_chunk, tasks):
+            rows += out["results"]
+            cpu += out["cpu_s"]
+            progress.advance(bar)
+    return {"wall_s": time.perf_counter() - wall, "cpu_s": cpu, "rows": rows}
+
+
+def _rel(a: float | None, b: float | None) -> float:
+    if a is None or b is None:
+        return math.nan
+    return abs(a - b) / max(abs(b), 1e-300)
+
+
+def compare(plain: dict, lamppost: dict) -> tuple[list[dict], dict]:
+    """Per-region table and the per-point disagreements."""
+    ours = {(r["region"], r["name"]): r for r in lamppost["rows"]}
+    table, notes = [], {"failed": [], "recovered": [], "disagree": [], "plain_nonfinite": []}
+    for region in sorted({r["region"] for r in plain["rows"]}):
+        prow = [r for r in plain["rows"] if r["region"] == region]
+        diffs, agree, compared = [], 0, 0
+        for p in prow:
+            o = ours[(region, p["name"])]
+            if not p["finite"]:
+                notes["plain_nonfinite"].append(
+                    f"{region}/{p['name']}: plain {p['cls_obs']}, {p['error'][:80]}"
+                )
+            if o["status"] == "failed":
+                notes["failed"].append(f"{region}/{p['name']}: {o['reason'][:160]}")
+                continue
+            if o["status"] == "recovered":
+                notes["recovered"].append(
+                    f"{region}/{p['name']}: CLs {o['cls_obs']:.6f} ({o['reason'][:90]}…)"
+                )
+            if not p["finite"]:
+                continue
+            compared += 1
+            d = max(
+                [_rel(o["cls_obs"], p["cls_obs"])]
+                + [_rel(a, b) for a, b in zip(o["cls_exp"], p["cls_exp"], strict=True)]
+            )
+            diffs.append(d)
+            same = (o["cls_obs"] < CLS_LEVEL) == (p["cls_obs"] < CLS_LEVEL)
+            agree += same
+            if not same or d > 1e-3:
+                notes["disagree"].append(
+                    f"{region}/{p['name']}: plain {p['cls_obs']:.6g} vs {o['cls_obs']:.6g} (rel {d:.2g})"
+                )
+        n_ex_plain = sum(1 for p in prow if p["finite"] and p["cls_obs"] < CLS_LEVEL)
+        n_ex_ours = sum(
+            1
+            for o in lamppost["rows"]
+            if o["region"] == region and o["status"] != "failed" and o["cls_obs"] < CLS_LEVEL
+        )
+        status = [o["status"] for o in lamppost["rows"] if o["region"] == region]
+        table.append(
+            {
+                "region": region,
+                "patches": len(prow),
+                "plain_cpu_s": sum(p["cpu_s"] for p in prow),
+                "max_rel_diff": max(diffs) if diffs else math.nan,
+                "agree": f"{agree}/{compared}",
+                "excluded": f"{n_ex_plain} / {n_ex_ours} / {README_EXCLUDED.get(region, ('?', '?'))[0]}",
+                "ok/recovered/failed": "/".join(
+                    str(status.count(k)) for k in ("ok", "recovered", "failed")
+                ),
+            }
+        )
+    return table, notes
+
+
+def write_oracle(lamppost: dict, target: Path) -> None:
+    payload = {
+        "schema_version": 1,
+        "source": TARBALL,
+        "analysis": "ATLAS SUSY-2018-31 sbottom (INSPIRE 1748602)",
+        "settings": {
+            "mu": 1.0,
+            "test_stat": "qtilde",
+            "calculator": "asymptotics",
+            "normsys": "code4",
+            "histosys": "code4p",
+            "cls_exp_order": "-2sigma,-1sigma,median,+1sigma,+2sigma",
+        },
+        "parameters": ["m_sbottom", "m_chi2", "m_chi1"],
+        "results": sorted(lamppost["rows"], key=lambda r: (r["region"], r["name"])),
+    }
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(payload, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--fresh-baseline", action="store_true")
     parser.add_argument("--baseline-only", action="store_true")
+    parser.add_argument("--oracle", type=Path, default=Path("/work/notes/sbottom_cls.json"))
     args = parser.parse_args()
     path = _tarball()
     regions = load_likelihoods(path)
+    if not args.baseline_only:
+        lamppost = run_lamppost(path, regions, args.processes)
+        write_oracle(lamppost, args.oracle)
+        print(
+            f"lamppost: {len(lamppost['rows'])} patches, {lamppost['cpu_s']:.1f} CPU s, "
+            f"{lamppost['wall_s']:.1f} s wall; oracle → {args.oracle}"
+        )
     plain, cached = load_or_run_plain(path, regions, args.processes, args.fresh_baseline)
-    print(f"plain pyhf: {len(plain['rows'])} patches, {plain['cpu_s']:.0f} CPU s, "
-          f"{plain['wall_s']:.0f} s wall ({'cached ' + plain['measured_at'] if cached else 'measured now'})")
+    print(
+        f"plain pyhf: {len(plain['rows'])} patches, {plain['cpu_s']:.0f} CPU s, "
+        f"{plain['wall_s']:.0f} s wall ({'cached, measured ' + plain['measured_at'] if cached else 'measured now'})"
+    )
     if args.baseline_only:
         return
-    del np, CLS_LEVEL, README_EXCLUDED
+    table, notes = compare(plain, lamppost)
+    print()
+    header = "| region | patches | plain CPU s | max rel. CLs diff | same decision | excluded plain / Lamppost / README | ok/recovered/failed |"
+    print(header)
+    print("|---" * (header.count("|") - 1) + "|")
+    for t in table:
+        print(
+            f"| {t['region']} | {t['patches']} | {t['plain_cpu_s']:.0f} | {t['max_rel_diff']:.2e} | "
+            f"{t['agree']} | {t['excluded']} | {t['ok/recovered/failed']} |"
+        )
+    ratio_cpu = plain["cpu_s"] / lamppost["cpu_s"]
+    ratio_wall = plain["wall_s"] / lamppost["wall_s"]
+    print(
+        f"\nthroughput ratio (CPU seconds, all 650): {ratio_cpu:.1f}x; wall: {ratio_wall:.1f}x "
+        f"({args.processes} processes each)"
+    )
+    for key, items in notes.items():
+        print(f"\n{key} ({len(items)}):")
+        for item in items:
+            print("  " + item)
 
 
 if __name__ == "__main__":

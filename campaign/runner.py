@@ -48,6 +48,12 @@ class Driver:
 
     def run(self) -> CampaignSummary:
         self.store.clear_staging()
+        try:
+            return self._run()
+        finally:
+            self.store.clear_staging()
+
+    def _run(self) -> CampaignSummary:
         with RayExecutor(self.spec.execution, store_uri=self.store.uri) as executor:
             background, observed, classify = plan.data_tasks(self.spec)
             self._stage(executor, [background], "background")

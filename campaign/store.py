@@ -51,6 +51,11 @@ class TaskRecord:
         return self.finished_at - self.started_at
 
 
+def _without_location(spec_json: dict[str, Any]) -> dict[str, Any]:
+    """A spec without its ``store`` entry: a store moved elsewhere is the same campaign."""
+    return {key: value for key, value in spec_json.items() if key != "store"}
+
+
 class StoreError(RuntimeError):
     """The store cannot be used (wrong campaign, unreadable ledger, unwritable location)."""
 
@@ -83,7 +88,7 @@ class Store:
         """Create the store for a campaign, or check that an existing one is the same campaign."""
         if self.exists("spec.json"):
             stored = json.loads(self.read_text("spec.json"))
-            if stored != spec_json:
+            if _without_location(stored) != _without_location(spec_json):
                 raise StoreError(
                     f"{self.uri}: holds another campaign (its spec.json differs); "
                     "use a new store, or `lamppost resume` with the stored campaign"

@@ -115,7 +115,9 @@ def check_workspace(spec: Any, *, source: str, poi_required: bool = False) -> No
         LikelihoodImportError: On the first problem found.
     """
     if not isinstance(spec, Mapping):
-        raise LikelihoodImportError(f"{source}: a workspace must be a JSON object, got {type(spec).__name__}")
+        raise LikelihoodImportError(
+            f"{source}: a workspace must be a JSON object, got {type(spec).__name__}"
+        )
     try:
         pyhf.schema.validate(spec, "workspace.json")
     except pyhf.exceptions.InvalidSpecification as error:
@@ -199,9 +201,14 @@ def _check_operations(ops: Any, source: str) -> tuple[Mapping[str, Any], ...]:
     if not isinstance(ops, list) or not all(isinstance(op, Mapping) for op in ops):
         raise LikelihoodImportError(f"{source}: a patch must be a JSON list of operations")
     for index, op in enumerate(ops):
-        if op.get("op") not in {"add", "remove", "replace", "move", "copy", "test"} or not isinstance(
-            op.get("path"), str
-        ):
+        if op.get("op") not in {
+            "add",
+            "remove",
+            "replace",
+            "move",
+            "copy",
+            "test",
+        } or not isinstance(op.get("path"), str):
             raise LikelihoodImportError(
                 f"{source}: operation {index} is not a JSON-patch operation "
                 "(needs 'op' in add/remove/replace/move/copy/test and a string 'path')"
@@ -297,7 +304,7 @@ def _group_members(names: Iterable[str]) -> dict[str, dict[str, str]]:
 
 def _load_tarball(path: Path, labels: Sequence[str] | None) -> tuple[PublishedLikelihood, ...]:
     try:
-        archive = tarfile.open(path, "r:*")
+        archive = tarfile.open(path, "r:*")  # noqa: SIM115 (closed by the with block below)
     except (tarfile.TarError, OSError) as error:
         raise LikelihoodImportError(f"{path}: not a readable tar archive ({error})") from None
     with archive:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from searches.methods.autoencoder import AutoencoderMethod
 from searches.methods.base import SearchMethod
 from searches.methods.bumphunt import bumphunt
 from searches.methods.scan import scan
+from searches.methods.supervised import SupervisedMethod
+from searches.methods.weakly_supervised import CathodeMethod, CwolaMethod
 
 METHODS: dict[str, SearchMethod] = {
     scan.name: scan,
     bumphunt.name: bumphunt,
+    AutoencoderMethod.name: AutoencoderMethod(),
+    CwolaMethod.name: CwolaMethod(),
+    CathodeMethod.name: CathodeMethod(),
+    SupervisedMethod.name: SupervisedMethod(),
 }
 
 

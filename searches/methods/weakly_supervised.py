@@ -64,22 +64,75 @@ class WeaklySupervisedOptions(MethodOptions):
     complete_only: bool = Field(
         default=True, description="keep only events with every feature present (no zero padding)"
     )
+    scale_jet_masses: bool = Field(
+        default=True,
+        description="substructure features: jet masses divided by the resonance mass",
+    )
+    decorrelate: bool = Field(
+        default=True,
+        description="replace each feature by its rank among the data in the same mass bin",
+    )
+    min_selected: int = Field(
+        default=100, ge=1, description="skip efficiencies leaving fewer selected SR+SB events"
+    )
 
 
 def _features(
-    events: ak.Array, options: WeaklySupervisedOptions
-) -> tuple[ak.Array, np.ndarray]:
-    """Events and features ``(n, d)``, without zero-padded events when ``complete_only``.
+    events: ak.Array, options: WeaklySupervisedOptions, signature_config: dict
+) -> tuple[ak.Array, np.ndarray, np.ndarray]:
+    """Events, features ``(n, d)`` and resonance masses ``(n,)`` the classifiers work on.
 
-    A missing object is padded with exact zeros, a point mass no flow can model: a CATHODE
-    classifier would separate data from template on the padding alone. Dropping such events
-    is a fixed preselection applied to the whole spectrum, so it cannot create a bump.
+    ``complete_only`` drops events with a missing object: it is padded with exact zeros, a
+    point mass no flow can model, so a CATHODE classifier would separate data from template
+    on the padding alone. ``scale_jet_masses`` divides the substructure jet masses by the
+    resonance mass: QCD jet masses grow with the dijet mass, and a signal-region-vs-side-band
+    classifier would otherwise learn the mass itself and sculpt a bump (their ratio is nearly
+    flat). Both are fixed preselections/transformations of every event, blind to the labels.
     """
     x, _ = features.build(events, options.features)
-    if not options.complete_only:
-        return events, x
-    keep = np.all(x != 0.0, axis=1)
-    return events[keep], x[keep]
+    mass = mass_values(events, options.observable, signature_config)
+    keep = np.isfinite(mass)
+    if options.complete_only:
+        keep &= np.all(x != 0.0, axis=1)
+    events, x, mass = events[keep], x[keep], mass[keep]
+    if options.scale_jet_masses and options.features == "substructure":
+        x = x.copy()
+        x[:, :2] = x[:, :2] * 1000.0 / mass[:, None]
+    return events, x, mass
+
+
+class _MassDecorrelation:
+    """Per-mass-bin empirical CDF of each feature, estimated on the data (labels unused).
+
+    Features correlated with the resonance mass let a signal-region-vs-side-band classifier
+    learn the mass itself and sculpt a bump in background (seen in the built-in simulation
+    even with jet masses scaled by the dijet mass). Replacing every feature by its rank among
+    the data in the same mass bin makes each feature's distribution the same in every bin, so
+    such a classifier has nothing but joint (signal-like) structure left to learn. Simulation
+    is mapped with the data's CDFs, so the sculpting check tests the very same selection.
+    """
+
+    def __init__(self, x: np.ndarray, mass: np.ndarray, edges: np.ndarray) -> None:
+        self.edges = edges
+        bins = self._bins(mass)
+        self.sorted = [
+            [np.sort(x[bins == k, j]) for j in range(x.shape[1])] for k in range(len(edges) - 1)
+        ]
+
+    def _bins(self, mass: np.ndarray) -> np.ndarray:
+        return np.clip(np.searchsorted(self.edges, mass, side="right") - 1, 0, len(self.edges) - 2)
+
+    def __call__(self, x: np.ndarray, mass: np.ndarray) -> np.ndarray:
+        """Ranks ``(n, d)`` in (0, 1) of features ``x (n, d)`` at masses ``mass (n,)``."""
+        bins, out = self._bins(mass), np.empty_like(x, dtype=np.float64)
+        for k, columns in enumerate(self.sorted):
+            rows = bins == k
+            for j, ref in enumerate(columns):
+                n = len(ref)
+                below = np.searchsorted(ref, x[rows, j], side="left")
+                above = np.searchsorted(ref, x[rows, j], side="right")
+                out[rows, j] = (0.5 * (below + above) + 0.5) / (n + 1)
+        return out
 
 
 def _window_masks(
@@ -103,10 +156,12 @@ class _WeaklySupervised:
     def run(
         self, data: ClassSlice, *, options: WeaklySupervisedOptions, seed: int
     ) -> list[SearchResult]:
-        events, x = _features(data.observed, options)
+        events, x, mass = _features(data.observed, options, data.signatures)
         weights = ak.to_numpy(events["weight"]).astype(np.float64)
-        mass = mass_values(events, options.observable, data.signatures)
         edges = spectrum_edges(mass, options.observable, width_in_sigma=options.width_in_sigma)
+        decorrelation = _MassDecorrelation(x, mass, edges) if options.decorrelate else None
+        if decorrelation is not None:
+            x = decorrelation(x, mass)
         sb, width = options.sideband_bins, options.window_bins
         windows = [(a, a + width) for a in range(sb, len(edges) - 1 - width - sb + 1)]
         if options.mass_range is not None:
@@ -125,6 +180,8 @@ class _WeaklySupervised:
             for eff in options.efficiencies:
                 threshold = float(np.quantile(scores[sr], 1.0 - eff))
                 keep = use & (scores >= threshold)
+                if keep.sum() < options.min_selected:
+                    continue
                 counts, _ = np.histogram(mass[keep], bins=sub, weights=weights[keep])
                 test = window_test(sub, counts, sb, sb + width)
                 n_tests += 1
@@ -164,7 +221,9 @@ class _WeaklySupervised:
             **best["extra"],
         }
         if options.sculpting_check and len(data.background):
-            details["sculpting"] = self._sculpting(data, options, best, sub, seed=seed)
+            details["sculpting"] = self._sculpting(
+                data, options, best, sub, decorrelation, seed=seed
+            )
         return [
             build_result(
                 data,
@@ -178,10 +237,11 @@ class _WeaklySupervised:
             )
         ]
 
-    def _sculpting(self, data, options, best, sub, *, seed) -> dict:  # type: ignore[no-untyped-def]
+    def _sculpting(self, data, options, best, sub, decorrelation, *, seed) -> dict:  # type: ignore[no-untyped-def]
         sb, width = options.sideband_bins, options.window_bins
-        bkg, xb = _features(data.background, options)
-        mb = mass_values(bkg, options.observable, data.signatures)
+        bkg, xb, mb = _features(data.background, options, data.signatures)
+        if decorrelation is not None:
+            xb = decorrelation(xb, mb)
         wb = ak.to_numpy(bkg["weight"]).astype(np.float64)
         inside = np.isfinite(mb) & (mb >= sub[0]) & (mb < sub[-1])
         scores = np.full(len(xb), -np.inf)

@@ -93,7 +93,9 @@ def patched_spec(background: Mapping[str, Any], operations: Sequence[Mapping[str
     try:
         return jsonpatch.apply_patch(doc, [dict(op) for op in operations], in_place=True)
     except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as error:
-        raise ValueError(f"patch does not apply to the background-only workspace: {error}") from None
+        raise ValueError(
+            f"patch does not apply to the background-only workspace: {error}"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -120,9 +122,7 @@ def structure_key(spec: Mapping[str, Any]) -> str | None:
     return json.dumps(
         [
             [(c["name"], len(c["samples"][0]["data"])) for c in spec["channels"]],
-            sorted(
-                (o["name"], o["data"]) for o in spec["observations"] if o["name"] in names
-            ),
+            sorted((o["name"], o["data"]) for o in spec["observations"] if o["name"] in names),
             spec["measurements"][0]["config"],
             sorted(params.items()),
         ],
@@ -173,11 +173,23 @@ class HistFactoryStack:
     def take(self, rows: torch.Tensor) -> HistFactoryStack:
         """The stack restricted/repeated to hypothesis rows ``rows`` [M] (for multi-fit batches)."""
         per_row = {
-            "fixed", "sigma", "nominal", "hist_up", "hist_down", "norm_coef", "norm_up",
-            "norm_down", "factor_mask", "signal_yield",
+            "fixed",
+            "sigma",
+            "nominal",
+            "hist_up",
+            "hist_down",
+            "norm_coef",
+            "norm_up",
+            "norm_down",
+            "factor_mask",
+            "signal_yield",
         }
         values = {
-            name: (getattr(self, name).index_select(0, rows) if name in per_row else getattr(self, name))
+            name: (
+                getattr(self, name).index_select(0, rows)
+                if name in per_row
+                else getattr(self, name)
+            )
             for name in self.__dataclass_fields__
         }
         values["names"] = tuple(self.names[i] for i in rows.tolist())
@@ -209,7 +221,9 @@ def compile_stack(
     if key is None:
         raise ValueError(f"{names[0]}: unsupported modifier types for the batched engine")
     channels = [(c["name"], len(c["samples"][0]["data"])) for c in first["channels"]]
-    offset = dict(zip([c for c, _ in channels], np.cumsum([0] + [n for _, n in channels[:-1]]), strict=True))
+    offset = dict(
+        zip([c for c, _ in channels], np.cumsum([0] + [n for _, n in channels[:-1]]), strict=True)
+    )
     nbins = dict(channels)
     observations = {o["name"]: o["data"] for o in first["observations"]}
     observed = np.concatenate([np.asarray(observations[c], dtype=float) for c, _ in channels])
@@ -366,7 +380,17 @@ def compile_stack(
     norm_up, norm_down = norm_up[:, norm_k, norm_j], norm_down[:, norm_k, norm_j]
     b0 = np.log(np.where(norm_up > 0, norm_up, 1.0))
     b1 = np.log(np.where(norm_down > 0, norm_down, 1.0))
-    rhs = np.stack([norm_up - 1, norm_down - 1, b0 * norm_up, -b1 * norm_down, b0**2 * norm_up, b1**2 * norm_down], axis=-1)
+    rhs = np.stack(
+        [
+            norm_up - 1,
+            norm_down - 1,
+            b0 * norm_up,
+            -b1 * norm_down,
+            b0**2 * norm_up,
+            b1**2 * norm_down,
+        ],
+        axis=-1,
+    )
     norm_coef = rhs @ _CODE4_INVERSE.T
 
     def t(x: np.ndarray, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -418,7 +442,9 @@ def _histosys(stack: HistFactoryStack, theta: torch.Tensor, order: int) -> list[
     if order >= 1:
         out.append(torch.where(inside, s_ + a_ * alpha * (30 - 40 * a2 + 18 * a2 * a2), outer))
     if order >= 2:
-        out.append(torch.where(inside, a_ * (30 - 120 * a2 + 90 * a2 * a2), torch.zeros_like(alpha)))
+        out.append(
+            torch.where(inside, a_ * (30 - 120 * a2 + 90 * a2 * a2), torch.zeros_like(alpha))
+        )
     return out
 
 
@@ -426,24 +452,42 @@ def _normsys(stack: HistFactoryStack, theta: torch.Tensor, order: int) -> list[t
     """code4 factors per entry [N, En]; with ``order`` ≥ 1 also c'/c, with 2 also c''/c."""
     beta = theta.index_select(1, stack.norm_index)
     k = stack.norm_coef
-    poly = 1 + beta * (k[..., 0] + beta * (k[..., 1] + beta * (k[..., 2] + beta * (
-        k[..., 3] + beta * (k[..., 4] + beta * k[..., 5])))))
+    poly = 1 + beta * (
+        k[..., 0]
+        + beta
+        * (
+            k[..., 1]
+            + beta * (k[..., 2] + beta * (k[..., 3] + beta * (k[..., 4] + beta * k[..., 5])))
+        )
+    )
     log_up, log_down = torch.log(stack.norm_up), torch.log(stack.norm_down)
     high, low = beta >= 1, beta <= -1
-    c = torch.where(high, torch.exp(beta * log_up), torch.where(low, torch.exp(-beta * log_down), poly))
+    c = torch.where(
+        high, torch.exp(beta * log_up), torch.where(low, torch.exp(-beta * log_down), poly)
+    )
     out = [c]
     if order >= 1:
-        dpoly = k[..., 0] + beta * (2 * k[..., 1] + beta * (3 * k[..., 2] + beta * (
-            4 * k[..., 3] + beta * (5 * k[..., 4] + beta * 6 * k[..., 5]))))
+        dpoly = k[..., 0] + beta * (
+            2 * k[..., 1]
+            + beta
+            * (
+                3 * k[..., 2]
+                + beta * (4 * k[..., 3] + beta * (5 * k[..., 4] + beta * 6 * k[..., 5]))
+            )
+        )
         out.append(torch.where(high, log_up, torch.where(low, -log_down, dpoly / c)))
     if order >= 2:
-        ddpoly = 2 * k[..., 1] + beta * (6 * k[..., 2] + beta * (12 * k[..., 3] + beta * (
-            20 * k[..., 4] + beta * 30 * k[..., 5])))
+        ddpoly = 2 * k[..., 1] + beta * (
+            6 * k[..., 2]
+            + beta * (12 * k[..., 3] + beta * (20 * k[..., 4] + beta * 30 * k[..., 5]))
+        )
         out.append(torch.where(high, log_up**2, torch.where(low, log_down**2, ddpoly / c)))
     return out
 
 
-def _scatter_bins(stack: HistFactoryStack, index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+def _scatter_bins(
+    stack: HistFactoryStack, index: torch.Tensor, values: torch.Tensor
+) -> torch.Tensor:
     """Sum entry values [N, E] into sample-bins [N, J]."""
     out = values.new_zeros(values.shape[0], stack.nominal.shape[1])
     return out.index_add_(1, index, values)
@@ -657,7 +701,9 @@ def fit_stack(
         theta[rows] = new_theta
         finished = done | stuck
         active[rows[finished]] = False
-    return BatchFit(theta=theta, twice_nll=value, converged=converged, gradient=gmax, iterations=iterations)
+    return BatchFit(
+        theta=theta, twice_nll=value, converged=converged, gradient=gmax, iterations=iterations
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -740,9 +786,7 @@ def _profile_scan(
     return ok, info
 
 
-def stack_cls(
-    stack: HistFactoryStack, *, mu: float = 1.0, scan_below: float = 1e-6
-) -> StackCLs:
+def stack_cls(stack: HistFactoryStack, *, mu: float = 1.0, scan_below: float = 1e-6) -> StackCLs:
     """Asymptotic qtilde CLs at ``mu`` for all hypotheses of ``stack`` with three batched fits.
 
     The background-only fit (μ = 0) gives the Asimov data and the start of every other fit;
@@ -785,17 +829,17 @@ def stack_cls(
     q_asimov_np = q_asimov.cpu().numpy()
     with np.errstate(all="ignore"):
         cls_obs, cls_exp = cls_from_statistics(q_obs_np, q_asimov_np)
-    converged = torch.stack(
-        [background.converged, *fits.converged.reshape(3, n)], dim=1
-    ).cpu().numpy()
+    converged = (
+        torch.stack([background.converged, *fits.converged.reshape(3, n)], dim=1).cpu().numpy()
+    )
 
     width = stack.upper - stack.lower
     thetas = torch.stack([theta0, *fits.theta.reshape(3, n, -1)])  # [4, N, P]
     free = ~stack.fixed
     free[:, poi] = False
-    hit = (
-        ((thetas - stack.lower) < 1e-6 * width) | ((stack.upper - thetas) < 1e-6 * width)
-    ).any(0) & free
+    hit = (((thetas - stack.lower) < 1e-6 * width) | ((stack.upper - thetas) < 1e-6 * width)).any(
+        0
+    ) & free
     at_bounds = tuple(
         tuple(stack.par_names[i] for i in row.nonzero().squeeze(1).tolist()) for row in hit.cpu()
     )
@@ -896,14 +940,20 @@ def evaluate_patches(
         if key is None:
             for i in members:
                 name, params, _ = items[i]
-                report(i, robust_hypotest(specs[i], name=name, parameters=params, region=region, mu=mu))
+                report(
+                    i, robust_hypotest(specs[i], name=name, parameters=params, region=region, mu=mu)
+                )
             continue
         try:
-            stack = compile_stack([specs[i] for i in members], [items[i][0] for i in members], device=dev)
+            stack = compile_stack(
+                [specs[i] for i in members], [items[i][0] for i in members], device=dev
+            )
         except ValueError:
             for i in members:
                 name, params, _ = items[i]
-                report(i, robust_hypotest(specs[i], name=name, parameters=params, region=region, mu=mu))
+                report(
+                    i, robust_hypotest(specs[i], name=name, parameters=params, region=region, mu=mu)
+                )
             continue
         label = f"batched-torch:{dev.type}"
         out = stack_cls(stack, mu=mu)
@@ -957,8 +1007,13 @@ def evaluate_patches(
                 report(
                     i,
                     robust_hypotest(
-                        specs[i], name=name, parameters=params, region=region, mu=mu,
-                        earlier_problems=problems, earlier_backend=label,
+                        specs[i],
+                        name=name,
+                        parameters=params,
+                        region=region,
+                        mu=mu,
+                        earlier_problems=problems,
+                        earlier_backend=label,
                     ),
                 )
                 continue

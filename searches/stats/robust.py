@@ -11,6 +11,7 @@ reports anything still unresolved as ``failed`` with diagnostics — never as al
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -227,7 +228,11 @@ def plain_hypotest(
         )
     fitted = calc.fitted_pars
     asimov = pyhf.infer.calculators.generate_asimov_data(
-        0.0, data, model, init.tolist(), model.config.suggested_bounds(),
+        0.0,
+        data,
+        model,
+        init.tolist(),
+        model.config.suggested_bounds(),
         model.config.suggested_fixed(),
     )
     pars = {
@@ -327,9 +332,7 @@ def diagnose(
         if not ok:
             problems.append(f"fit '{name}' did not converge")
     if not math.isfinite(q_obs_raw) or q_obs_raw < -Q_TOLERANCE:
-        problems.append(
-            f"q_obs = {q_obs_raw:.3g} < 0: the μ-fixed fit ended below the free fit"
-        )
+        problems.append(f"q_obs = {q_obs_raw:.3g} < 0: the μ-fixed fit ended below the free fit")
     if not math.isfinite(q_asimov_raw) or q_asimov_raw < -Q_TOLERANCE:
         problems.append(
             f"q_A = {q_asimov_raw:.3g} < 0: the μ-fixed Asimov fit ended below the free Asimov fit"
@@ -340,7 +343,12 @@ def diagnose(
         )
     if at_bounds:
         problems.append(f"parameters at bounds: {', '.join(sorted(at_bounds)[:6])}")
-    if mu_hat is not None and mu_start is not None and mu_start != 0 and abs(mu_hat - mu_start) < 1e-9:
+    if (
+        mu_hat is not None
+        and mu_start is not None
+        and mu_start != 0
+        and abs(mu_hat - mu_start) < 1e-9
+    ):
         problems.append(f"μ̂ = {mu_hat:g} never moved from its start value")
     return problems
 
@@ -364,7 +372,9 @@ def _at_bounds(model: pyhf.Model, pars: Mapping[str, np.ndarray]) -> list[str]:
     return names
 
 
-def diagnose_fits(model: pyhf.Model, fits: HypotestFits, *, settings: FitSettings = PLAIN) -> list[str]:
+def diagnose_fits(
+    model: pyhf.Model, fits: HypotestFits, *, settings: FitSettings = PLAIN
+) -> list[str]:
     """:func:`diagnose` for a plain-pyhf test (convergence judged by the re-derived statistics)."""
     signal = _signal_yield(model)
     return diagnose(
@@ -397,19 +407,19 @@ def profile_scan(
     The lower of the fit from pyhf's default start and from the background-only fit is kept, so
     one fit that stalls does not fake a profile.
     """
-    _set_backend(FitSettings(optimizer=optimizer, tolerance=1e-6 if optimizer == "minuit" else 1e-10))
+    _set_backend(
+        FitSettings(optimizer=optimizer, tolerance=1e-6 if optimizer == "minuit" else 1e-10)
+    )
     bounds = model.config.suggested_bounds()
     fixed = model.config.suggested_fixed()
     starts = [np.asarray(model.config.suggested_init(), dtype=float)]
-    try:
+    with contextlib.suppress(Exception):  # a failing start is dropped; the default one remains
         starts.append(
             np.asarray(
                 pyhf.infer.mle.fixed_poi_fit(0.0, data, model, starts[0].tolist(), bounds, fixed),
                 dtype=float,
             )
         )
-    except Exception:  # a failing start is simply not used; the default start remains
-        pass
     out = []
     for mu in mus:
         best = math.inf
@@ -495,19 +505,33 @@ def robust_hypotest(
     parameters = dict(parameters or {})
     diagnostics: dict[str, Any] = {"attempts": []}
     if earlier_problems:
-        diagnostics["attempts"].append({"backend": earlier_backend, "problems": list(earlier_problems)})
+        diagnostics["attempts"].append(
+            {"backend": earlier_backend, "problems": list(earlier_problems)}
+        )
     try:
         model, data = build_model(spec)
     except Exception as error:
-        return CLsResult(name, parameters, None, None, None, "failed", f"model cannot be built: {error}",
-                         "pyhf-numpy", region, diagnostics)
+        return CLsResult(
+            name,
+            parameters,
+            None,
+            None,
+            None,
+            "failed",
+            f"model cannot be built: {error}",
+            "pyhf-numpy",
+            region,
+            diagnostics,
+        )
     first_problems = list(earlier_problems)
     for attempt, settings in enumerate((PLAIN, *RETRIES)):
         label = f"pyhf-numpy:{settings.label}"
         try:
             fits = plain_hypotest(model, data, mu=mu, settings=settings)
         except Exception as error:
-            diagnostics["attempts"].append({"backend": label, "problems": [f"exception: {error!r}"]})
+            diagnostics["attempts"].append(
+                {"backend": label, "problems": [f"exception: {error!r}"]}
+            )
             continue
         problems = diagnose_fits(model, fits, settings=settings)
         record = {
@@ -527,10 +551,24 @@ def robust_hypotest(
             first_problems = first_problems or problems
             continue
         if attempt == 0 and not first_problems:
-            return CLsResult(name, parameters, fits.cls_obs, fits.cls_exp, fits.mu_hat, "ok", "",
-                             label, region, {})
+            return CLsResult(
+                name,
+                parameters,
+                fits.cls_obs,
+                fits.cls_exp,
+                fits.mu_hat,
+                "ok",
+                "",
+                label,
+                region,
+                {},
+            )
         confirmed, info = scan_check(
-            model, data, fits, mu=mu, optimizer="scipy" if settings.optimizer == "minuit" else "minuit"
+            model,
+            data,
+            fits,
+            mu=mu,
+            optimizer="scipy" if settings.optimizer == "minuit" else "minuit",
         )
         record["scan"] = info
         if confirmed:
@@ -538,11 +576,30 @@ def robust_hypotest(
                 f"{'; '.join(first_problems)} — recovered by {label}, confirmed by a fixed-μ "
                 "profile scan with another optimizer"
             )
-            return CLsResult(name, parameters, fits.cls_obs, fits.cls_exp, fits.mu_hat, "recovered",
-                             reason, label, region, diagnostics)
+            return CLsResult(
+                name,
+                parameters,
+                fits.cls_obs,
+                fits.cls_exp,
+                fits.mu_hat,
+                "recovered",
+                reason,
+                label,
+                region,
+                diagnostics,
+            )
         record["problems"].append("profile scan disagrees with the fits")
         first_problems = first_problems or record["problems"]
     reason = "; ".join(dict.fromkeys(first_problems)) or "every attempt failed"
-    return CLsResult(name, parameters, None, None, None, "failed",
-                     f"{reason} — unresolved after {len(RETRIES) + 1} pyhf attempts",
-                     "pyhf-numpy", region, diagnostics)
+    return CLsResult(
+        name,
+        parameters,
+        None,
+        None,
+        None,
+        "failed",
+        f"{reason} — unresolved after {len(RETRIES) + 1} pyhf attempts",
+        "pyhf-numpy",
+        region,
+        diagnostics,
+    )

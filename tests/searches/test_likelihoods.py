@@ -28,7 +28,10 @@ def _patchset(background: dict, patches: list[SignalPatch]) -> dict:
             "labels": ["m_sbottom", "m_chi2", "m_chi1"],
         },
         "patches": [
-            {"metadata": {"name": p.name, "values": list(p.parameters.values())}, "patch": p.to_json()}
+            {
+                "metadata": {"name": p.name, "values": list(p.parameters.values())},
+                "patch": p.to_json(),
+            }
             for p in patches
         ],
         "version": "1.0.0",
@@ -62,7 +65,9 @@ def test_patchset_folder_round_trip(regions, tmp_path):
 def test_digest_mismatch_is_rejected(regions, tmp_path):
     other = dict(regions["RegionA"].background)
     (tmp_path / "BkgOnly.json").write_text(json.dumps(dict(regions["RegionB"].background)))
-    (tmp_path / "patchset.json").write_text(json.dumps(_patchset(other, list(regions["RegionA"].patches[:1]))))
+    (tmp_path / "patchset.json").write_text(
+        json.dumps(_patchset(other, list(regions["RegionA"].patches[:1])))
+    )
     with pytest.raises(LikelihoodImportError, match=r"patchset\.json: digest mismatch"):
         load_likelihoods(tmp_path)
 
@@ -70,7 +75,9 @@ def test_digest_mismatch_is_rejected(regions, tmp_path):
 def test_malformed_json_names_file_and_line(regions, tmp_path):
     (tmp_path / "BkgOnly.json").write_text(json.dumps(dict(regions["RegionB"].background)))
     (tmp_path / "patch.sbottom_1_2_3.json").write_text('[{"op": "add", "path": ')
-    with pytest.raises(LikelihoodImportError, match=r"patch\.sbottom_1_2_3\.json: malformed JSON at line 1"):
+    with pytest.raises(
+        LikelihoodImportError, match=r"patch\.sbottom_1_2_3\.json: malformed JSON at line 1"
+    ):
         load_likelihoods(tmp_path)
 
 
@@ -83,7 +90,7 @@ def test_missing_channel_in_patch(regions):
 
 def test_missing_signal_sample(regions):
     # The published region-B point 1500_1495_60 removes a channel and adds no signal at all.
-    with pytest.raises(LikelihoodImportError, match="missing signal sample.*mu_SIG"):
+    with pytest.raises(LikelihoodImportError, match=r"missing signal sample.*mu_SIG"):
         regions["RegionB"].workspace("sbottom_1500_1495_60")
 
 

@@ -1,9 +1,12 @@
 """A small dijet event class from the built-in simulator, with an optional X → YZ injection.
 
 Shared by the ML method tests (tests may import ``theory``; ``searches`` may not). Observed
-"data" are drawn without replacement from weighted QCD Monte Carlo with probability ∝ weight
-(unit weights), so their count is set by the test, not by the luminosity; the injected signal
-count is chosen from S/√B in a window around the signal peak.
+"data" are drawn without replacement from one half of a weighted QCD Monte Carlo sample with
+probability ∝ weight (unit weights), so their count is set by the test, not by the
+luminosity; the slice's simulated background is the *other* half, so a model trained on the
+data is never evaluated on its own training events when applied to the simulation (the
+sculpting check). The injected signal count is chosen from S/√B in a window around the
+signal peak.
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ CONFIG = signatures.SignatureConfig()
 
 
 @cache
-def _pools() -> tuple[ak.Array, ak.Array]:
+def _pools() -> tuple[ak.Array, ak.Array, ak.Array]:
     sim = FastSimulator(processes=("qcd",), tail_boost=3.0)
-    bkg = sim.background(n_events=400_000, luminosity_fb=140.0, seed=11)
+    bkg = sim.background(n_events=800_000, luminosity_fb=140.0, seed=11)
     sig = sim.signal(
         get_model("x_yz"), {"m_X": M_X, "m_Y": M_Y}, n_events=20_000, luminosity_fb=140.0, seed=12
     )
@@ -39,7 +42,8 @@ def _pools() -> tuple[ak.Array, ak.Array]:
         m = observables.compute(events, OBSERVABLE, config=CONFIG)
         return events[mask & (np.nan_to_num(m) > MASS_MIN)]
 
-    return select(bkg), select(sig)
+    bkg = select(bkg)
+    return bkg[0::2], bkg[1::2], select(sig)
 
 
 def signal_window() -> tuple[float, float]:
@@ -53,11 +57,11 @@ def dijet_slice(*, n_background: int, s_over_sqrt_b: float, seed: int) -> tuple[
     Returns the slice and the number of injected signal events. The slice's simulated
     background is the weighted Monte Carlo pool, normalised to ``n_background`` events.
     """
-    bkg, sig = _pools()
+    pool, simulation, sig = _pools()
     rng = np.random.default_rng(seed)
-    w = ak.to_numpy(bkg["weight"])
-    pick = rng.choice(len(bkg), size=n_background, replace=False, p=w / w.sum())
-    data = bkg[np.sort(pick)]
+    w = ak.to_numpy(pool["weight"])
+    pick = rng.choice(len(pool), size=n_background, replace=False, p=w / w.sum())
+    data = pool[np.sort(pick)]
     lo, hi = signal_window()
     m_b = observables.compute(data, OBSERVABLE, config=CONFIG)
     b_window = float(np.sum((m_b >= lo) & (m_b < hi)))
@@ -69,7 +73,8 @@ def dijet_slice(*, n_background: int, s_over_sqrt_b: float, seed: int) -> tuple[
         parts.append(sig[rng.choice(len(sig), size=n_signal, replace=False)])
     observed = event_model.concatenate(parts)
     observed = ak.with_field(observed, np.ones(len(observed)), "weight")
-    background = ak.with_field(bkg, w / w.sum() * n_background, "weight")
+    w_sim = ak.to_numpy(simulation["weight"])
+    background = ak.with_field(simulation, w_sim / w_sim.sum() * n_background, "weight")
     return (
         ClassSlice(
             event_class=EVENT_CLASS,
@@ -84,4 +89,4 @@ def dijet_slice(*, n_background: int, s_over_sqrt_b: float, seed: int) -> tuple[
 
 def signal_events() -> ak.Array:
     """The X → YZ signal pool of the class (for supervised training)."""
-    return _pools()[1]
+    return _pools()[2]

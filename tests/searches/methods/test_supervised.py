@@ -26,7 +26,7 @@ def test_injected_trial_runner_runs_batches():
         signal_path="unused.parquet",
         n_trials=5,
         parallel_trials=2,
-        training=TrainingOptions(epochs=3, device="cpu"),
+        training=TrainingOptions(epochs=3, device="cpu", n_threads=1),
     )
     params, study = tune(x, y, np.ones(800), options=options, seed=1, trial_runner=runner)
     assert batches == [2, 2, 1] and len(study.trials) == 5
@@ -46,7 +46,7 @@ def test_supervised_export_reload_and_reinterpretation(tmp_path):
         n_trials=4,
         n_folds=2,
         artifacts_dir=str(tmp_path / "models"),
-        training=TrainingOptions(epochs=4, device="cpu"),
+        training=TrainingOptions(epochs=4, device="cpu", n_threads=1),
     )
     (result,) = SupervisedMethod().run(data, options=options, seed=0)
     cut = result.selection.model

@@ -5,8 +5,8 @@ import pytest
 import torch
 from scipy import stats
 
-from searches.ml.classifiers import cross_fit, fit_classifier
-from searches.ml.device import select_device, use_mixed_precision
+from searches.ml.classifiers import cross_fit, ensemble_score, fit_classifier, fold_score
+from searches.ml.device import select_device, torch_threads, use_mixed_precision
 from searches.ml.kfold import fold_labels, out_of_fold
 from searches.ml.networks import build_network, load_state, save_state
 from searches.ml.training import TrainingOptions, predict, train_autoencoder, train_classifier
@@ -51,7 +51,7 @@ def test_state_dict_roundtrip_gives_identical_scores(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(600, 5)).astype(np.float32)
     y = (x[:, 0] > 0).astype(float)
-    options = TrainingOptions(hidden=(8,), epochs=3, device="cpu")
+    options = TrainingOptions(hidden=(8,), epochs=3, device="cpu", n_threads=1)
     model, log = train_classifier(x, y, options=options, seed=2)
     assert log.device == "cpu" and log.events_per_second > 0
     path = save_state(model, tmp_path / "m.pt")
@@ -66,7 +66,7 @@ def test_autoencoder_scores_outliers_higher():
     x = rng.normal(size=(3000, 6)) @ rng.normal(size=(6, 6)) * 0.1
     x[:, 3:] = x[:, :3] * 2
     model, _ = train_autoencoder(
-        x, options=TrainingOptions(hidden=(16,), latent=3, epochs=10, device="cpu"), seed=0
+        x, options=TrainingOptions(hidden=(16,), latent=3, epochs=10, device="cpu", n_threads=1), seed=0
     )
     outliers = rng.normal(size=(200, 6))
     assert np.median(predict(model, outliers)) > 5 * np.median(predict(model, x))
@@ -83,3 +83,25 @@ def test_device_and_precision_rules():
             select_device("cuda")
     with pytest.raises(ValueError, match="type"):
         build_network({"type": "transformer", "n_features": 3})
+
+
+def test_fold_score_uses_one_model_per_event():
+    """Events no model trained on get one fold model's score (same spread as out-of-fold
+    scores), not the narrower ensemble mean."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(900, 3))
+    y = (x[:, 0] + rng.normal(size=900) > 0).astype(float)
+    _, models = cross_fit("hgb", x, y, n_folds=3, training=TrainingOptions(), seed=0)
+    fresh = rng.normal(size=(300, 3))
+    scores = fold_score(models, fresh, seed=5)
+    folds = fold_labels(300, 3, seed=5)
+    for k, model in enumerate(models):
+        assert np.array_equal(scores[folds == k], model.score(fresh[folds == k]))
+    assert np.std(scores) > np.std(ensemble_score(models, fresh))
+
+
+def test_torch_threads_are_restored():
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before

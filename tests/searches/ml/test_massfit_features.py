@@ -20,6 +20,7 @@ def test_asimov_sideband_fit_recovers_window_expectation():
     assert 0.3 < test.p_local <= 1.0
 
 
+@pytest.mark.slow
 def test_window_pvalues_are_uniform_under_background():
     """Pseudo-experiments: the side-band fit + Poisson⊗Gaussian p-value is not anti-conservative."""
     rng = np.random.default_rng(5)

@@ -54,7 +54,7 @@ def test_cls_formula_matches_pyhf_asymptotics(q, qa):
 
 def test_tiny_asimov_statistic_stays_finite():
     # Linear-space tails underflow to 0/0 here, which is how pyhf produces NaN CLs.
-    obs, exp = cls_from_statistics(4.0, 1e-8)
+    obs, _ = cls_from_statistics(4.0, 1e-8)
     assert math.isfinite(float(obs)) and 0.0 < float(obs) <= 1.0
     sqa = 1e-4
     t = (4.0 - 1e-8) / (2 * sqa)
@@ -72,7 +72,9 @@ def test_plain_hypotest_reproduces_pyhf():
     data = workspace.data(model)
     fits = plain_hypotest(model, data)
     pyhf.set_backend("numpy", "scipy")
-    cls_obs, cls_exp = pyhf.infer.hypotest(1.0, data, model, test_stat="qtilde", return_expected_set=True)
+    cls_obs, cls_exp = pyhf.infer.hypotest(
+        1.0, data, model, test_stat="qtilde", return_expected_set=True
+    )
     assert fits.cls_obs == pytest.approx(float(cls_obs), rel=1e-6)
     assert np.allclose(fits.cls_exp, [float(v) for v in cls_exp], rtol=1e-6)
     assert diagnose_fits(model, fits) == []
