@@ -1,6 +1,7 @@
 """Benchmarks of the ML searches: LHCO R&D SIC (idealized + supervised), training throughput.
 
-Usage: ``python benchmarks/bench_ml.py [lhco|throughput|all] [--seeds N] [--repeats R]``.
+Usage: ``python benchmarks/bench_ml.py [lhco|throughput|all] [--seeds N] [--repeats R]
+[--min-samples-leaf L]``.
 Prints tables; numbers go to the "Machine-learning searches" section of RESULTS.md.
 """
 
@@ -19,9 +20,9 @@ from searches.ml.training import TrainingOptions, train_autoencoder, train_class
 FPRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
 
 
-def lhco(seeds: int, repeats: int) -> None:
+def lhco(seeds: int, repeats: int, min_samples_leaf: int) -> None:
     rd = load_rd_slice()
-    options = BoostingOptions(n_repeats=repeats)
+    options = BoostingOptions(n_repeats=repeats, min_samples_leaf=min_samples_leaf)
     print(f"options: {options.model_dump()}")
     for name, run, n in (
         ("idealized", idealized_detector, seeds),
@@ -64,14 +65,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("what", choices=["lhco", "throughput", "all"], default="all", nargs="?")
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--min-samples-leaf", type=int, default=1000)
     args = parser.parse_args()
     torch.set_num_threads(2)
     started = time.perf_counter()
     if args.what in ("throughput", "all"):
         throughput()
     if args.what in ("lhco", "all"):
-        lhco(args.seeds, args.repeats)
+        lhco(args.seeds, args.repeats, args.min_samples_leaf)
     print(f"total wall time {time.perf_counter() - started:.0f} s")
 
 

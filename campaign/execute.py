@@ -91,6 +91,7 @@ def init_ray(execution: ExecutionSpec) -> bool:
         ray.init(address=os.environ["RAY_ADDRESS"], **common)
     elif execution.address == "local":
         ray.init(
+            address="local",
             num_cpus=execution.num_cpus,
             num_gpus=execution.num_gpus,
             include_dashboard=False,

@@ -188,12 +188,12 @@ class LocalCluster:
                     f"--max-worker-port={20999 + 1000 * index}",
                 ],
             )
-        self.wait(cpus=workers)
+            self.wait(cpus=index + 1)
 
     def wait(self, *, cpus: int, timeout: float = 180) -> None:
         probe = (
             f"import ray; ray.init(address={self.address!r}, logging_level='error');"
-            "print(int(ray.cluster_resources().get('CPU', 0)))"
+            "print('lamppost-cpus', int(ray.cluster_resources().get('CPU', 0)))"
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -206,7 +206,12 @@ class LocalCluster:
                 timeout=120,
                 check=False,
             )
-            if result.returncode == 0 and int(result.stdout.split()[-1]) >= cpus:
+            counts = [
+                int(line.split()[1])
+                for line in result.stdout.splitlines()
+                if line.startswith("lamppost-cpus ")
+            ]
+            if result.returncode == 0 and counts and counts[-1] >= cpus:
                 return
             time.sleep(1)
         raise TimeoutError(f"Ray cluster at {self.address} did not reach {cpus} CPUs")

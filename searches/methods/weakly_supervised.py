@@ -12,9 +12,16 @@ of ``sideband_bins`` bins on each side, and select events in SR ∪ SB with a cl
 Honest statistics: the classifier is trained with k-fold cross-fitting — every data event in
 the training sample is scored by the fold model that did not see it (the nested level: the
 boosted trees or the MLP's epoch choice use only the training folds); side-band data in CATHODE
-are never trained on and are scored by the fold ensemble. The selected mass spectrum is then
+are never trained on and are each scored by one fold model (:func:`fold_score`, so their
+scores have the spread of out-of-fold scores). The selected mass spectrum is then
 fitted in the side bands with a smooth function and the SR tested (:mod:`searches.ml.massfit`).
 Look-elsewhere: Šidák over all windows × efficiencies.
+
+Mass decorrelation: the classifiers see each feature as its rank among the data in the
+same mass bin (``decorrelate``), after dropping zero-padded events (``complete_only``) and
+scaling jet masses by the resonance mass (``scale_jet_masses``). In the built-in simulation
+fat-jet masses grow with the dijet mass; without this, CWoLa on background-only pseudo-data
+gave look-elsewhere-corrected p < 0.05 in at least 7 of 20 seeds.
 
 Sculpting check: the selection of the best window is applied to the simulated background of
 the class (``ClassSlice.background``, never trained on) and that background-only selected

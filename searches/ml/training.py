@@ -21,8 +21,8 @@ from searches.ml.device import (
     DevicePreference,
     Precision,
     autocast,
-    torch_threads,
     select_device,
+    torch_threads,
 )
 from searches.ml.networks import AutoEncoder, Classifier
 

@@ -66,7 +66,9 @@ def test_autoencoder_scores_outliers_higher():
     x = rng.normal(size=(3000, 6)) @ rng.normal(size=(6, 6)) * 0.1
     x[:, 3:] = x[:, :3] * 2
     model, _ = train_autoencoder(
-        x, options=TrainingOptions(hidden=(16,), latent=3, epochs=10, device="cpu", n_threads=1), seed=0
+        x,
+        options=TrainingOptions(hidden=(16,), latent=3, epochs=10, device="cpu", n_threads=1),
+        seed=0,
     )
     outliers = rng.normal(size=(200, 6))
     assert np.median(predict(model, outliers)) > 5 * np.median(predict(model, x))
