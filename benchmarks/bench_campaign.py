@@ -53,7 +53,8 @@ def main() -> None:
     driver = Driver(spec, spec_text=yaml.safe_dump(document))
     background, observed, classify = plan.data_tasks(spec)
     with RayExecutor(spec.execution, store_uri=driver.store.uri) as executor:
-        driver._stage(executor, [background, observed], "simulate")
+        driver._stage(executor, [background], "background")
+        driver._stage(executor, [observed], "observed")
         driver._stage(executor, [classify], "classify")
     classes = driver.store.read_json(driver.finished[classify.key].artifacts["classes"])
     driver._mark_searchable(classes)
@@ -78,8 +79,7 @@ def main() -> None:
     print(f"\n{'mode':<24}{'workers':>8}{'wall [s]':>10}{'searches/s':>12}{'speed-up':>10}")
     for label, cpus, wall in rows:
         print(
-            f"{label:<24}{cpus:>8}{wall:>10.2f}{len(work) / wall:>12.2f}"
-            f"{rows[1][2] / wall:>10.2f}"
+            f"{label:<24}{cpus:>8}{wall:>10.2f}{len(work) / wall:>12.2f}{rows[1][2] / wall:>10.2f}"
         )
     overhead = (rows[1][2] - in_process) / len(work)
     print(f"\nRay overhead per search task (1 worker vs in-process): {overhead * 1e3:.1f} ms")

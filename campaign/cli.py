@@ -233,9 +233,15 @@ def reinterpret(
         int, typer.Option("--n-events", help="Events to simulate for --model.")
     ] = 20000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the signal simulation.")] = 0,
+    max_fits: Annotated[
+        int, typer.Option("--max-fits", help="Most sensitive searches fitted with pyhf.")
+    ] = 10,
+    limits: Annotated[
+        bool, typer.Option("--limits", help="Also 95% CL upper limits on mu (slow).")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Test a new benchmark (an events file or a model point) against every search."""
+    """Test a new benchmark (an events file or a model point) against the searches."""
     from campaign import reinterpret as engine
     from campaign.benchmark import BenchmarkError, signal_events
 
@@ -254,7 +260,9 @@ def reinterpret(
         )
     except (StoreError, BenchmarkError) as problem:
         raise _fail(str(problem)) from None
-    outcome = engine.reinterpret(results, signal, benchmark=benchmark)
+    outcome = engine.reinterpret(
+        results, signal, benchmark=benchmark, max_fits=max_fits, limits=limits
+    )
     folder = engine.save(store, outcome)
     if as_json:
         _emit_json({**outcome.to_dict(), "saved": folder})

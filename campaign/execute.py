@@ -56,9 +56,7 @@ def _execute_batch(
             output = run_task(
                 task.kind, payload, store_uri=store_uri, staging=f"staging/{execution_id}"
             )
-            outcomes.append(
-                {"status": "done", "output": output, "error": None, "traceback": None}
-            )
+            outcomes.append({"status": "done", "output": output, "error": None, "traceback": None})
         except Exception as err:
             outcomes.append(
                 {
@@ -224,6 +222,4 @@ class RayExecutor:
                 )
                 for task, _ in batch
             ]
-        return [
-            Outcome(task=task, **result) for (task, _), result in zip(batch, raw, strict=True)
-        ]
+        return [Outcome(task=task, **result) for (task, _), result in zip(batch, raw, strict=True)]

@@ -35,7 +35,11 @@ SCHEMA_VERSION = "1"
 MIN_SIGNAL_EVENTS = 1e-3
 """Total signal yield below which a search counts as not covering the benchmark."""
 
-Status = Literal["excluded", "allowed", "not covered", "failed"]
+Status = Literal["excluded", "allowed", "not covered", "not evaluated", "failed"]
+MAX_FITS = 10
+"""Searches fitted with pyhf per benchmark, the most sensitive first (see :func:`reinterpret`)."""
+MAX_COMBINED = 5
+"""Exclusive classes in the combination, the most sensitive first."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,11 @@ def _verdict(status_of_cls: float | None) -> Status:
 def evaluate_search(
     result: SearchResult, signal: ak.Array, *, limits: bool = True
 ) -> SearchVerdict:
-    """CLs and limits of one search for the signal events (pyhf, asymptotic ``qtilde``)."""
+    """CLs and limits of one search for the signal events (pyhf, asymptotic ``qtilde``).
+
+    The upper limit on ``mu`` costs a root search (tens of pyhf fits), so campaigns compute it
+    for the best-expected search and the combination, and CLs for every search.
+    """
     yields, _ = result.selection.histogram(signal)
     total = float(yields.sum())
     common = {
@@ -112,7 +120,11 @@ def evaluate_search(
 
 
 def combine_exclusive(
-    results: Sequence[SearchResult], verdicts: Sequence[SearchVerdict], signal: ak.Array
+    results: Sequence[SearchResult],
+    verdicts: Sequence[SearchVerdict],
+    signal: ak.Array,
+    *,
+    limits: bool = False,
 ) -> tuple[SearchVerdict | None, tuple[str, ...]]:
     """CLs of the combination of independent exclusive classes, one observable per class."""
     best: dict[str, tuple[SearchResult, SearchVerdict]] = {}
@@ -140,7 +152,7 @@ def combine_exclusive(
     try:
         workspace = combine(workspaces, names)
         tested = inference.cls(workspace)
-        limit = inference.upper_limit(workspace)
+        limit = inference.upper_limit(workspace) if limits else None
     except Exception as err:
         return SearchVerdict(**common, status="failed", reason=f"{type(err).__name__}: {err}"), (
             classes
@@ -151,11 +163,22 @@ def combine_exclusive(
             status=_verdict(tested.observed),
             cls_observed=tested.observed,
             cls_expected=tested.expected,
-            mu_limit_observed=limit.observed,
-            mu_limit_expected=limit.expected,
+            mu_limit_observed=None if limit is None else limit.observed,
+            mu_limit_expected=None if limit is None else limit.expected,
         ),
         classes,
     )
+
+
+def sensitivity(result: SearchResult, yields: np.ndarray) -> float:
+    """Approximate expected significance ``sqrt(sum s^2 / (b + sigma_b^2))`` over bins.
+
+    Only used to order searches before the (expensive) pyhf fits; every number reported
+    comes from pyhf.
+    """
+    b = np.asarray(result.expected, dtype=np.float64)
+    sigma = np.asarray(result.uncertainty, dtype=np.float64)
+    return float(np.sqrt(np.sum(yields**2 / np.maximum(b + sigma**2, 1e-9))))
 
 
 def reinterpret(
@@ -163,15 +186,62 @@ def reinterpret(
     signal: ak.Array,
     *,
     benchmark: Mapping[str, Any],
-    combine_classes: bool = True,
+    max_fits: int = MAX_FITS,
+    max_combined: int = MAX_COMBINED,
+    limits: bool = False,
 ) -> Reinterpretation:
-    """The benchmark's verdict from every search, the best-expected one and the combination."""
+    """The benchmark's verdict from the searches, the best-expected one and the combination.
+
+    Every search maps the signal into its bins. Searches that receive no signal are "not
+    covered". The ``max_fits`` most sensitive of the others (by :func:`sensitivity`) get
+    pyhf CLs; the rest are reported as "not evaluated" with their signal yield, since a
+    pyhf fit of every search of a large campaign per benchmark costs minutes. With
+    ``limits`` the best-expected search and the combination also get the 95 % CL upper limit
+    on the signal strength (a root search over tens of pyhf fits each).
+    """
     ev.validate_events(signal, source=str(benchmark.get("source", "signal events")))
-    verdicts = [evaluate_search(result, signal) for result in results]
-    tested = [v for v in verdicts if v.cls_expected is not None]
-    best = min(tested, key=lambda v: v.cls_expected[2], default=None)  # type: ignore[index]
+    yields = [result.selection.histogram(signal)[0] for result in results]
+    order = sorted(
+        (i for i, y in enumerate(yields) if y.sum() >= MIN_SIGNAL_EVENTS),
+        key=lambda i: -sensitivity(results[i], yields[i]),
+    )
+    fitted = set(order[:max_fits])
+    verdicts = []
+    for index, (result, signal_yields) in enumerate(zip(results, yields, strict=True)):
+        if index in fitted:
+            verdicts.append(evaluate_search(result, signal, limits=False))
+            continue
+        total = float(signal_yields.sum())
+        covered = total >= MIN_SIGNAL_EVENTS
+        verdicts.append(
+            SearchVerdict(
+                event_class=result.event_class,
+                method=result.method,
+                observable=result.observable,
+                signal_events=total,
+                status="not evaluated" if covered else "not covered",
+                reason=f"not among the {max_fits} most sensitive searches"
+                if covered
+                else "no signal in the search",
+            )
+        )
+    tested = [i for i, v in enumerate(verdicts) if v.cls_expected is not None]
+    best = None
+    if tested:
+        index = min(tested, key=lambda i: verdicts[i].cls_expected[2])  # type: ignore[index]
+        best = evaluate_search(results[index], signal, limits=limits)
+    candidates = [i for i in order if "+" not in results[i].event_class and i in fitted]
+    chosen: list[int] = []
+    for i in candidates:
+        if results[i].event_class not in {results[j].event_class for j in chosen}:
+            chosen.append(i)
+    chosen = chosen[:max_combined]
     combined, classes = (
-        combine_exclusive(results, verdicts, signal) if combine_classes else (None, ())
+        combine_exclusive(
+            [results[i] for i in chosen], [verdicts[i] for i in chosen], signal, limits=limits
+        )
+        if len(chosen) > 1
+        else (None, ())
     )
     if combined is not None and combined.status in ("excluded", "allowed"):
         status: Status = combined.status

@@ -10,9 +10,10 @@ itself and can run on any worker that sees the store.
 from __future__ import annotations
 
 import io
+import itertools
 import os
-from dataclasses import asdict
 from collections.abc import Callable, Mapping
+from dataclasses import asdict
 from typing import Any
 
 import awkward as ak
@@ -165,16 +166,14 @@ def classify(payload: Mapping[str, Any], store: Store, staging: str) -> TaskOutp
     }
 
 
-def _write_row_groups(
-    store: Store, relative: str, events: ak.Array, bounds: np.ndarray
-) -> str:
+def _write_row_groups(store: Store, relative: str, events: ak.Array, bounds: np.ndarray) -> str:
     """One Parquet file of ``events`` with row group ``i`` = rows ``bounds[i]:bounds[i+1]``."""
     table = ak.to_arrow_table(events, extensionarray=False)
     metadata = {**(table.schema.metadata or {}), ev.SCHEMA_METADATA_KEY: ev.SCHEMA_VERSION.encode()}
     table = table.replace_schema_metadata(metadata)
     buffer = io.BytesIO()
     with pq.ParquetWriter(buffer, table.schema, compression="zstd") as writer:
-        for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+        for start, stop in itertools.pairwise(bounds):
             writer.write_table(table.slice(start, stop - start), row_group_size=stop - start)
     store.write_bytes(relative, buffer.getvalue())
     return relative

@@ -124,9 +124,7 @@ def validate_events(events: object, *, source: str = "<events>") -> ak.Array:
         EventValidationError: naming ``source``, the first offending field and what is allowed.
     """
     if not isinstance(events, ak.Array) or not events.fields:
-        raise EventValidationError(
-            source, "<root>", "expected an Awkward record array of events"
-        )
+        raise EventValidationError(source, "<root>", "expected an Awkward record array of events")
     if len(events) == 0:
         raise EventValidationError(source, "<root>", "contains no events (empty input)")
     for field in EVENT_FIELDS:

@@ -50,6 +50,4 @@ class SearchMethod(Protocol):
     name: str
     options_model: type[MethodOptions]
 
-    def run(
-        self, data: ClassSlice, *, options: MethodOptions, seed: int
-    ) -> list[SearchResult]: ...
+    def run(self, data: ClassSlice, *, options: MethodOptions, seed: int) -> list[SearchResult]: ...

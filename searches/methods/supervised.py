@@ -38,11 +38,12 @@ from searches.methods.base import ClassSlice, MethodOptions
 from searches.ml import features, scorers
 from searches.ml.kfold import fold_labels
 from searches.ml.massfit import sidak, sliding_windows
-from searches.ml.search import mass_values, workspace
+from searches.ml.search import mass_values
 from searches.ml.training import EpochCallback, TrainingOptions, predict, train_classifier
 from searches.progress import track
 from searches.result import ModelCut, Region, SearchResult, Selection
 from searches.stats.pvalues import local_pvalue
+from searches.stats.workspace import build_workspace
 
 
 class SupervisedOptions(MethodOptions):
@@ -57,7 +58,9 @@ class SupervisedOptions(MethodOptions):
     n_folds: int = Field(default=3, ge=2, le=20)
     training: TrainingOptions = TrainingOptions(epochs=15)
     window_bins: int = Field(default=2, ge=1)
-    background_systematic: float = Field(default=0.1, ge=0, description="relative, per window")
+    background_systematic: float = Field(
+        default=0.1, ge=0, lt=1, description="relative, per window"
+    )
     min_background: float = Field(default=1.0, gt=0, description="weighted bkg kept by the cut")
     artifacts_dir: str = "ml-models"
 
@@ -321,7 +324,13 @@ class SupervisedMethod:
             region=region,
             p_local=float(p[i]),
             p_tilde=sidak(float(p[i]), len(windows)),
-            workspace=workspace(name, observed, expected, uncertainty),
+            workspace=build_workspace(
+                observed=observed,
+                expected=expected,
+                sumw2=sumw2,
+                syst=options.background_systematic,
+                channel=name,
+            ),
             selection=Selection(
                 event_class=data.event_class,
                 signatures=dict(data.signatures),

@@ -4,12 +4,13 @@ An ML method turns events into a selection (an anomaly region, a CWoLa or CATHOD
 it *searches* is then a resonance mass (``minv`` or a pair mass like ``m_j_j`` of
 :mod:`searches.observables`) of the selected events: each window is tested against the smooth
 side-band fit of :mod:`searches.ml.massfit`, and the result is a :class:`SearchResult` with a
-background-only pyhf workspace of the selected spectrum.
+background-only pyhf workspace of the selected spectrum
+(:func:`searches.stats.workspace.build_workspace`; the fit's Poisson uncertainty as ``sumw2``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import awkward as ak
@@ -19,6 +20,7 @@ from searches import observables, signatures
 from searches.methods.base import ClassSlice
 from searches.ml.massfit import WindowTest, sidak, sliding_windows, window_test
 from searches.result import ModelCut, Region, SearchResult, Selection
+from searches.stats.workspace import build_workspace
 
 
 def mass_values(
@@ -57,41 +59,6 @@ def scan_spectrum(
         window_test(edges, counts, a, b)
         for a, b in sliding_windows(len(counts), window_bins, margin=margin)
     ]
-
-
-def workspace(
-    name: str, observed: Sequence[float], expected: Sequence[float], uncertainty: Sequence[float]
-) -> dict[str, Any]:
-    """Background-only pyhf workspace of a selected spectrum (signal placeholder ``mu``)."""
-    expected = [max(float(e), 1e-6) for e in expected]
-    return {
-        "version": "1.0.0",
-        "channels": [
-            {
-                "name": name,
-                "samples": [
-                    {
-                        "name": "background",
-                        "data": expected,
-                        "modifiers": [
-                            {
-                                "name": "fit_uncertainty",
-                                "type": "shapesys",
-                                "data": [max(float(u), 1e-6) for u in uncertainty],
-                            }
-                        ],
-                    },
-                    {
-                        "name": "signal",
-                        "data": [0.0] * len(expected),
-                        "modifiers": [{"name": "mu", "type": "normfactor", "data": None}],
-                    },
-                ],
-            }
-        ],
-        "observations": [{"name": name, "data": [float(o) for o in observed]}],
-        "measurements": [{"name": "measurement", "config": {"poi": "mu", "parameters": []}}],
-    }
 
 
 def build_result(
@@ -135,7 +102,9 @@ def build_result(
         region=region,
         p_local=best.p_local,
         p_tilde=sidak(best.p_local, n_tests),
-        workspace=workspace(name, counts, expected, uncertainty),
+        workspace=build_workspace(
+            observed=counts, expected=expected, sumw2=expected, syst=0.0, channel=name
+        ),
         selection=Selection(
             event_class=data.event_class,
             signatures=dict(data.signatures),

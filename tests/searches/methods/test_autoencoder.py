@@ -4,7 +4,7 @@ import pytest
 
 from searches.methods.autoencoder import AutoencoderMethod, AutoencoderOptions
 from searches.ml.training import TrainingOptions
-from tests.searches.methods.simulated_dijet import M_X, dijet_slice
+from theory.testing import M_X, dijet_slice
 
 
 @pytest.mark.slow

@@ -107,5 +107,5 @@ def test_options_are_checked():
 def test_registry():
     assert get_method("scan") is scan
     assert set(METHODS) >= {"scan", "bumphunt"}
-    with pytest.raises(KeyError, match="allowed: bumphunt, scan"):
+    with pytest.raises(KeyError, match=r"allowed: .*bumphunt.*scan"):
         get_method("nope")

@@ -8,7 +8,7 @@ from searches import events as event_model
 from searches.methods.supervised import SupervisedMethod, SupervisedOptions, tune
 from searches.ml import scorers
 from searches.ml.training import TrainingOptions
-from tests.searches.methods.simulated_dijet import dijet_slice, signal_events
+from theory.testing import dijet_slice, signal_events
 
 
 def test_injected_trial_runner_runs_batches():

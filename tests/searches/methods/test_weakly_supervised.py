@@ -11,7 +11,7 @@ from searches.methods.weakly_supervised import (
     _MassDecorrelation,
 )
 from searches.ml.search import spectrum_edges
-from tests.searches.methods.simulated_dijet import M_X, dijet_slice
+from theory.testing import M_X, dijet_slice
 
 FAST = {"n_folds": 3, "max_iter": 50, "mass_range": (0.7 * M_X, 1.3 * M_X)}
 FLOW = {"epochs": 10, "oversampling": 2}

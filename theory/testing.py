@@ -1,6 +1,7 @@
-"""A small dijet event class from the built-in simulator, with an optional X → YZ injection.
+"""Test doubles shipped with the package: a small dijet event class from the built-in
+simulator, with an optional X → YZ injection (as BoTorch ships synthetic test functions).
 
-Shared by the ML method tests (tests may import ``theory``; ``searches`` may not). Observed
+Used by the ML method tests (``searches`` may not import ``theory``, tests and users may). Observed
 "data" are drawn without replacement from one half of a weighted QCD Monte Carlo sample with
 probability ∝ weight (unit weights), so their count is set by the test, not by the
 luminosity; the slice's simulated background is the *other* half, so a model trained on the

@@ -1,0 +1,87 @@
+"""Reinterpretation of a finished campaign against new benchmarks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyhf
+import pytest
+
+from campaign.benchmark import signal_events
+from campaign.reinterpret import campaign_results, reinterpret
+from campaign.store import Store
+from campaign.testing import lamppost
+from searches.events import make_collection, make_events, write_parquet
+from searches.stats.workspace import with_signal
+
+pytestmark = pytest.mark.slow
+
+
+def test_injected_zprime_point_agrees_with_a_dedicated_pyhf_fit(reference_run: Path) -> None:
+    store = Store(reference_run)
+    results = campaign_results(store)
+    signal, benchmark = signal_events(
+        store, model="zprime", point={"mass": 1000.0, "g": 0.3}, n_events=5000, seed=3
+    )
+    outcome = reinterpret(results, signal, benchmark=benchmark, max_fits=2, max_combined=2)
+    best = outcome.best_expected
+    assert best is not None and best.event_class in ("2mu", "2e", "2mu+NJet", "2e+NJet")
+    assert best.cls_expected[2] < 0.05, "the campaign is sensitive to the injected model"
+    assert best.status == "allowed", "a model that is in the pseudo-data must not be excluded"
+
+    search = next(
+        r
+        for r in results
+        if (r.event_class, r.method, r.observable)
+        == (best.event_class, best.method, best.observable)
+    )
+    yields, _ = search.selection.histogram(signal)
+    workspace = pyhf.Workspace(with_signal(search.workspace, yields))
+    model = workspace.model()
+    observed, expected = pyhf.infer.hypotest(
+        1.0, workspace.data(model), model, test_stat="qtilde", return_expected_set=True
+    )
+    assert best.cls_observed == pytest.approx(float(observed), rel=1e-6)
+    np.testing.assert_allclose(best.cls_expected, np.asarray(expected, dtype=float), rtol=1e-6)
+
+    stronger, _ = signal_events(
+        store, model="zprime", point={"mass": 1000.0, "g": 1.0}, n_events=5000, seed=3
+    )
+    verdict = reinterpret(results, stronger, benchmark=benchmark, max_fits=1, max_combined=1)
+    assert verdict.status == "excluded"
+
+
+def test_signal_in_no_tested_class_is_not_covered(tmp_path: Path, reference_run: Path) -> None:
+    n = 200
+    counts = np.full(n, 3)
+    lepton = {
+        "pt": np.full(3 * n, 300.0, dtype=np.float32),
+        "eta": np.zeros(3 * n, dtype=np.float32),
+        "phi": np.tile(np.array([0.0, 2.0, -2.0], dtype=np.float32), n),
+        "mass": np.zeros(3 * n, dtype=np.float32),
+        "charge": np.tile(np.array([1, -1, 1], dtype=np.int8), n),
+    }
+    events = make_events(
+        {"electron": make_collection(counts, **lepton), "muon": make_collection(counts, **lepton)},
+        met=np.zeros(n),
+        met_phi=np.zeros(n),
+        weight=np.full(n, 0.5),
+    )
+    path = write_parquet(events, tmp_path / "three-e-three-mu.parquet")
+    result = lamppost("reinterpret", str(reference_run), "--events", str(path), "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    outcome = json.loads(result.stdout)
+    assert outcome["status"] == "not covered"
+    assert {v["status"] for v in outcome["searches"]} == {"not covered"}
+    assert (reference_run / outcome["saved"] / "searches.parquet").exists()
+
+
+def test_bad_benchmarks_give_one_clear_error(tmp_path: Path, reference_run: Path) -> None:
+    missing = lamppost("reinterpret", str(reference_run), "--events", str(tmp_path / "x.root"))
+    assert missing.returncode == 2 and "x.root" in missing.stderr
+    unknown = lamppost("reinterpret", str(reference_run), "--model", "unicorn")
+    assert unknown.returncode == 2 and "allowed:" in unknown.stderr
+    both = lamppost("reinterpret", str(tmp_path), "--model", "zprime")
+    assert both.returncode == 2 and "not a campaign store" in both.stderr
