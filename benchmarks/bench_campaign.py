@@ -32,10 +32,16 @@ def campaign(store: Path, *, events: int, rounds: int, cpus: int) -> dict:
         "name": "bench",
         "seed": 5,
         "data": {"background": {"simulator": "builtin", "events": events}},
-        "signatures": {"muon": {"pt": 25, "abs_eta": 2.5}, "electron": {"pt": 25, "abs_eta": 2.47}},
+        "signatures": {
+            "muon": {"pt": 25, "abs_eta": 2.5},
+            "electron": {"pt": 25, "abs_eta": 2.47},
+            "views": ["exclusive", "jet_inclusive"],
+        },
         "observables": ["st", "minv", "met"],
-        "class_selection": {"min_expected": 0.5, "min_mc_events": 20},
-        "searches": [{"method": "scan", "pseudo_rounds": rounds}],
+        "class_selection": {"min_expected": 10, "min_mc_events": 300},
+        "searches": [
+            {"method": "scan", "pseudo_rounds": rounds, "bin_width_sigma": 2, "bin_min_expected": 1}
+        ],
         "execution": {"address": "local", "num_cpus": cpus, "min_task_seconds": 0.5},
         "store": str(store),
     }

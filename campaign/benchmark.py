@@ -37,6 +37,8 @@ def signal_events(
     if events is not None:
         from searches.readers import normalise, read_events
 
+        if not Path(events).is_file():
+            raise BenchmarkError(f"--events {events}: does not exist or is not a file")
         try:
             signal = read_events(events, preset=preset)
         except EventValidationError as err:

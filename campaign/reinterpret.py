@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from campaign.store import Store, StoreError
 from campaign.tasks import load_results
 from searches import events as ev
+from searches.methods.registry import get_method
 from searches.result import SearchResult
 from searches.stats import inference
 from searches.stats.combine import combine
@@ -200,6 +201,8 @@ def reinterpret(
     on the signal strength (a root search over tens of pyhf fits each).
     """
     ev.validate_events(signal, source=str(benchmark.get("source", "signal events")))
+    for method in {r.method for r in results if r.selection.model is not None}:
+        get_method(method)
     yields = [result.selection.histogram(signal)[0] for result in results]
     order = sorted(
         (i for i, y in enumerate(yields) if y.sum() >= MIN_SIGNAL_EVENTS),

@@ -47,10 +47,10 @@ def test_injected_zprime_point_agrees_with_a_dedicated_pyhf_fit(reference_run: P
     np.testing.assert_allclose(best.cls_expected, np.asarray(expected, dtype=float), rtol=1e-6)
 
     stronger, _ = signal_events(
-        store, model="zprime", point={"mass": 1000.0, "g": 1.0}, n_events=5000, seed=3
+        store, model="zprime", point={"mass": 1000.0, "g": 0.6}, n_events=5000, seed=3
     )
     verdict = reinterpret(results, stronger, benchmark=benchmark, max_fits=1, max_combined=1)
-    assert verdict.status == "excluded"
+    assert verdict.status == "excluded", verdict.best_expected
 
 
 def test_signal_in_no_tested_class_is_not_covered(tmp_path: Path, reference_run: Path) -> None:
