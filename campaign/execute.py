@@ -207,7 +207,7 @@ class RayExecutor:
     ) -> list[Outcome]:
         try:
             raw = ray.get(ref)
-        except (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError) as err:
+        except ray.exceptions.RayError as err:
             now = time.time()
             return [
                 Outcome(
