@@ -47,6 +47,7 @@ from searches.events import (
     SCHEMA_VERSION,
     EventValidationError,
     concatenate,
+    to_table,
     validate_events,
 )
 from searches.progress import progress_bar
@@ -258,13 +259,6 @@ def part_name(sample: str, file_index: int, chunk_index: int) -> str:
     return f"part-{sample}-{file_index:05d}-{chunk_index:05d}.parquet"
 
 
-def _arrow_table(events: ak.Array) -> pa.Table:
-    table = ak.to_arrow_table(events, extensionarray=False)
-    metadata = dict(table.schema.metadata or {})
-    metadata[SCHEMA_METADATA_KEY] = SCHEMA_VERSION.encode()
-    return table.replace_schema_metadata(metadata)
-
-
 def _write_part(table: pa.Table, path: Path, sample: str) -> None:
     """Write one class part atomically (rows of an already validated chunk)."""
     metadata = {**(table.schema.metadata or {}), SAMPLE_METADATA_KEY: sample.encode()}
@@ -296,7 +290,7 @@ def _process(task: _ChunkTask) -> dict[str, Any]:
     counts = np.bincount(classes.codes, minlength=len(classes.names))
     sums = np.bincount(classes.codes, weights=weights, minlength=len(classes.names))
     order = np.argsort(classes.codes, kind="stable")
-    table = _arrow_table(events).take(pa.array(order))
+    table = to_table(events).take(pa.array(order))
     bounds = np.concatenate([[0], np.cumsum(counts)])
     name = part_name(task.sample, task.file_index, task.chunk_index)
     for code, class_name in enumerate(classes.names):

@@ -41,10 +41,8 @@ def run_task(kind: str, payload: Mapping[str, Any], *, store_uri: str, staging: 
 
 def _write_events(store: Store, relative: str, events: ak.Array) -> str:
     ev.validate_events(events, source=relative)
-    table = ak.to_arrow_table(events, extensionarray=False)
-    metadata = {**(table.schema.metadata or {}), ev.SCHEMA_METADATA_KEY: ev.SCHEMA_VERSION.encode()}
     buffer = io.BytesIO()
-    pq.write_table(table.replace_schema_metadata(metadata), buffer, compression="zstd")
+    pq.write_table(ev.to_table(events), buffer, compression="zstd")
     store.write_bytes(relative, buffer.getvalue())
     return relative
 
@@ -168,9 +166,7 @@ def classify(payload: Mapping[str, Any], store: Store, staging: str) -> TaskOutp
 
 def _write_row_groups(store: Store, relative: str, events: ak.Array, bounds: np.ndarray) -> str:
     """One Parquet file of ``events`` with row group ``i`` = rows ``bounds[i]:bounds[i+1]``."""
-    table = ak.to_arrow_table(events, extensionarray=False)
-    metadata = {**(table.schema.metadata or {}), ev.SCHEMA_METADATA_KEY: ev.SCHEMA_VERSION.encode()}
-    table = table.replace_schema_metadata(metadata)
+    table = ev.to_table(events)
     buffer = io.BytesIO()
     with pq.ParquetWriter(buffer, table.schema, compression="zstd") as writer:
         for start, stop in itertools.pairwise(bounds):

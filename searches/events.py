@@ -23,6 +23,7 @@ from pathlib import Path
 
 import awkward as ak
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 SCHEMA_VERSION = "1"
@@ -218,14 +219,18 @@ def _check_kinematics(collection: ak.Array, source: str, name: str) -> None:
         raise EventValidationError(source, f"{name}.mass", "negative values; allowed: mass >= 0")
 
 
+def to_table(events: ak.Array) -> pa.Table:
+    """Events as an Arrow table carrying the schema version in its metadata."""
+    table = ak.to_arrow_table(events, extensionarray=False)
+    metadata = {**(table.schema.metadata or {}), SCHEMA_METADATA_KEY: SCHEMA_VERSION.encode()}
+    return table.replace_schema_metadata(metadata)
+
+
 def write_parquet(events: ak.Array, path: str | os.PathLike[str]) -> Path:
     """Write validated events to Parquet atomically (temporary file, then rename)."""
     path = Path(path)
     validate_events(events, source=str(path))
-    table = ak.to_arrow_table(events, extensionarray=False)
-    metadata = dict(table.schema.metadata or {})
-    metadata[SCHEMA_METADATA_KEY] = SCHEMA_VERSION.encode()
-    table = table.replace_schema_metadata(metadata)
+    table = to_table(events)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)

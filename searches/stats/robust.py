@@ -478,6 +478,20 @@ def scan_check(
     return ok, info
 
 
+def _failed(
+    name: str,
+    parameters: Mapping[str, float],
+    reason: str,
+    *,
+    region: str,
+    diagnostics: dict[str, Any],
+) -> CLsResult:
+    """An unresolved hypothesis: no CLs, so it is never read as allowed or excluded."""
+    return CLsResult(
+        name, parameters, None, None, None, "failed", reason, "pyhf-numpy", region, diagnostics
+    )
+
+
 def robust_hypotest(
     spec: Mapping[str, Any],
     *,
@@ -511,17 +525,12 @@ def robust_hypotest(
     try:
         model, data = build_model(spec)
     except Exception as error:
-        return CLsResult(
+        return _failed(
             name,
             parameters,
-            None,
-            None,
-            None,
-            "failed",
             f"model cannot be built: {error}",
-            "pyhf-numpy",
-            region,
-            diagnostics,
+            region=region,
+            diagnostics=diagnostics,
         )
     first_problems = list(earlier_problems)
     for attempt, settings in enumerate((PLAIN, *RETRIES)):
@@ -591,15 +600,10 @@ def robust_hypotest(
         record["problems"].append("profile scan disagrees with the fits")
         first_problems = first_problems or record["problems"]
     reason = "; ".join(dict.fromkeys(first_problems)) or "every attempt failed"
-    return CLsResult(
+    return _failed(
         name,
         parameters,
-        None,
-        None,
-        None,
-        "failed",
         f"{reason} — unresolved after {len(RETRIES) + 1} pyhf attempts",
-        "pyhf-numpy",
-        region,
-        diagnostics,
+        region=region,
+        diagnostics=diagnostics,
     )
