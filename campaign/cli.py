@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -18,6 +18,9 @@ from rich.table import Table
 
 from campaign.spec import SpecError, json_schema, load_spec
 from campaign.store import Store, StoreError
+
+if TYPE_CHECKING:
+    from campaign.report import ReportFiles
 
 app = typer.Typer(
     name="lamppost",
@@ -188,18 +191,59 @@ def _print_status(store: Store, *, top: int) -> None:
 @app.command()
 def report(
     directory: Path,
-    output: Annotated[Path | None, typer.Option("--out", help="HTML file to write.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--out", help="Folder for report.html/.json/.pdf.")
+    ] = None,
+    pdf: Annotated[
+        bool | None,
+        typer.Option(
+            "--pdf/--no-pdf",
+            help="Require (or skip) the PDF; by default it is printed when Chromium is found.",
+        ),
+    ] = None,
+    top: Annotated[
+        int | None, typer.Option("--top", min=1, help="Deviations plotted (default: spec).")
+    ] = None,
+    print_schema: Annotated[
+        bool, typer.Option("--schema", help="Print the summary's JSON Schema and exit.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Write the campaign report (HTML)."""
-    from campaign.report import write_html
+    """Write the coverage report: self-contained HTML, JSON summary and PDF."""
+    from campaign.report import report_schema
 
-    state = _read_status(directory)
-    path = write_html(state, output or directory / "report.html")
+    if print_schema:
+        _emit_json(report_schema())
+        return
+    files = _write_report(directory, out_dir=output, pdf=pdf, top=top)
     if as_json:
-        _emit_json({"html": str(path)})
+        _emit_json(
+            {
+                "html": str(files.html),
+                "summary": str(files.summary),
+                "pdf": None if files.pdf is None else str(files.pdf),
+                "pdf_skipped": files.pdf_skipped or None,
+            }
+        )
     else:
-        err.print(f"wrote {path}", markup=False)
+        err.print(f"report: {files.html}", markup=False)
+        err.print(f"summary: {files.summary}", markup=False)
+        err.print(
+            f"pdf: {files.pdf}" if files.pdf else f"pdf: skipped ({files.pdf_skipped})",
+            markup=False,
+        )
+
+
+def _write_report(
+    directory: Path, *, out_dir: Path | None, pdf: bool | None, top: int | None = None
+) -> ReportFiles:
+    from campaign.report import BrowserError, write_report
+
+    _read_status(directory)
+    try:
+        return write_report(Store(str(directory)), out_dir=out_dir, pdf=pdf, top=top)
+    except (BrowserError, StoreError, OSError, ValueError) as problem:
+        raise _fail(f"{directory}: {problem}") from None
 
 
 def _parse_point(items: list[str]) -> dict[str, float]:
@@ -309,11 +353,10 @@ def demo(
     file = write_demo(directory)
     err.print(f"demo campaign file: {file}", markup=False)
     code = _run(file, resume=True, as_json=as_json)
-    from campaign.report import write_html
-
-    store = directory / "store"
-    path = write_html(_read_status(store), store / "report.html")
-    err.print(f"report: {path}", markup=False)
+    files = _write_report(directory / "store", out_dir=None, pdf=None)
+    err.print(f"report: {files.html}", markup=False)
+    if files.pdf is None:
+        err.print(f"pdf: skipped ({files.pdf_skipped})", markup=False)
     raise typer.Exit(code)
 
 

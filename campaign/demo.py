@@ -43,3 +43,34 @@ def write_demo(directory: Path) -> Path:
     file = directory / "demo.yaml"
     file.write_text(DEMO_CAMPAIGN.replace("{store}", str((directory / "store").absolute())))
     return file
+
+
+QUICKSTART_CAMPAIGN = """\
+# A campaign small enough for a notebook: 60k simulated events, dileptons and jets.
+name: quickstart
+seed: 11
+luminosity_fb: 140
+data:
+  background: {simulator: builtin, events: 60000}
+  observed:
+    pseudo: true
+    inject: {model: zprime, point: {mass: 1000, g: 0.3}, events: 5000}
+signatures:
+  electron: {pt: 25, abs_eta: 2.47}
+  muon: {pt: 25, abs_eta: 2.5}
+  views: [exclusive, jet_inclusive]
+observables: [st, minv]
+class_selection: {min_expected: 1.0, min_mc_events: 50}
+searches:
+  - {method: scan, pseudo_rounds: 300, bin_width_sigma: 2, bin_min_expected: 1}
+execution: {address: local, num_cpus: 2}
+store: {store}
+"""
+
+
+def write_quickstart(directory: Path) -> Path:
+    """Write ``quickstart.yaml`` (store ``<directory>/store``), the notebooks' campaign."""
+    directory.mkdir(parents=True, exist_ok=True)
+    file = directory / "quickstart.yaml"
+    file.write_text(QUICKSTART_CAMPAIGN.replace("{store}", str((directory / "store").absolute())))
+    return file

@@ -46,6 +46,7 @@ from theory.kinematics import (
     PHOTON,
     TAU,
     Particles,
+    standard_normal32,
 )
 from theory.kinematics import LOG_MASS_OVER_PT as _LOG_MASS_OVER_PT
 from theory.kinematics import LOG_MASS_SPREAD as _LOG_MASS_SPREAD
@@ -64,6 +65,7 @@ _SUBJETTINESS = (
     (3.0, 3.0, 3.0, 6.0),
 )
 """Kumaraswamy shapes (a, b) of τ21 and τ32 for jets with 1, 2 and 3 hard prongs."""
+_SUBJETTINESS_TABLE = np.array(_SUBJETTINESS, dtype=np.float32)
 
 
 class ObjectResponse(BaseModel):
@@ -197,6 +199,10 @@ def reconstruct(
 ) -> RecoBlock:
     """Apply the detector to truth particles of ``n_events`` events.
 
+    Per-particle work is float32 (the schema stores float32 kinematics) with Box-Muller
+    normals and float32 trigonometry, which numpy vectorises; per-event sums (MET, soft
+    term) are accumulated in float64 by ``bincount``.
+
     Args:
         particles: flat truth particles; blocks with ascending ``event`` (see
             :mod:`theory.kinematics`).
@@ -206,21 +212,20 @@ def reconstruct(
         Flat reconstructed events; ``.to_events()`` gives the Awkward array.
     """
     config = config or DetectorConfig()
-    tables = config.tables()
-    event, kind, pt = particles.event, particles.kind.copy(), particles.pt
-    eta, phi, charge, mass = particles.eta, particles.phi, particles.charge.copy(), particles.mass
+    tables = {k: v.astype(np.float32) for k, v in config.tables().items()}
+    event, kind, charge = particles.event, particles.kind.copy(), particles.charge.copy()
+    pt, eta, phi, mass = particles.pt, particles.eta, particles.phi, particles.mass
     n = len(event)
 
-    pt_visible = pt.copy()
-    pt_visible[kind == INVISIBLE] = 0.0
+    pt_visible = np.where(kind == INVISIBLE, np.float32(0.0), pt)
     taus = np.flatnonzero(kind == TAU)
     if len(taus):
-        mode = rng.random(len(taus))
+        mode = rng.random(len(taus), dtype=np.float32)
         hadronic = mode < config.tau_hadronic_fraction
         to_electron = ~hadronic & (
             mode < config.tau_hadronic_fraction + config.tau_electron_fraction
         )
-        z = rng.random(len(taus))
+        z = rng.random(len(taus), dtype=np.float32)
         pt_visible[taus] *= np.where(hadronic, 0.3 + 0.7 * z, 0.1 + 0.7 * z)
         kind[taus[to_electron]] = ELECTRON
         kind[taus[~hadronic & ~to_electron]] = MUON
@@ -229,7 +234,7 @@ def reconstruct(
     fake_edges = np.cumsum(
         [config.fake_electron, config.fake_muon, config.fake_photon, config.fake_tau]
     )
-    faked = light[rng.random(len(light)) < fake_edges[-1]]
+    faked = light[rng.random(len(light), dtype=np.float32) < fake_edges[-1]]
     if len(faked):
         fake_kind = np.array([ELECTRON, MUON, PHOTON, TAU], dtype=np.int8)[
             np.searchsorted(fake_edges, rng.random(len(faked)) * fake_edges[-1], side="right")
@@ -239,39 +244,41 @@ def reconstruct(
         charge[faked] = np.where(fake_kind == PHOTON, 0, sign)
 
     index = kind.astype(np.intp)
-    resolution = np.sqrt(
-        tables["constant"][index]
-        + tables["stochastic"][index] / np.maximum(pt_visible, 1.0)
-        + tables["curvature"][index] * (pt_visible * pt_visible)
-    )
-    pt_reco = np.abs(pt_visible * (1.0 + resolution * rng.standard_normal(n)))
-    keep = (
-        (rng.random(n) < tables["efficiency"][index])
-        & (np.abs(eta) < tables["eta_max"][index])
-        & (pt_reco > tables["pt_min"][index])
-    )
-    missing = pt - np.where(keep, pt_reco, pt_visible)
+    variance = np.maximum(pt_visible, np.float32(1.0))
+    np.divide(tables["stochastic"][index], variance, out=variance)
+    variance += tables["constant"][index]
+    variance += tables["curvature"][index] * (pt_visible * pt_visible)
+    smear = np.sqrt(variance, out=variance)
+    smear *= standard_normal32(rng, n)
+    smear += np.float32(1.0)
+    pt_reco = np.abs(pt_visible * smear, out=smear)
+    keep = rng.random(n, dtype=np.float32) < tables["efficiency"][index]
+    keep &= np.abs(eta) < tables["eta_max"][index]
+    keep &= pt_reco > tables["pt_min"][index]
+    measured = np.where(keep, pt_reco, np.float32(0.0))
+    missing = np.where(keep, pt - pt_reco, pt - pt_visible)
     met_x = np.bincount(event, weights=missing * np.cos(phi), minlength=n_events)
     met_y = np.bincount(event, weights=missing * np.sin(phi), minlength=n_events)
-    sum_pt = np.bincount(event, weights=pt_reco * keep, minlength=n_events)
+    sum_pt = np.bincount(event, weights=measured, minlength=n_events)
     soft = config.met_soft_scale * np.sqrt(config.met_soft_offset + sum_pt)
-    met_x += soft * rng.standard_normal(n_events)
-    met_y += soft * rng.standard_normal(n_events)
+    met_x += soft * standard_normal32(rng, n_events)
+    met_y += soft * standard_normal32(rng, n_events)
 
-    # Order kept objects by (collection, event, descending pT): a run-merging sort on
-    # event + pT (blocks arrive with ascending events), then a radix sort on the int8
-    # collection code; each collection is then one contiguous slice.
+    # Order kept objects by (collection, event, descending pT): a run-merging sort on an
+    # integer key (event, then the bits of -pT; blocks arrive with ascending events), then a
+    # radix sort on the int8 collection code; each collection is then one contiguous slice.
     kept = np.flatnonzero(keep)
-    by_event = np.argsort(event[kept] + 0.5 / (1.0 + pt_reco[kept]), kind="stable")
+    o_pt = pt_reco[kept]
+    key = event[kept] << 31
+    key |= 0x7FFFFFFF - o_pt.view(np.int32)
+    by_event = np.argsort(key, kind="stable")
     code = _COLLECTION_OF_KIND[kind[kept]][by_event]
-    order = kept[by_event[np.argsort(code, kind="stable")]]
+    by_code = np.argsort(code, kind="stable")
+    order = kept[by_event[by_code]]
+    o_pt = o_pt[by_event[by_code]]
     bounds = np.concatenate([[0], np.cumsum(np.bincount(code, minlength=len(_COLLECTIONS)))])
     o_event, o_kind = event[order], kind[order]
-    o_pt = pt_reco[order].astype(np.float32)
-    o_eta = eta[order].astype(np.float32)
-    o_phi = phi[order].astype(np.float32)
-    o_mass = mass[order]
-    o_charge = charge[order]
+    o_eta, o_phi, o_mass, o_charge = eta[order], phi[order], mass[order], charge[order]
 
     counts: dict[str, np.ndarray] = {}
     columns: dict[str, dict[str, np.ndarray]] = {}
@@ -283,16 +290,17 @@ def reconstruct(
             jet_kind = o_kind[sel]
             k = len(jet_kind)
             jet_prongs = particles.prongs[order[sel]]
-            gauss = rng.standard_normal(k)
+            gauss = standard_normal32(rng, k)
             cols["mass"] = np.where(
                 jet_prongs > 1,
-                o_mass[sel] * np.abs(1.0 + config.jet_mass_resolution * gauss),
-                o_pt[sel] * np.exp(_LOG_MASS_OVER_PT + _LOG_MASS_SPREAD * gauss),
-            ).astype(np.float32)
-            u = rng.random(k)
-            cols["btag"] = (np.abs(cols["eta"]) < config.btag_eta_max) & np.where(
-                jet_kind == BJET, u < config.btag_efficiency, u < config.mistag_rate
+                o_mass[sel] * np.abs(1.0 + np.float32(config.jet_mass_resolution) * gauss),
+                o_pt[sel]
+                * np.exp(np.float32(_LOG_MASS_OVER_PT) + np.float32(_LOG_MASS_SPREAD) * gauss),
             )
+            u = rng.random(k, dtype=np.float32)
+            tag_rate = np.full(8, config.mistag_rate, dtype=np.float32)
+            tag_rate[BJET] = config.btag_efficiency
+            cols["btag"] = (np.abs(cols["eta"]) < config.btag_eta_max) & (u < tag_rate[jet_kind])
             counts["fatjet"], columns["fatjet"] = _fatjets(
                 rng, config, cols, o_event[sel], jet_prongs, n_events
             )
@@ -306,7 +314,7 @@ def reconstruct(
     return RecoBlock(
         counts=counts,
         columns=columns,
-        met=np.hypot(met_x, met_y),
+        met=np.sqrt(met_x * met_x + met_y * met_y),
         met_phi=np.arctan2(met_y, met_x),
         weight=np.asarray(weight, dtype=np.float64),
     )
@@ -321,9 +329,11 @@ def _fatjets(
     n_events: int,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Large-R jets: the hard central jets, with N-subjettiness ratios by prong count."""
-    sel = (jets["pt"] > config.fatjet_pt_min) & (np.abs(jets["eta"]) < config.fatjet_eta_max)
+    sel = np.flatnonzero(
+        (jets["pt"] > config.fatjet_pt_min) & (np.abs(jets["eta"]) < config.fatjet_eta_max)
+    )
     prongs = prongs[sel]
-    shapes = np.array(_SUBJETTINESS)[np.minimum(prongs, 3) - 1]
+    shapes = _SUBJETTINESS_TABLE[np.minimum(prongs, 3) - 1]
     tau21 = _kumaraswamy(rng, shapes[:, 0], shapes[:, 1])
     tau32 = _kumaraswamy(rng, shapes[:, 2], shapes[:, 3])
     columns = {
@@ -339,5 +349,5 @@ def _fatjets(
 
 def _kumaraswamy(rng: np.random.Generator, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Kumaraswamy(a, b) draws on (0, 1) by inverse CDF, shape like ``a``."""
-    u = rng.random(len(a))
-    return ((1.0 - (1.0 - u) ** (1.0 / b)) ** (1.0 / a)).astype(np.float32)
+    u = rng.random(len(a), dtype=np.float32)
+    return (1.0 - (1.0 - u) ** (1.0 / b)) ** (1.0 / a)

@@ -45,7 +45,9 @@ class Particles:
     Attributes:
         event: index of the event the particle belongs to.
         kind: particle code (``ELECTRON`` … ``INVISIBLE``).
-        pt, eta, phi, mass: kinematics in GeV.
+        pt, eta, phi, mass: kinematics in GeV, float32 (generators compute in float64; the
+            detector and the event schema need no more than float32, and half the bytes
+            make the detector's passes over every particle cheaper).
         charge: electric charge sign for leptons, 0 otherwise.
         prongs: hard sub-jets of a jet (1 for a parton, 2 for a merged W/Z/Y → qq,
             3 for a merged t → bqq); drives the substructure of fat jets.
@@ -83,10 +85,10 @@ class Particles:
         return cls(
             event=np.asarray(event, dtype=np.int64),
             kind=full(kind, np.int8),
-            pt=full(pt, np.float64),
-            eta=full(eta, np.float64),
-            phi=full(phi, np.float64),
-            mass=full(mass, np.float64),
+            pt=full(pt, np.float32),
+            eta=full(eta, np.float32),
+            phi=full(phi, np.float32),
+            mass=full(mass, np.float32),
             charge=full(charge, np.int8),
             prongs=full(prongs, np.int8),
         )
@@ -235,19 +237,25 @@ def two_body(
 ) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
     """Isotropic two-body decays of parents ``(n,)`` into daughters of masses ``m1``, ``m2``.
 
+    Computed in float32 (what :class:`Particles` stores): numpy vectorises float32
+    trigonometry and square roots several times faster than float64, and the boost loses
+    no more than the float32 rounding of the stored daughters.
+
     Returns:
         ``(pt, eta, phi, mass)`` of the first and of the second daughter, each ``(n,)``.
     """
     n = len(pt)
-    m1 = np.broadcast_to(np.asarray(m1, dtype=np.float64), (n,))
-    m2 = np.broadcast_to(np.asarray(m2, dtype=np.float64), (n,))
-    mass = np.maximum(mass, (m1 + m2) * (1 + 1e-9))
+    pt, eta, phi, mass = (np.asarray(v, dtype=np.float32) for v in (pt, eta, phi, mass))
+    m1 = np.broadcast_to(np.asarray(m1, dtype=np.float32), (n,))
+    m2 = np.broadcast_to(np.asarray(m2, dtype=np.float32), (n,))
+    mass = np.maximum(mass, (m1 + m2) * np.float32(1 + 1e-6))
     px, py, pz, energy = to_cartesian(pt, eta, phi, mass)
     m_sq = mass * mass
     p_star = np.sqrt(np.maximum((m_sq - (m1 + m2) ** 2) * (m_sq - (m1 - m2) ** 2), 0)) / (2 * mass)
-    cos_t = 2 * rng.random(n) - 1
-    sin_t = np.sqrt(1 - cos_t * cos_t)
-    phi_star = np.pi * (2 * rng.random(n) - 1)
+    u = rng.random((2, n), dtype=np.float32)
+    cos_t = 2 * u[0] - 1
+    sin_t = np.sqrt(np.maximum(1 - cos_t * cos_t, 0))
+    phi_star = np.float32(np.pi) * (2 * u[1] - 1)
     dx, dy, dz = (
         p_star * sin_t * np.cos(phi_star),
         p_star * sin_t * np.sin(phi_star),
@@ -262,7 +270,7 @@ def two_body(
         bd = sign * b_dot_d
         coef = gamma * gamma / (gamma + 1) * bd + gamma * e_star
         qx, qy, qz = sign * dx + coef * bx, sign * dy + coef * by, sign * dz + coef * bz
-        q_pt = np.hypot(qx, qy)
+        q_pt = np.sqrt(qx * qx + qy * qy)
         daughters.append(
             (q_pt, np.arcsinh(qz / np.maximum(q_pt, 1e-9)), np.arctan2(qy, qx), np.array(m))
         )
@@ -298,6 +306,25 @@ def eta_from_rapidity(pt: np.ndarray, y: np.ndarray, mass: np.ndarray) -> np.nda
 def rapidity_width(mass: float | np.ndarray, sqrt_s: float = 13000.0) -> np.ndarray:
     """Rapidity spread of a system of ``mass``: shrinks as ``log(sqrt_s / mass)`` closes."""
     return np.clip(0.45 * np.log(sqrt_s / np.asarray(mass, dtype=np.float64)), 0.15, 2.2)
+
+
+def standard_normal32(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` standard normal draws, float32, by the Box-Muller transform.
+
+    Three times faster than ``rng.standard_normal(n, dtype=np.float32)`` (the ziggurat's
+    per-draw branches against vectorised float32 log/sqrt/cos/sin). From float32 uniforms the
+    draws are exact up to the float32 rounding and end at ``|z| = 5.77`` (P = 8e-9 beyond),
+    which is irrelevant for detector smearing.
+    """
+    half = (n + 1) // 2
+    u = rng.random((2, half), dtype=np.float32)
+    radius = np.sqrt(np.float32(-2.0) * np.log1p(-u[0]))
+    angle = u[1]
+    angle *= np.float32(2.0 * np.pi)
+    out = np.empty(2 * half, dtype=np.float32)
+    np.multiply(radius, np.cos(angle), out=out[:half])
+    np.multiply(radius, np.sin(angle), out=out[half:])
+    return out[:n]
 
 
 def survival_draw(

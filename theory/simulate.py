@@ -77,8 +77,10 @@ class FastSimulator(BaseModel):
         processes: background processes to include (default: all of
             :data:`theory.background.PROCESSES`).
         min_fraction: floor on each process's share of the background Monte Carlo.
-        tail_boost: importance-sampling exponent for falling spectra (1 = unweighted within a
-            process; 2–4 put Monte Carlo events into the TeV tails with smaller weights).
+        tail_boost: importance-sampling exponent for falling pT spectra and the off-shell W
+            mass (1 = not reweighted; 2–4 put Monte Carlo events into the TeV tails with
+            smaller weights). The Drell-Yan dilepton mass is importance-sampled whatever
+            ``tail_boost`` (:class:`theory.background.DrellYanMass`).
         chunk_size: events generated per vectorised batch (bounds memory, not results:
             output depends on the seed and on ``chunk_size``).
 

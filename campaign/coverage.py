@@ -1,0 +1,198 @@
+"""How much of a theory model's parameter space a campaign excludes, from the active learner.
+
+The learners of :mod:`theory.active` leave a posterior P(excluded) on a set of reference points
+(the candidate pool, or a quasi-random cover of the parameter box). A :class:`ModelCoverage`
+keeps exactly that — the evaluated points with their CLs and the posterior for observed and
+expected CLs — as data in the campaign store (``coverage/<model>.json``), so that the report
+can draw exclusion maps and quote excluded volumes without refitting any GP.
+
+The excluded volume is the fraction of reference points with P(excluded) > 1/2; its band is the
+fraction with P(excluded) > 0.84 and > 0.16, i.e. the region the surrogate is sure about and the
+region it cannot rule out. The band is the surrogate's uncertainty on the boundary, not a
+statistical uncertainty on CLs (CLs itself is already a confidence statement).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from campaign.store import Store, StoreError
+from theory.active.box import BoxHistory
+from theory.active.pool import PoolHistory
+
+COVERAGE_SCHEMA_VERSION = "1"
+COVERAGE_FOLDER = "coverage"
+SURE = 0.84
+"""P(excluded) above which a reference point counts as surely excluded (one-sided 1σ)."""
+
+Output = Literal["observed", "expected"]
+
+
+@dataclass(frozen=True)
+class ExcludedVolume:
+    """Fraction of the reference set excluded: best estimate and its band."""
+
+    fraction: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class ModelCoverage:
+    """The active learner's answer for one model.
+
+    Attributes:
+        model: model name as in :data:`theory.models.MODELS` (or a user label).
+        parameters: parameter names, one per column of ``points`` and ``reference``.
+        points: (N, d) evaluated parameter points (physical units).
+        cls_observed, cls_expected: (N,) their CLs; NaN marks a failed evaluation;
+            ``cls_expected`` is None when only one CLs was modelled.
+        reference: (r, d) points the posterior is reported on.
+        p_excluded_observed, p_excluded_expected: (r,) posterior P(CLs < threshold).
+        threshold: the CLs level of the exclusion (0.05 for 95 % CL).
+        stop_reason: why the learner stopped (budget, tolerance, ...).
+    """
+
+    model: str
+    parameters: tuple[str, ...]
+    points: np.ndarray
+    cls_observed: np.ndarray
+    cls_expected: np.ndarray | None
+    reference: np.ndarray
+    p_excluded_observed: np.ndarray
+    p_excluded_expected: np.ndarray | None
+    threshold: float
+    stop_reason: str
+
+    def __post_init__(self) -> None:
+        d = len(self.parameters)
+        if self.points.ndim != 2 or self.points.shape[1] != d:
+            raise ValueError(f"coverage of {self.model!r}: points must be (N, {d})")
+        if self.reference.ndim != 2 or self.reference.shape[1] != d:
+            raise ValueError(f"coverage of {self.model!r}: reference must be (r, {d})")
+        if len(self.p_excluded_observed) != len(self.reference):
+            raise ValueError(f"coverage of {self.model!r}: one P(excluded) per reference point")
+
+    @classmethod
+    def from_history(
+        cls, model: str, parameters: tuple[str, ...], history: PoolHistory | BoxHistory
+    ) -> ModelCoverage:
+        """Read the final posterior of a pool or box learner (label output first)."""
+        final = history.final
+        if isinstance(history, PoolHistory):
+            reference = history.candidates
+            points = history.candidates[np.concatenate([s.indices for s in history.steps])]
+        else:
+            reference = history.reference
+            points = history.evaluated_points
+        values = np.concatenate([np.atleast_2d(s.values.T).T for s in history.steps])
+        label_first = history.options.label == "observed"
+        columns = [values[:, k] for k in range(values.shape[1])]
+        if not label_first:
+            columns.reverse()
+        p_label, p_other = final.p_excluded, final.p_excluded_other
+        p_obs, p_exp = (p_label, p_other) if label_first else (p_other, p_label)
+        if p_obs is None:
+            raise ValueError(f"coverage of {model!r}: the learner did not model observed CLs")
+        return cls(
+            model=model,
+            parameters=tuple(parameters),
+            points=np.asarray(points, dtype=float),
+            cls_observed=columns[0],
+            cls_expected=columns[1] if len(columns) > 1 else None,
+            reference=np.asarray(reference, dtype=float),
+            p_excluded_observed=np.asarray(p_obs, dtype=float),
+            p_excluded_expected=None if p_exp is None else np.asarray(p_exp, dtype=float),
+            threshold=history.options.threshold,
+            stop_reason=history.stop_reason,
+        )
+
+    def p_excluded(self, output: Output = "observed") -> np.ndarray | None:
+        return self.p_excluded_observed if output == "observed" else self.p_excluded_expected
+
+    def excluded_volume(self, output: Output = "observed") -> ExcludedVolume | None:
+        """Excluded fraction of the reference set with its boundary band (module docstring)."""
+        p = self.p_excluded(output)
+        if p is None:
+            return None
+        return ExcludedVolume(
+            fraction=float(np.mean(p > 0.5)),
+            low=float(np.mean(p > SURE)),
+            high=float(np.mean(p > 1.0 - SURE)),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        def listed(a: np.ndarray | None) -> Any:
+            return None if a is None else [None if not np.isfinite(v) else v for v in a.tolist()]
+
+        return {
+            "schema_version": COVERAGE_SCHEMA_VERSION,
+            "model": self.model,
+            "parameters": list(self.parameters),
+            "points": self.points.tolist(),
+            "cls_observed": listed(self.cls_observed),
+            "cls_expected": listed(self.cls_expected),
+            "reference": self.reference.tolist(),
+            "p_excluded_observed": self.p_excluded_observed.tolist(),
+            "p_excluded_expected": None
+            if self.p_excluded_expected is None
+            else self.p_excluded_expected.tolist(),
+            "threshold": self.threshold,
+            "stop_reason": self.stop_reason,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "coverage") -> ModelCoverage:
+        if data.get("schema_version") != COVERAGE_SCHEMA_VERSION:
+            raise ValueError(
+                f"{source}: schema_version={data.get('schema_version')!r}; "
+                f"allowed: {COVERAGE_SCHEMA_VERSION!r}"
+            )
+
+        def array(key: str) -> np.ndarray | None:
+            value = data.get(key)
+            return None if value is None else np.array(value, dtype=float)
+
+        d = len(data["parameters"])
+        return cls(
+            model=data["model"],
+            parameters=tuple(data["parameters"]),
+            points=np.array(data["points"], dtype=float).reshape(-1, d),
+            cls_observed=np.array(data["cls_observed"], dtype=float),
+            cls_expected=array("cls_expected"),
+            reference=np.array(data["reference"], dtype=float).reshape(-1, d),
+            p_excluded_observed=np.array(data["p_excluded_observed"], dtype=float),
+            p_excluded_expected=array("p_excluded_expected"),
+            threshold=float(data["threshold"]),
+            stop_reason=str(data["stop_reason"]),
+        )
+
+
+def _file_name(model: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", model) + ".json"
+
+
+def save_coverage(store: Store, coverage: ModelCoverage) -> str:
+    """Write ``coverage/<model>.json`` (atomic, replaces the model's previous answer)."""
+    relative = f"{COVERAGE_FOLDER}/{_file_name(coverage.model)}"
+    store.write_text(relative, json.dumps(coverage.to_dict(), sort_keys=True))
+    return relative
+
+
+def load_coverages(store: Store) -> list[ModelCoverage]:
+    """Every model's coverage in the store, by model name; none when the loop never ran."""
+    if not store.exists(COVERAGE_FOLDER):
+        return []
+    folder = store.local_path(COVERAGE_FOLDER)
+    out = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            out.append(ModelCoverage.from_dict(json.loads(path.read_text()), source=str(path)))
+        except (KeyError, TypeError, ValueError) as err:
+            raise StoreError(f"{path}: not a coverage file ({err})") from err
+    return sorted(out, key=lambda c: c.model)
