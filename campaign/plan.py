@@ -17,6 +17,7 @@ from typing import Any
 
 from campaign import __version__
 from campaign.spec import CampaignSpec, SearchSpec
+from searches.signatures import EMPTY_CLASS
 
 CODE_VERSION = __version__
 
@@ -28,7 +29,8 @@ class Task:
     Attributes:
         key: content key (hex digest), the task's identity in the ledger.
         kind: which task function runs it (see :mod:`campaign.tasks`).
-        name: human-readable label (``search/2mu/scan``).
+        name: human-readable label (``search/2mu/scan``; ``search/2mu/bumphunt#1`` when a
+            method appears more than once in ``searches``, numbered by its position).
         payload: JSON-serialisable inputs of the task function.
         cpus, gpus: resources the task asks of the executor.
         cost: rough relative cost, used to batch small tasks together.
@@ -56,9 +58,16 @@ def derive_seed(campaign_seed: int, *labels: str) -> int:
     return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
 
 
+def _background_config(spec: CampaignSpec) -> dict[str, Any] | None:
+    """The background section as the tasks see it (``None``: no simulated background)."""
+    background = spec.data.background
+    return None if background is None else background.model_dump(mode="json")
+
+
 def background_task(spec: CampaignSpec) -> Task:
+    """The simulated background (an empty event set when the campaign has none)."""
     config = {
-        "background": spec.data.background.model_dump(mode="json"),
+        "background": _background_config(spec),
         "luminosity_fb": spec.luminosity_fb,
         "seed": derive_seed(spec.seed, "background"),
     }
@@ -67,7 +76,7 @@ def background_task(spec: CampaignSpec) -> Task:
         kind="background",
         name="background",
         payload=config,
-        cost=spec.data.background.model_dump().get("events", 1e5) / 1e6,
+        cost=(config["background"] or {}).get("events", 1e5) / 1e6,
     )
 
 
@@ -83,7 +92,7 @@ def observed_task(spec: CampaignSpec, background: Task) -> Task:
     config = {
         "background_key": background.key,
         "observed": spec.data.observed.model_dump(mode="json"),
-        "background": spec.data.background.model_dump(mode="json"),
+        "background": _background_config(spec),
         "luminosity_fb": spec.luminosity_fb,
         "seed": derive_seed(spec.seed, "observed"),
     }
@@ -131,7 +140,11 @@ def search_tasks(
             also give ``bkg_row_group`` / ``obs_row_group``, where their events are stored.
     """
     tasks = []
+    repeated = {
+        s.method for s in spec.searches if sum(t.method == s.method for t in spec.searches) > 1
+    }
     for index, search in enumerate(spec.searches):
+        label = f"{search.method}#{index}" if search.method in repeated else search.method
         for name in _classes_for(search, classes):
             info = classes[name]
             config = {
@@ -156,7 +169,7 @@ def search_tasks(
                 Task(
                     key=content_key("search", config),
                     kind="search",
-                    name=f"search/{name}/{search.method}",
+                    name=f"search/{name}/{label}",
                     payload=config,
                     cpus=search.resources.cpus,
                     gpus=search.resources.gpus,
@@ -165,6 +178,22 @@ def search_tasks(
                 )
             )
     return tasks
+
+
+def is_searchable(spec: CampaignSpec, name: str, info: Mapping[str, Any]) -> bool:
+    """Whether a class is searched: never the empty class; enough events describe it.
+
+    With a simulated background, its weighted yield and raw event count must reach
+    ``class_selection``'s thresholds; without one (``data.background: null``) the observed
+    events of the class, the only description of it, must.
+    """
+    if name.startswith(EMPTY_CLASS):
+        return False
+    policy = spec.class_selection
+    if spec.data.background is None:
+        count = info["observed"]
+        return count >= policy.min_expected and count >= policy.min_mc_events
+    return info["expected"] >= policy.min_expected and info["mc_events"] >= policy.min_mc_events
 
 
 def _classes_for(search: SearchSpec, classes: Mapping[str, Mapping[str, Any]]) -> Iterable[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -30,6 +31,7 @@ from searches.methods.registry import get_method
 from searches.result import SearchResult
 from searches.stats import inference
 from searches.stats.combine import combine
+from searches.stats.robust import build_model, diagnose_fits, plain_hypotest, robust_hypotest
 from searches.stats.workspace import with_signal
 
 SCHEMA_VERSION = "1"
@@ -39,6 +41,8 @@ MIN_SIGNAL_EVENTS = 1e-3
 Status = Literal["excluded", "allowed", "not covered", "not evaluated", "failed"]
 MAX_FITS = 10
 """Searches fitted with pyhf per benchmark, the most sensitive first (see :func:`reinterpret`)."""
+NO_SENSITIVITY_Z = 0.05
+"""Expected significance below which a signal is negligible (CLs = 1 without a fit)."""
 MAX_COMBINED = 5
 """Exclusive classes in the combination, the most sensitive first."""
 
@@ -94,7 +98,7 @@ def evaluate_search(
     The upper limit on ``mu`` costs a root search (tens of pyhf fits), so campaigns compute it
     for the best-expected search and the combination, and CLs for every search.
     """
-    yields, _ = result.selection.histogram(signal)
+    yields, sumw2 = result.selection.histogram(signal)
     total = float(yields.sum())
     common = {
         "event_class": result.event_class,
@@ -105,19 +109,66 @@ def evaluate_search(
     if total < MIN_SIGNAL_EVENTS:
         return SearchVerdict(**common, status="not covered", reason="no signal in the search")
     try:
-        workspace = with_signal(result.workspace, yields)
-        tested = inference.cls(workspace)
-        limit = inference.upper_limit(workspace) if limits else None
+        workspace = with_signal(result.workspace, yields, signal_sumw2=sumw2)
+        outcome = _test(
+            workspace,
+            name=result.event_class,
+            limits=limits,
+            expected_z=sensitivity(result, yields),
+        )
+        return SearchVerdict(**common, **outcome)
     except Exception as err:
         return SearchVerdict(**common, status="failed", reason=f"{type(err).__name__}: {err}")
-    return SearchVerdict(
-        **common,
-        status=_verdict(tested.observed),
-        cls_observed=tested.observed,
-        cls_expected=tested.expected,
-        mu_limit_observed=None if limit is None else limit.observed,
-        mu_limit_expected=None if limit is None else limit.expected,
-    )
+
+
+def _test(
+    workspace: Mapping[str, Any], *, name: str, limits: bool, expected_z: float
+) -> dict[str, Any]:
+    """pyhf CLs with its fits checked: FAILED rather than a silent CLs = 1 or NaN.
+
+    The checks of :func:`searches.stats.robust.diagnose_fits` apply (non-finite CLs, negative
+    test statistics, no expected sensitivity, μ̂ never moved, unconverged fits) except
+    "parameters at bounds": a search workspace's MC-statistics and normalisation parameters
+    sit on their bounds legitimately when a large signal is tested at μ = 1 (the constrained
+    fit is the profile likelihood the test needs). A test without expected sensitivity
+    (Asimov statistic ≈ 0) is "allowed" with CLs = 1 only when the signal is negligible by the
+    independent estimate ``expected_z`` (:func:`sensitivity`); otherwise, and for every other
+    problem, the test is retried with other optimizers and starts
+    (:func:`~searches.stats.robust.robust_hypotest`) and reported failed if still unresolved.
+    """
+    model, data = build_model(workspace)
+    try:
+        fits = plain_hypotest(model, data)
+    except Exception as err:
+        problems = [f"plain pyhf: {type(err).__name__}: {err}"]
+        cls_observed, cls_expected = math.nan, (math.nan,) * 5
+    else:
+        problems = [
+            p for p in diagnose_fits(model, fits) if not p.startswith("parameters at bounds")
+        ]
+        cls_observed, cls_expected = fits.cls_obs, tuple(fits.cls_exp)
+    insensitive = all(p.startswith("q_A = ") and "≈ 0" in p for p in problems)
+    if problems and insensitive and expected_z < NO_SENSITIVITY_Z:
+        return {
+            "status": "allowed",
+            "cls_observed": 1.0,
+            "cls_expected": (1.0,) * 5,
+            "reason": f"no expected sensitivity (Z ≈ {expected_z:.2g})",
+        }
+    if problems:
+        retried = robust_hypotest(workspace, name=name, earlier_problems=problems)
+        if retried.status == "failed" or retried.cls_obs is None or retried.cls_exp is None:
+            return {"status": "failed", "reason": f"{name}: {retried.reason}"}
+        cls_observed, cls_expected = retried.cls_obs, tuple(retried.cls_exp)
+    limit = inference.upper_limit(workspace) if limits else None
+    return {
+        "status": _verdict(cls_observed),
+        "cls_observed": cls_observed,
+        "cls_expected": cls_expected,
+        "mu_limit_observed": None if limit is None else limit.observed,
+        "mu_limit_expected": None if limit is None else limit.expected,
+        "reason": "",
+    }
 
 
 def combine_exclusive(
@@ -139,8 +190,9 @@ def combine_exclusive(
     if not best:
         return None, ()
     classes = tuple(sorted(best))
+    histograms = {c: best[c][0].selection.histogram(signal) for c in classes}
     workspaces = [
-        with_signal(best[c][0].workspace, best[c][0].selection.histogram(signal)[0])
+        with_signal(best[c][0].workspace, histograms[c][0], signal_sumw2=histograms[c][1])
         for c in classes
     ]
     names = [f"{c}_{best[c][0].observable}" for c in classes]
@@ -152,23 +204,11 @@ def combine_exclusive(
     }
     try:
         workspace = combine(workspaces, names)
-        tested = inference.cls(workspace)
-        limit = inference.upper_limit(workspace) if limits else None
+        z = math.sqrt(sum(sensitivity(best[c][0], histograms[c][0]) ** 2 for c in classes))
+        outcome = _test(workspace, name=common["event_class"], limits=limits, expected_z=z)
     except Exception as err:
-        return SearchVerdict(**common, status="failed", reason=f"{type(err).__name__}: {err}"), (
-            classes
-        )
-    return (
-        SearchVerdict(
-            **common,
-            status=_verdict(tested.observed),
-            cls_observed=tested.observed,
-            cls_expected=tested.expected,
-            mu_limit_observed=None if limit is None else limit.observed,
-            mu_limit_expected=None if limit is None else limit.expected,
-        ),
-        classes,
-    )
+        outcome = {"status": "failed", "reason": f"{type(err).__name__}: {err}"}
+    return SearchVerdict(**common, **outcome), classes
 
 
 def sensitivity(result: SearchResult, yields: np.ndarray) -> float:
@@ -232,7 +272,7 @@ def reinterpret(
     best = None
     if tested:
         index = min(tested, key=lambda i: verdicts[i].cls_expected[2])  # type: ignore[index]
-        best = evaluate_search(results[index], signal, limits=limits)
+        best = evaluate_search(results[index], signal, limits=True) if limits else verdicts[index]
     candidates = [i for i in order if "+" not in results[i].event_class and i in fitted]
     chosen: list[int] = []
     for i in candidates:

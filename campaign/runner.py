@@ -15,7 +15,6 @@ from campaign import plan
 from campaign.execute import Outcome, RayExecutor
 from campaign.spec import CampaignSpec
 from campaign.store import Store, TaskRecord
-from searches.signatures import EMPTY_CLASS
 
 
 @dataclass(frozen=True)
@@ -71,18 +70,26 @@ class Driver:
             self._stage(executor, searches, "search")
             succeeded = [task for task in searches if task.key in self.finished]
             if succeeded:
-                self._stage(executor, [plan.lee_task(self.spec, succeeded)], "look-elsewhere")
+                lee = plan.lee_task(self.spec, succeeded)
+                self._stage(executor, [lee], "look-elsewhere")
+                if self.spec.theory.models and self.spec.theory.budget and self._have(lee):
+                    self._theory_loop(executor, lee)
         return self._summary()
 
+    def _theory_loop(self, executor: RayExecutor, searches: plan.Task) -> None:
+        """Learn each model's exclusion over its parameters (:mod:`campaign.loop`)."""
+        from campaign.loop import learn_models
+
+        def run_tasks(tasks: Sequence[plan.Task], label: str) -> dict[str, TaskRecord]:
+            self._stage(executor, tasks, label)
+            return self.finished
+
+        learn_models(self.spec, self.store, searches, run_tasks)
+
     def _mark_searchable(self, classes: dict[str, dict[str, Any]]) -> None:
-        """Search classes with enough background simulation; never the empty class."""
-        policy = self.spec.class_selection
+        """Search classes with enough events (see :func:`campaign.plan.is_searchable`)."""
         for name, info in classes.items():
-            info["searchable"] = (
-                not name.startswith(EMPTY_CLASS)
-                and info["expected"] >= policy.min_expected
-                and info["mc_events"] >= policy.min_mc_events
-            )
+            info["searchable"] = plan.is_searchable(self.spec, name, info)
 
     def _have(self, *tasks: plan.Task) -> bool:
         return all(task.key in self.finished for task in tasks)

@@ -7,11 +7,13 @@ problem into a :class:`SpecError` that lists each location with the allowed valu
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -19,8 +21,11 @@ import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -45,17 +50,103 @@ class BuiltinBackground(_Strict):
     tail_boost: Annotated[float, Field(ge=1, le=10)] = 3.0
 
 
-class SampleFile(_Strict):
-    """One simulated or recorded sample on disk (ROOT or Parquet)."""
+DATA_VARIABLE = "LAMPPOST_DATA"
+_VARIABLE = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_]\w*)\}|(?P<bare>[A-Za-z_]\w*))")
 
-    path: str
+
+def expand_path(text: str, *, base_dir: Path | None = None) -> str:
+    """A sample path as the campaign means it: variables expanded, relative to the file.
+
+    ``$VAR`` / ``${VAR}`` are environment variables; ``${LAMPPOST_DATA}``, when unset, is the
+    shared data folder that :func:`searches.datapath.shared_data_dir` finds (the same lookup
+    the tests use), so an example file runs unchanged wherever that folder is. A relative
+    path is taken relative to the campaign file's folder (``base_dir``), not the working
+    directory, so ``lamppost run`` means the same files from anywhere. Remote URIs
+    (``root://``, ``s3://``) are left as they are.
+
+    Raises:
+        ValueError: a variable is not set (naming it).
+    """
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match["braced"] or match["bare"]
+        value = os.environ.get(name)
+        if value is None and name == DATA_VARIABLE:
+            from searches.datapath import missing_reason, shared_data_dir
+
+            found = shared_data_dir()
+            if found is None:
+                raise ValueError(f"${{{name}}} cannot be resolved: {missing_reason()}")
+            value = str(found)
+        if value is None:
+            raise ValueError(
+                f"environment variable ${{{name}}} is not set; allowed: a set variable, "
+                f"${{{DATA_VARIABLE}}} (the shared data folder), or a literal path"
+            )
+        return value
+
+    expanded = _VARIABLE.sub(substitute, text)
+    if "://" in expanded:
+        return expanded
+    path = Path(expanded).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    return str(path)
+
+
+class SampleFile(_Strict):
+    """One simulated or recorded sample on disk (ROOT or Parquet), one path or glob.
+
+    ``path`` may use ``${LAMPPOST_DATA}`` and other environment variables and may be relative
+    to the campaign file (see :func:`expand_path`); it is stored expanded, so task keys name
+    the files really read. Weights: with ``xsec_pb`` they become ``w σ L / Σw`` (Σw from
+    ``sum_of_weights``, else measured over the sample's files); with ``weights_luminosity_fb``
+    the weight branch is taken as already normalised to that luminosity and rescaled to the
+    campaign's; with neither, weights are used as read.
+    """
+
+    path: Annotated[str, Field(min_length=1)]
     preset: str | None = None
     xsec_pb: Annotated[float, Field(gt=0)] | None = None
     sum_of_weights: Annotated[float, Field(gt=0)] | None = None
+    weights_luminosity_fb: Annotated[float, Field(gt=0)] | None = None
     label: str | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _expanded(cls, value: str, info: ValidationInfo) -> str:
+        base = (info.context or {}).get("base_dir")
+        return expand_path(value, base_dir=None if base is None else Path(base))
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str | None) -> str | None:
+        from searches.readers import PRESETS
+
+        if value is not None and value not in PRESETS:
+            raise ValueError(f"unknown preset {value!r}; allowed: {', '.join(PRESETS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_normalisation(self) -> SampleFile:
+        if self.sum_of_weights is not None and self.xsec_pb is None:
+            raise ValueError("sum_of_weights: needs xsec_pb (it normalises σ × L)")
+        if self.xsec_pb is not None and self.weights_luminosity_fb is not None:
+            raise ValueError("give xsec_pb or weights_luminosity_fb, not both")
+        return self
+
+    def files(self) -> list[str]:
+        """The files the path names (a glob expanded, sorted); empty when nothing matches."""
+        if "://" in self.path:
+            return [self.path]
+        if glob.has_magic(self.path):
+            return sorted(glob.glob(self.path))
+        return [self.path] if Path(self.path).is_file() else []
 
 
 class FileBackground(_Strict):
+    """Simulated background from files: every sample normalised and added together."""
+
     files: Annotated[list[SampleFile], Field(min_length=1)]
     on_bad_file: Literal["fail", "skip"] = "fail"
 
@@ -84,13 +175,51 @@ class PseudoObserved(_Strict):
 
 
 class FileObserved(_Strict):
+    """Recorded (or externally made pseudo-) data from files; weights as read (normally 1)."""
+
     files: Annotated[list[SampleFile], Field(min_length=1)]
     on_bad_file: Literal["fail", "skip"] = "fail"
 
 
+def _by_files(other: str, files: str) -> Callable[[Any], str]:
+    """Pick the union member from the presence of ``files``, so errors name one member."""
+
+    def member(value: Any) -> str:
+        if isinstance(value, BaseModel):
+            return type(value).__name__
+        return files if isinstance(value, dict) and "files" in value else other
+
+    return member
+
+
+UNION_MEMBERS = ("BuiltinBackground", "FileBackground", "PseudoObserved", "FileObserved")
+
+
+DATA_DRIVEN_METHODS: tuple[str, ...] = ("bumphunt", "autoencoder", "cwola", "cathode")
+"""Methods that need no simulated background (they model it from the observed data)."""
+
+
 class DataSpec(_Strict):
-    background: BuiltinBackground | FileBackground = BuiltinBackground()
-    observed: PseudoObserved | FileObserved = PseudoObserved()
+    """Where the events come from.
+
+    ``background: null`` means no simulated background: the observed events must come from
+    files, and only :data:`DATA_DRIVEN_METHODS` can search them (the bump hunt fits the
+    background shape from the data itself).
+    """
+
+    background: (
+        Annotated[
+            Annotated[BuiltinBackground, Tag("BuiltinBackground")]
+            | Annotated[FileBackground, Tag("FileBackground")],
+            Discriminator(_by_files("BuiltinBackground", "FileBackground")),
+        ]
+        | None
+    ) = BuiltinBackground()
+    observed: Annotated[
+        Annotated[PseudoObserved, Tag("PseudoObserved")]
+        | Annotated[FileObserved, Tag("FileObserved")],
+        Discriminator(_by_files("PseudoObserved", "FileObserved")),
+    ] = PseudoObserved()
 
 
 class Resources(_Strict):
@@ -128,11 +257,23 @@ class SearchSpec(BaseModel):
 
 
 class ModelSpace(_Strict):
-    """A theory model to learn over: parameter ranges ``[low, high]`` or ``[low, high, log]``."""
+    """A theory model to learn over: parameter ranges ``[low, high]`` or ``[low, high, log]``.
+
+    Parameters left out keep the model's own range; ``options`` go to the model's constructor
+    (e.g. ``{channels: [mumu]}`` for a Z′ seen in dimuons only).
+    """
 
     name: str
-    space: dict[str, list[float | str]]
+    space: dict[str, list[float | str]] = {}
+    options: dict[str, Any] = {}
     cost: Annotated[float, Field(gt=0)] = 1.0
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in MODELS:
+            raise ValueError(f"unknown model {value!r}; allowed: {', '.join(sorted(MODELS))}")
+        return value
 
     @field_validator("space")
     @classmethod
@@ -148,17 +289,41 @@ class ModelSpace(_Strict):
 
 
 class ClassSelection(_Strict):
-    """Which populated event classes are searched (the rest are listed as untested)."""
+    """Which populated event classes are searched (the rest are listed as untested).
+
+    Without a simulated background (``data.background: null``) both thresholds apply to the
+    observed events of the class, the only events that describe it.
+    """
 
     min_expected: Annotated[float, Field(ge=0)] = 0.1
     min_mc_events: Annotated[int, Field(ge=1)] = 10
 
 
 class TheorySpec(_Strict):
+    """The active-learning loop over theory parameters (:mod:`campaign.loop`).
+
+    Attributes:
+        models: models to learn the exclusion of; none means no loop.
+        budget: evaluated points per model (each: simulate ``events`` signal events, then
+            reinterpret them against the campaign).
+        batch: points proposed (and simulated in parallel) per step.
+        threshold: CLs of the exclusion (0.05: 95 % CL).
+        acquisition: the learner's criterion (see :class:`theory.active.ActiveOptions`).
+        stop_at: stop a model early once the expected misclassified fraction is this small.
+        events: signal events simulated per point.
+        max_fits: searches fitted with pyhf per point, the most sensitive first.
+    """
+
     models: list[ModelSpace] = []
     budget: Annotated[int, Field(ge=0)] = 0
     batch: Annotated[int, Field(ge=1)] = 10
     threshold: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    acquisition: Literal["straddle", "misclassification", "entropy", "information_gain"] = (
+        "straddle"
+    )
+    stop_at: Annotated[float, Field(gt=0, lt=0.5)] | None = None
+    events: Annotated[int, Field(ge=100)] = 5000
+    max_fits: Annotated[int, Field(ge=1)] = 3
 
 
 class ExecutionSpec(_Strict):
@@ -212,6 +377,25 @@ class CampaignSpec(_Strict):
         return value
 
     @model_validator(mode="after")
+    def _methods_have_a_background(self) -> CampaignSpec:
+        if self.data.background is not None:
+            return self
+        if isinstance(self.data.observed, PseudoObserved):
+            raise ValueError(
+                "data.observed: pseudo-data are drawn from the background, but "
+                "data.background is null; allowed: observed files ({files: [...]}), or a "
+                "background (simulator: builtin, or files)"
+            )
+        for index, search in enumerate(self.searches):
+            if search.method not in DATA_DRIVEN_METHODS:
+                raise ValueError(
+                    f"searches.{index}.method: {search.method!r} compares the data with a "
+                    "simulated background, but data.background is null; allowed without a "
+                    f"background: {', '.join(DATA_DRIVEN_METHODS)}"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _resources_exist(self) -> CampaignSpec:
         for index, search in enumerate(self.searches):
             if search.resources.gpus > 0 and self.execution.num_gpus == 0:
@@ -257,22 +441,59 @@ def load_spec(path: str | os.PathLike[str], *, check_store: bool = True) -> Camp
         document = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise SpecError(source, [("<file>", f"not valid YAML ({err})")]) from err
-    return parse_spec(document, source=source, check_store=check_store)
+    return parse_spec(
+        document, source=source, check_store=check_store, base_dir=Path(path).resolve().parent
+    )
 
 
-def parse_spec(document: Any, *, source: str = "<spec>", check_store: bool = True) -> CampaignSpec:
-    """Validate an already-parsed campaign document."""
+def parse_spec(
+    document: Any,
+    *,
+    source: str = "<spec>",
+    check_store: bool = True,
+    base_dir: str | os.PathLike[str] | None = None,
+) -> CampaignSpec:
+    """Validate an already-parsed campaign document.
+
+    Args:
+        base_dir: folder that relative sample paths are relative to (the campaign file's;
+            default the working directory).
+        check_store: also check, before anything runs, that the store can be created and
+            that every local sample path names at least one file.
+    """
     if not isinstance(document, dict):
         raise SpecError(source, [("<root>", "must be a mapping of campaign keys")])
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
     try:
-        spec = CampaignSpec.model_validate(document)
+        spec = CampaignSpec.model_validate(document, context={"base_dir": str(base)})
     except ValidationError as err:
         raise SpecError(source, [_describe(error) for error in err.errors()]) from None
     if check_store:
+        problems = input_problems(spec)
         problem = store_problem(spec.store)
         if problem:
-            raise SpecError(source, [("store", problem)])
+            problems.append(("store", problem))
+        if problems:
+            raise SpecError(source, problems)
     return spec
+
+
+def input_problems(spec: CampaignSpec) -> list[tuple[str, str]]:
+    """Sample paths that name no file, as ``(location, message)`` (remote URIs not checked)."""
+    problems = []
+    for role in ("background", "observed"):
+        config = getattr(spec.data, role)
+        for index, sample in enumerate(getattr(config, "files", None) or []):
+            if not sample.files():
+                problems.append(
+                    (
+                        f"data.{role}.files.{index}.path",
+                        f"{sample.path} matches no file; allowed: an existing file or a glob "
+                        f"that matches one (paths may use ${{{DATA_VARIABLE}}} and are relative "
+                        "to the campaign file)",
+                    )
+                )
+    return problems
 
 
 def store_problem(uri: str) -> str | None:
@@ -303,7 +524,7 @@ def store_problem(uri: str) -> str | None:
 
 
 def _describe(error: dict[str, Any]) -> tuple[str, str]:
-    location = ".".join(str(part) for part in error["loc"]) or "<root>"
+    location = ".".join(str(part) for part in error["loc"] if part not in UNION_MEMBERS) or "<root>"
     message = error["msg"].removeprefix("Value error, ")
     located = re.match(r"^([A-Za-z_][\w.]*): (.*)$", message, flags=re.DOTALL)
     if location == "<root>" and located:

@@ -9,6 +9,7 @@ itself and can run on any worker that sees the store.
 
 from __future__ import annotations
 
+import glob
 import io
 import itertools
 import os
@@ -40,7 +41,9 @@ def run_task(kind: str, payload: Mapping[str, Any], *, store_uri: str, staging: 
 
 
 def _write_events(store: Store, relative: str, events: ak.Array) -> str:
-    ev.validate_events(events, source=relative)
+    """Write validated events (an empty set is allowed: a campaign without background)."""
+    if len(events):
+        ev.validate_events(events, source=relative)
     buffer = io.BytesIO()
     pq.write_table(ev.to_table(events), buffer, compression="zstd")
     store.write_bytes(relative, buffer.getvalue())
@@ -49,23 +52,37 @@ def _write_events(store: Store, relative: str, events: ak.Array) -> str:
 
 def _read_events(store: Store, relative: str) -> ak.Array:
     table = pq.read_table(io.BytesIO(store.read_bytes(relative)))
+    if table.num_rows == 0:
+        return ev.empty_events()
     return ev.validate_events(ak.from_arrow(table), source=store.path(relative))
 
 
 def make_background(payload: Mapping[str, Any], store: Store, staging: str) -> TaskOutput:
+    """The simulated background: built-in simulator, files, or none (``background: null``).
+
+    With no background the artifact is an empty event set, so the later stages keep one
+    shape and every class slice carries an empty ``background``.
+    """
     config = payload["background"]
-    if config.get("simulator") == "builtin":
+    summary: dict[str, Any] = {}
+    if config is None:
+        events = ev.empty_events()
+    elif config.get("simulator") == "builtin":
         events = FastSimulator(tail_boost=float(config["tail_boost"])).background(
             n_events=int(config["events"]),
             luminosity_fb=float(payload["luminosity_fb"]),
             seed=int(payload["seed"]),
         )
     else:
-        events = _read_samples(config, payload)
+        events, summary = _read_samples(config, payload)
     path = _write_events(store, f"{staging}/background.parquet", events)
     return {
         "artifacts": {"events": path},
-        "summary": {"events": len(events), "expected": float(ak.sum(events["weight"]))},
+        "summary": {
+            "events": len(events),
+            "expected": float(ak.sum(events["weight"])) if len(events) else 0.0,
+            **summary,
+        },
     }
 
 
@@ -90,27 +107,76 @@ def make_observed(payload: Mapping[str, Any], store: Store, staging: str) -> Tas
             source = ev.concatenate([source, signal])
         events = pseudo_data(source, seed=seed)
     else:
-        events = _read_samples(config, payload)
+        events, read = _read_samples(config, payload)
+        summary.update(read)
     path = _write_events(store, f"{staging}/observed.parquet", events)
     summary["events"] = len(events)
     return {"artifacts": {"events": path}, "summary": summary}
 
 
-def _read_samples(config: Mapping[str, Any], payload: Mapping[str, Any]) -> ak.Array:
+def _read_samples(
+    config: Mapping[str, Any], payload: Mapping[str, Any]
+) -> tuple[ak.Array, dict[str, Any]]:
+    """Read and normalise every sample of a ``files`` section; with ``on_bad_file: skip`` a
+    file that cannot be read is recorded in the summary and left out.
+
+    Returns:
+        The events of all samples, and a summary: per sample (label or path) its files,
+        events and weighted yield, plus the skipped files.
+    """
     from searches.readers import normalise, read_events
 
-    parts = []
+    luminosity_fb = float(payload["luminosity_fb"])
+    skip = config.get("on_bad_file") == "skip"
+    parts: list[ak.Array] = []
+    samples: dict[str, dict[str, Any]] = {}
+    skipped: list[dict[str, str]] = []
     for sample in config["files"]:
-        events = read_events(sample["path"], preset=sample.get("preset"))
+        paths = _sample_paths(sample["path"])
+        read = []
+        for path in paths:
+            try:
+                read.append(read_events(path, preset=sample.get("preset")))
+            except ev.EventValidationError as err:
+                if not skip:
+                    raise
+                skipped.append({"path": path, "error": str(err)})
+        if not read:
+            continue
+        events = ev.concatenate(read)
         if sample.get("xsec_pb"):
             events = normalise(
                 events,
                 xsec_pb=float(sample["xsec_pb"]),
-                luminosity_fb=float(payload["luminosity_fb"]),
+                luminosity_fb=luminosity_fb,
                 sum_of_weights=float(sample.get("sum_of_weights") or ak.sum(events["weight"])),
             )
+        elif sample.get("weights_luminosity_fb"):
+            scale = luminosity_fb / float(sample["weights_luminosity_fb"])
+            events = ak.with_field(events, events["weight"] * scale, "weight")
         parts.append(events)
-    return ev.concatenate(parts)
+        samples[sample.get("label") or sample["path"]] = {
+            "files": len(read),
+            "events": len(events),
+            "weighted": float(ak.sum(events["weight"])),
+        }
+    if not parts:
+        raise ev.EventValidationError(
+            "; ".join(s["path"] for s in skipped) or "<files>",
+            "<files>",
+            "no file could be read (every one was skipped as bad)",
+        )
+    return ev.concatenate(parts), {"samples": samples, "skipped": skipped}
+
+
+def _sample_paths(pattern: str) -> list[str]:
+    """The files of one sample path (a glob expanded and sorted; remote URIs as given)."""
+    if "://" not in pattern and glob.has_magic(pattern):
+        found = sorted(glob.glob(pattern))
+        if not found:
+            raise ev.EventValidationError(pattern, "<path>", "no file matches this glob")
+        return found
+    return [pattern]
 
 
 def classify(payload: Mapping[str, Any], store: Store, staging: str) -> TaskOutput:
@@ -246,10 +312,18 @@ def look_elsewhere(payload: Mapping[str, Any], store: Store, staging: str) -> Ta
     return {"artifacts": {"lee": path}, "summary": summary}
 
 
+def evaluate_theory_point(payload: Mapping[str, Any], store: Store, staging: str) -> TaskOutput:
+    """One point of the theory loop (:func:`campaign.loop.evaluate_point`)."""
+    from campaign.loop import evaluate_point
+
+    return evaluate_point(payload, store, staging)
+
+
 TASKS: dict[str, Callable[[Mapping[str, Any], Store, str], TaskOutput]] = {
     "background": make_background,
     "observed": make_observed,
     "classify": classify,
     "search": run_search,
     "lee": look_elsewhere,
+    "evaluate": evaluate_theory_point,
 }

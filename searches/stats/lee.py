@@ -62,7 +62,9 @@ class GlobalSignificance:
         p_tilde_min: smallest observed ``p̃``.
         search: index (in the input order) of the search with that ``p̃``.
         p_global: probability under background only of a smallest ``p̃`` at least as small.
-        z_global: its one-sided Gaussian significance.
+        z_global: its one-sided Gaussian significance; finite even when every round beats the
+            data (``p_global = 1``, Z = −∞), where the largest p below 1 that the rounds resolve,
+            ``R/(R + 1)``, stands in (a bound, so results stay JSON numbers).
         p_sidak: the Šidák cross-check ``1 − (1 − p̃_min)^N``.
         n_searches: searches combined (those with pseudo-experiments).
         n_rounds: global pseudo-rounds used.
@@ -120,7 +122,7 @@ def global_significance(
         p_tilde_min=p_min,
         search=usable[best][0],
         p_global=p_global,
-        z_global=float(significance(p_global)),
+        z_global=float(significance(min(p_global, n_rounds / (n_rounds + 1)))),
         p_sidak=sidak(p_min, len(usable)),
         n_searches=len(usable),
         n_rounds=n_rounds,

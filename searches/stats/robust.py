@@ -12,17 +12,20 @@ reports anything still unresolved as ``failed`` with diagnostics — never as al
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import numpy as np
 import pyhf
 from scipy.special import log_ndtr
 
 SCHEMA_VERSION = 1
+P = ParamSpec("P")
+R = TypeVar("R")
 MODIFIER_SETTINGS = {"normsys": {"interpcode": "code4"}, "histosys": {"interpcode": "code4p"}}
 """The published settings: normsys code4, histosys code4p (pyhf's defaults since 0.7)."""
 CLS_LEVEL = 0.05
@@ -152,6 +155,24 @@ RETRIES: tuple[FitSettings, ...] = (
 """Settings tried, in order, when the plain fit fails a check."""
 
 
+def _restoring_backend(function: Callable[P, R]) -> Callable[P, R]:
+    """Run ``function`` and put pyhf's global backend and optimizer back as they were.
+
+    The fits here switch optimizers and tolerances through pyhf's global backend; without this,
+    a retry would silently change the settings of every pyhf call after it.
+    """
+
+    @functools.wraps(function)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        backend, optimizer = pyhf.get_backend()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            pyhf.set_backend(backend, optimizer)
+
+    return wrapper
+
+
 def _set_backend(settings: FitSettings) -> None:
     if settings.optimizer == "minuit":
         optimizer = pyhf.optimize.minuit_optimizer(
@@ -198,6 +219,7 @@ def _background_init(model: pyhf.Model, data: Any) -> np.ndarray:
     return start
 
 
+@_restoring_backend
 def plain_hypotest(
     model: pyhf.Model, data: Any, *, mu: float = 1.0, settings: FitSettings = PLAIN
 ) -> HypotestFits:
@@ -266,6 +288,7 @@ def plain_hypotest(
     )
 
 
+@_restoring_backend
 def pyhf_cls(
     spec: Mapping[str, Any], *, mu: float = 1.0, settings: FitSettings = PLAIN
 ) -> tuple[float, tuple[float, ...], float]:
@@ -399,6 +422,7 @@ def _signal_yield(model: pyhf.Model) -> float:
     return float(np.sum(model.expected_actualdata(on) - model.expected_actualdata(off)))
 
 
+@_restoring_backend
 def profile_scan(
     model: pyhf.Model, data: Any, mus: Sequence[float], *, optimizer: Literal["scipy", "minuit"]
 ) -> np.ndarray:
@@ -492,6 +516,7 @@ def _failed(
     )
 
 
+@_restoring_backend
 def robust_hypotest(
     spec: Mapping[str, Any],
     *,

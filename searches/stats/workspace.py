@@ -122,12 +122,21 @@ def current_signal(spec: Mapping[str, Any]) -> np.ndarray:
     )
 
 
-def with_signal(workspace: Mapping[str, Any], signal_yields: ArrayLike) -> dict[str, Any]:
+def with_signal(
+    workspace: Mapping[str, Any],
+    signal_yields: ArrayLike,
+    *,
+    signal_sumw2: ArrayLike | None = None,
+) -> dict[str, Any]:
     """The workspace with its signal sample replaced by ``signal_yields`` (reinterpretation).
 
     Args:
         workspace: a workspace from :func:`build_workspace` (one channel).
         signal_yields: new signal yields at ``mu = 1``, one per bin.
+        signal_sumw2: sums of squared weights of the signal Monte Carlo per bin; when given,
+            the signal joins the background's ``staterror`` (Barlow–Beeston lite: one γ per
+            bin for the summed MC statistics), so a signal sample with few Monte Carlo events
+            is not tested as if its shape were exact.
     """
     spec = copy.deepcopy(dict(workspace))
     channels = spec["channels"]
@@ -138,5 +147,17 @@ def with_signal(workspace: Mapping[str, Any], signal_yields: ArrayLike) -> dict[
         raise ValueError(f"workspace has no '{SIGNAL}' sample; samples: {sorted(samples)}")
     n_bins = len(samples[SIGNAL]["data"])
     samples[SIGNAL]["data"] = _bins("signal_yields", signal_yields, n_bins)
+    if signal_sumw2 is not None:
+        stat = np.sqrt(np.asarray(_bins("signal_sumw2", signal_sumw2, n_bins), dtype=np.float64))
+        shared = [
+            m["name"]
+            for sample in samples.values()
+            for m in sample.get("modifiers", [])
+            if m["type"] == "staterror"
+        ]
+        modifiers = [m for m in samples[SIGNAL]["modifiers"] if m["type"] != "staterror"]
+        if shared and np.any(stat > 0):
+            modifiers.append({"name": shared[0], "type": "staterror", "data": stat.tolist()})
+        samples[SIGNAL]["modifiers"] = modifiers
     validate(spec)
     return spec

@@ -164,3 +164,90 @@ def test_validate_json_lists_every_problem(tmp_path: Path) -> None:
     assert result.exit_code == 2
     problems = json.loads(result.stdout)["problems"]
     assert {p["location"] for p in problems} == {"luminosity_fb", "observables"}
+
+
+def _observed_files(store: Path, path: str) -> dict[str, Any]:
+    document = base_spec(store)
+    document["data"] = {"background": None, "observed": {"files": [{"path": path}]}}
+    document["searches"] = [{"method": "bumphunt", "pseudo_rounds": 10}]
+    return document
+
+
+def test_sample_paths_expand_variables_and_are_relative_to_the_campaign_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "data"
+    (data / "run").mkdir(parents=True)
+    (data / "run" / "a.parquet").write_bytes(b"")
+    (tmp_path / "campaigns").mkdir()
+    monkeypatch.setenv("LAMPPOST_DATA", str(data))
+    monkeypatch.chdir(tmp_path)
+    spec = load_spec(
+        write(tmp_path / "campaigns", _observed_files(tmp_path / "s", "${LAMPPOST_DATA}/run/*"))
+    )
+    assert spec.data.background is None
+    assert spec.data.observed.files[0].path == f"{data}/run/*"
+    assert spec.data.observed.files[0].files() == [str(data / "run" / "a.parquet")]
+    relative = load_spec(
+        write(tmp_path / "campaigns", _observed_files(tmp_path / "s", "../data/run/a.parquet"))
+    )
+    assert Path(relative.data.observed.files[0].path).resolve() == data / "run" / "a.parquet"
+
+
+def test_unset_variable_and_missing_file_name_the_sample_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LAMPPOST_NOT_SET", raising=False)
+    with pytest.raises(SpecError) as caught:
+        load_spec(write(tmp_path, _observed_files(tmp_path / "s", "$LAMPPOST_NOT_SET/x.root")))
+    assert [loc for loc, _ in caught.value.problems] == ["data.observed.files.0.path"]
+    assert "${LAMPPOST_NOT_SET} is not set" in str(caught.value)
+    with pytest.raises(SpecError) as caught:
+        load_spec(write(tmp_path, _observed_files(tmp_path / "s", "absent/*.root")))
+    assert [loc for loc, _ in caught.value.problems] == ["data.observed.files.0.path"]
+    assert "matches no file" in str(caught.value)
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize(
+    ("data", "searches", "location", "fragment"),
+    [
+        (
+            {"background": None, "observed": {"pseudo": True}},
+            [{"method": "bumphunt"}],
+            "data.observed",
+            "allowed: observed files",
+        ),
+        (
+            {"background": None, "observed": {"files": [{"path": "x.parquet"}]}},
+            [{"method": "bumphunt"}, {"method": "scan"}],
+            "searches.1.method",
+            "allowed without a background: bumphunt, autoencoder, cwola, cathode",
+        ),
+        (
+            {
+                "background": {
+                    "files": [{"path": "x.root", "xsec_pb": 1.0, "weights_luminosity_fb": 1.0}]
+                }
+            },
+            [{"method": "scan"}],
+            "data.background.files.0",
+            "not both",
+        ),
+        (
+            {"background": {"files": [{"path": "x.root", "preset": "nanoaodd"}]}},
+            [{"method": "scan"}],
+            "data.background.files.0.preset",
+            "allowed: nanoaod, delphes",
+        ),
+    ],
+    ids=["pseudo without background", "scan without background", "two norms", "preset"],
+)
+def test_data_sections_that_cannot_work_are_refused(
+    tmp_path: Path, data: dict[str, Any], searches: list[Any], location: str, fragment: str
+) -> None:
+    document = {**base_spec(tmp_path / "s"), "data": data, "searches": searches}
+    with pytest.raises(SpecError) as caught:
+        load_spec(write(tmp_path, document), check_store=False)
+    assert any(loc == location for loc, _ in caught.value.problems), caught.value
+    assert fragment in str(caught.value)

@@ -85,3 +85,12 @@ def test_global_significance_is_uniform_under_background_only():
 def test_global_needs_pseudo_experiments():
     with pytest.raises(ValueError, match="pseudo_p_min"):
         lee.global_significance([result_with(0.1, np.empty(0))], seed=0)
+
+
+def test_global_z_stays_finite_when_every_round_beats_the_data():
+    rng = np.random.default_rng(2)
+    rounds = 200
+    results = [result_with(1.0, rng.uniform(size=rounds), f"c{i}") for i in range(3)]
+    outcome = lee.global_significance(results, seed=0)
+    assert outcome.p_global == 1.0
+    assert outcome.z_global == pytest.approx(stats.norm.isf(rounds / (rounds + 1)))

@@ -1,0 +1,88 @@
+"""The theory loop: active learning of a model's exclusion through the campaign's executor."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from campaign import plan
+from campaign.coverage import load_coverages
+from campaign.loop import campaign_space, evaluation_task, model_label
+from campaign.spec import CampaignSpec, ModelSpace, SpecError, load_spec
+from campaign.store import Store
+from campaign.testing import lamppost, small_campaign, write_campaign
+
+THEORY = {
+    "models": [{"name": "zprime", "space": {"mass": [500, 3000], "g": [0.02, 1.0]}}],
+    "budget": 8,
+    "batch": 4,
+    "events": 2000,
+    "max_fits": 2,
+}
+
+
+def test_campaign_space_narrows_the_model_and_refuses_unknown_parameters() -> None:
+    space = campaign_space(ModelSpace(name="zprime", space={"mass": [500, 3000, "linear"]}))
+    mass, g = space.parameters
+    assert (mass.low, mass.high, mass.log) == (500.0, 3000.0, False)
+    assert g.log and (g.low, g.high) == (0.01, 1.0), "g keeps the model's own range"
+    with pytest.raises(ValueError, match=r"unknown parameters \['width'\]; allowed: mass, g"):
+        campaign_space(ModelSpace(name="zprime", space={"width": [0.0, 0.1]}))
+    assert model_label(ModelSpace(name="zprime", options={"channels": ["mumu"]})) == (
+        "zprime[channels=mumu]"
+    )
+
+
+def test_evaluation_tasks_are_content_keyed(tmp_path: Path) -> None:
+    document = small_campaign(tmp_path / "store", theory=THEORY)
+    spec = CampaignSpec.model_validate(document)
+    searches = plan.Task(key="abc", kind="lee", name="look-elsewhere", payload={})
+    point = {"mass": 1000.0, "g": 0.1}
+    first = evaluation_task(spec, spec.theory.models[0], point, searches)
+    again = evaluation_task(spec, spec.theory.models[0], dict(point), searches)
+    assert first.key == again.key and first.payload["seed"] == again.payload["seed"]
+    other = evaluation_task(spec, spec.theory.models[0], {"mass": 1000.0, "g": 0.2}, searches)
+    assert other.key != first.key and other.payload["seed"] != first.payload["seed"]
+    moved = plan.Task(key="abd", kind="lee", name="look-elsewhere", payload={})
+    assert evaluation_task(spec, spec.theory.models[0], point, moved).key != first.key
+
+
+def test_unknown_model_is_refused_with_the_allowed_names(tmp_path: Path) -> None:
+    theory = {**THEORY, "models": [{"name": "axion", "space": {}}]}
+    file = write_campaign(tmp_path / "c.yaml", small_campaign(tmp_path / "s", theory=theory))
+    with pytest.raises(SpecError, match=r"unknown model 'axion'; allowed: .*zprime"):
+        load_spec(file)
+
+
+@pytest.mark.slow
+def test_loop_learns_a_model_and_resumes_without_recomputing(tmp_path: Path) -> None:
+    file = write_campaign(tmp_path / "c.yaml", small_campaign(tmp_path / "store", theory=THEORY))
+    done = lamppost("run", str(file))
+    assert done.returncode == 0, done.stderr[-3000:]
+    store = Store(tmp_path / "store")
+    evaluations = [r for r in store.records() if r.kind == "evaluate"]
+    assert len(evaluations) == THEORY["budget"]
+    assert all(r.status == "done" for r in evaluations)
+    (coverage,) = load_coverages(store)
+    assert coverage.model == "zprime" and coverage.parameters == ("mass", "g")
+    assert coverage.points.shape == (8, 2)
+    assert np.all((coverage.points[:, 0] >= 500) & (coverage.points[:, 0] <= 3000))
+    verdicts = [store.read_json(r.artifacts["verdict"]) for r in evaluations]
+    by_point = {(v["point"]["mass"], v["point"]["g"]): v for v in verdicts}
+    for point, cls in zip(coverage.points, coverage.cls_observed, strict=True):
+        stored = by_point[(float(f"{point[0]:.10g}"), float(f"{point[1]:.10g}"))]["cls_observed"]
+        assert (stored is None and np.isnan(cls)) or cls == pytest.approx(stored)
+    volume = coverage.excluded_volume()
+    assert 0.0 <= volume.low <= volume.fraction <= volume.high <= 1.0
+    excluded = [v for v in verdicts if v["status"] == "excluded"]
+    assert all(v["cls_observed"] < 0.05 and v["excluded_by"] for v in excluded)
+
+    again = lamppost("run", str(file), "--resume", "--json")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads(again.stdout)["done"] == 0, "the resumed loop proposes the same points"
+    (resumed,) = load_coverages(store)
+    np.testing.assert_array_equal(resumed.points, coverage.points)
+    np.testing.assert_array_equal(resumed.p_excluded_observed, coverage.p_excluded_observed)
