@@ -51,7 +51,9 @@ def pseudo_p_tilde(pseudo_min: ArrayLike) -> np.ndarray:
 
 def sidak(p_min: float, n_searches: int) -> float:
     """Probability that the smallest of ``n_searches`` independent uniform p-values is ``<= p_min``."""
-    return float(-np.expm1(n_searches * np.log1p(-min(p_min, 1.0))))
+    if p_min >= 1.0:
+        return 1.0
+    return float(-np.expm1(n_searches * np.log1p(-p_min)))
 
 
 @dataclass(frozen=True)
