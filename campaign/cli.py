@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from campaign.spec import SpecError, json_schema, load_spec
+from campaign.spec import CampaignSpec, SpecError, json_schema, load_spec
 from campaign.store import Store, StoreError
 
 if TYPE_CHECKING:
@@ -246,6 +246,39 @@ def _write_report(
         raise _fail(f"{directory}: {problem}") from None
 
 
+def _reinterpret_published(store: Store, source: Path, *, select: list[str], as_json: bool) -> None:
+    from campaign.published import evaluate_published
+    from campaign.runner import Driver
+    from searches.likelihoods import LikelihoodImportError
+
+    if not store.exists("spec.json"):
+        raise _fail(f"{store.uri}: not a campaign store (no spec.json)")
+    try:
+        spec = CampaignSpec.model_validate(store.read_json("spec.json"))
+        spec = spec.model_copy(update={"store": store.uri})
+        driver = Driver(spec, spec_text=store.read_text("campaign.yaml"))
+        results, folder = evaluate_published(
+            source, run_tasks=driver.run_tasks, store=store, select=select
+        )
+    except (LikelihoodImportError, KeyError, SpecError, StoreError) as problem:
+        raise _fail(str(problem).strip('"')) from None
+    if as_json:
+        _emit_json({"source": results.source, "rows": list(results.rows), "saved": folder})
+        return
+    table = Table(title=f"{source.name}: {len(results.rows)} signal hypotheses")
+    for column in ("region", "evaluated", "excluded (CLs < 0.05)", "failed"):
+        table.add_column(column)
+    for region in results.regions():
+        rows = [r for r in results.rows if r["region"] == region]
+        failed = sum(1 for r in rows if r["status"] == "failed")
+        table.add_row(region, str(len(rows)), str(results.excluded(region)), str(failed))
+    out.print(table)
+    for row in results.rows:
+        if row["status"] != "ok":
+            err.print(f"{row['region']}/{row['patch']}: {row['status']} — {row['reason']}")
+    err.print(f"saved to {store.path(folder)}", markup=False)
+
+
 def _parse_point(items: list[str]) -> dict[str, float]:
     point = {}
     for item in items:
@@ -283,13 +316,26 @@ def reinterpret(
     limits: Annotated[
         bool, typer.Option("--limits", help="Also 95% CL upper limits on mu (slow).")
     ] = False,
+    patchset: Annotated[
+        Path | None,
+        typer.Option(
+            "--patchset",
+            help="Published pyhf likelihood (tarball, folder, BkgOnly.json): every patch's CLs.",
+        ),
+    ] = None,
+    patch: Annotated[
+        list[str] | None, typer.Option("--patch", help="Only these patches (repeatable).")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Test a new benchmark (an events file or a model point) against the searches."""
+    """Test a new benchmark (an events file, a model point or a published likelihood)."""
     from campaign import reinterpret as engine
     from campaign.benchmark import BenchmarkError, signal_events
 
     store = Store(str(directory))
+    if patchset is not None:
+        _reinterpret_published(store, patchset, select=patch or [], as_json=as_json)
+        return
     try:
         results = engine.campaign_results(store)
         signal, benchmark = signal_events(

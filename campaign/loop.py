@@ -136,6 +136,7 @@ def evaluate_point(payload: Mapping[str, Any], store: Store, staging: str) -> di
         "cls_expected": None if math.isnan(expected) else expected,
         "best_search": None if best is None else best.search,
         "excluded_by": sorted(v.search for v in outcome.searches if v.status == "excluded"),
+        "tested": sorted(v.search for v in outcome.searches if v.status in ("excluded", "allowed")),
         "reason": reason,
     }
     relative = f"{staging}/verdict.json"

@@ -52,6 +52,20 @@ class Driver:
         finally:
             self.store.clear_staging()
 
+    def run_tasks(self, tasks: Sequence[plan.Task], label: str) -> dict[str, TaskRecord]:
+        """Run tasks outside the campaign's plan (e.g. published likelihoods) in its ledger.
+
+        The same executor, retries and ledger as the campaign's own tasks: finished tasks are
+        not run again. Returns the finished records by task key.
+        """
+        self.store.clear_staging()
+        try:
+            with RayExecutor(self.spec.execution, store_uri=self.store.uri) as executor:
+                self._stage(executor, tasks, label)
+        finally:
+            self.store.clear_staging()
+        return self.finished
+
     def _run(self) -> CampaignSummary:
         with RayExecutor(self.spec.execution, store_uri=self.store.uri) as executor:
             background, observed, classify = plan.data_tasks(self.spec)

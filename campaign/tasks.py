@@ -319,6 +319,15 @@ def evaluate_theory_point(payload: Mapping[str, Any], store: Store, staging: str
     return evaluate_point(payload, store, staging)
 
 
+def evaluate_published_patches(
+    payload: Mapping[str, Any], store: Store, staging: str
+) -> TaskOutput:
+    """One chunk of a published likelihood's patches (:func:`campaign.published.evaluate_chunk`)."""
+    from campaign.published import evaluate_chunk
+
+    return evaluate_chunk(payload, store, staging)
+
+
 TASKS: dict[str, Callable[[Mapping[str, Any], Store, str], TaskOutput]] = {
     "background": make_background,
     "observed": make_observed,
@@ -326,4 +335,5 @@ TASKS: dict[str, Callable[[Mapping[str, Any], Store, str], TaskOutput]] = {
     "search": run_search,
     "lee": look_elsewhere,
     "evaluate": evaluate_theory_point,
+    "patches": evaluate_published_patches,
 }

@@ -321,31 +321,62 @@ def benchmark_label(benchmark: dict[str, Any]) -> str:
     return f"{model} " + ", ".join(f"{k}={v}" for k, v in sorted(point.items()))
 
 
-def search_impact(reinterpretations: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per search: benchmarks it excludes, and those only it excludes (its improvement)."""
-    excluded_by: dict[str, list[str]] = {}
-    tested: dict[str, int] = {}
+def impact_entries(
+    reinterpretations: Sequence[dict[str, Any]], theory_points: Sequence[dict[str, Any]]
+) -> list[tuple[str, set[str], set[str]]]:
+    """(label, searches tested, searches excluding it) per benchmark and per theory-loop point."""
+    entries = []
     for item in reinterpretations:
-        label = benchmark_label(item["benchmark"])
-        for verdict in item["searches"]:
-            if verdict["status"] in ("excluded", "allowed"):
-                tested[verdict["search"]] = tested.get(verdict["search"], 0) + 1
-            if verdict["status"] == "excluded":
-                excluded_by.setdefault(verdict["search"], []).append(label)
-    counts: dict[str, int] = {}
-    for labels in excluded_by.values():
-        for label in labels:
-            counts[label] = counts.get(label, 0) + 1
-    rows = [
-        {
-            "search": search,
-            "benchmarks_tested": tested.get(search, 0),
-            "benchmarks_excluded": len(labels),
-            "excluded_only_here": sum(1 for label in labels if counts[label] == 1),
-        }
-        for search, labels in excluded_by.items()
-    ]
+        tested = {v["search"] for v in item["searches"] if v["status"] in ("excluded", "allowed")}
+        excluded = {v["search"] for v in item["searches"] if v["status"] == "excluded"}
+        entries.append((item["label"], tested, excluded))
+    for point in theory_points:
+        excluded = set(point["excluded_by"])
+        entries.append((point["label"], set(point["tested"]) | excluded, excluded))
+    return entries
+
+
+def search_impact(entries: Sequence[tuple[str, set[str], set[str]]]) -> list[dict[str, Any]]:
+    """Per search: benchmarks (and theory points) it excludes, and those only it excludes.
+
+    "Only here" is the search's improvement: without it, the campaign would not exclude them.
+    """
+    searches = sorted({s for _, tested, excluded in entries for s in tested | excluded})
+    rows = []
+    for search in searches:
+        tested = sum(1 for _, t, e in entries if search in t or search in e)
+        mine = [e for _, _, e in entries if search in e]
+        if not mine:
+            continue
+        rows.append(
+            {
+                "search": search,
+                "benchmarks_tested": tested,
+                "benchmarks_excluded": len(mine),
+                "excluded_only_here": sum(1 for e in mine if len(e) == 1),
+            }
+        )
     return sorted(rows, key=lambda r: (-r["excluded_only_here"], -r["benchmarks_excluded"]))
+
+
+def theory_points(store: Store) -> list[dict[str, Any]]:
+    """The theory loop's evaluated points (from the ledger), with what excluded each."""
+    points = []
+    for record in store.records():
+        if record.kind != "evaluate" or record.status != "done":
+            continue
+        verdict = store.read_json(record.artifacts["verdict"])
+        points.append(
+            {
+                "label": record.name.removeprefix("evaluate/"),
+                "status": verdict["status"],
+                "best_search": verdict.get("best_search"),
+                "tested": verdict.get("tested", []),
+                "excluded_by": verdict.get("excluded_by", []),
+                "reason": verdict.get("reason", ""),
+            }
+        )
+    return sorted(points, key=lambda p: p["label"])
 
 
 def _coverage_row(coverage: ModelCoverage) -> dict[str, Any]:
@@ -441,6 +472,7 @@ def build_summary(store: Store, *, top: int | None = None) -> dict[str, Any]:
     coverages = load_coverages(store)
     p_tildes = [r.p_tilde for r in results if r.p_tilde is not None]
     rounds = max((r.n_pseudo for r in results), default=0)
+    points = theory_points(store)
     failed_fits = [
         {
             "benchmark": benchmark_label(item["benchmark"]),
@@ -450,6 +482,10 @@ def build_summary(store: Store, *, top: int | None = None) -> dict[str, Any]:
         for item in reinterpretations
         for verdict in item["searches"]
         if verdict["status"] == "failed"
+    ] + [
+        {"benchmark": p["label"], "search": "theory loop", "reason": p["reason"]}
+        for p in points
+        if p["status"] == "failed"
     ]
     return {
         "schema_version": REPORT_SCHEMA_VERSION,
@@ -464,7 +500,7 @@ def build_summary(store: Store, *, top: int | None = None) -> dict[str, Any]:
         else None,
         "deviations": [_deviation(r, lim) for r, lim in zip(results, limits, strict=True)][:top],
         "reinterpretations": reinterpretations,
-        "search_impact": search_impact(reinterpretations),
+        "search_impact": search_impact(impact_entries(reinterpretations, points)),
         "coverage": [_coverage_row(c) for c in coverages],
         "next_searches": next_searches(class_rows, grid),
         "failed_tasks": [{"task": f["task"], "error": f["error"]} for f in status.failures],

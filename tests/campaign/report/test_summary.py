@@ -18,6 +18,7 @@ from campaign.report import build_summary, report_schema
 from campaign.report.summary import (
     LIMIT_MU_MAX,
     expected_limits_fb,
+    impact_entries,
     next_searches,
     p_tilde_distribution,
     search_impact,
@@ -198,26 +199,30 @@ def test_p_tilde_of_uniform_pseudo_searches_follows_the_expectation() -> None:
 def test_search_impact_counts_exclusive_exclusions() -> None:
     def item(model: str, statuses: dict[str, str]) -> dict:
         return {
-            "benchmark": {"model": model, "point": {}},
+            "label": model,
             "searches": [{"search": s, "status": v} for s, v in statuses.items()],
         }
 
-    rows = search_impact(
-        [
-            item("a", {"x": "excluded", "y": "excluded"}),
-            item("b", {"x": "excluded", "y": "allowed"}),
-            item("c", {"x": "not covered", "y": "failed"}),
-        ]
-    )
+    reinterpretations = [
+        item("a", {"x": "excluded", "y": "excluded"}),
+        item("b", {"x": "excluded", "y": "allowed"}),
+        item("c", {"x": "not covered", "y": "failed"}),
+    ]
+    points = [{"label": "zprime/mass=1000", "excluded_by": ["y"], "tested": ["x", "y"]}]
+    rows = search_impact(impact_entries(reinterpretations, points))
     by = {r["search"]: r for r in rows}
     assert by["x"] == {
         "search": "x",
-        "benchmarks_tested": 2,
+        "benchmarks_tested": 3,
         "benchmarks_excluded": 2,
         "excluded_only_here": 1,
     }
-    assert by["y"]["excluded_only_here"] == 0
-    assert rows[0]["search"] == "x"
+    assert by["y"] == {
+        "search": "y",
+        "benchmarks_tested": 3,
+        "benchmarks_excluded": 2,
+        "excluded_only_here": 1,
+    }
 
 
 def test_next_searches_lists_unsearched_populated_classes_then_gaps() -> None:

@@ -1,0 +1,193 @@
+"""Published experiment likelihoods as searches of a campaign.
+
+A HEPData-style pyhf likelihood (a tarball, a folder of ``BkgOnly.json`` with a patchset or
+per-point patch files) is read with its digests checked (:mod:`searches.likelihoods`); its
+signal patches are cut into chunks, each an ``patches`` task that the campaign's executor runs
+in parallel (Ray) through the batched CLs engine with fit checks
+(:func:`searches.stats.batched.evaluate_patches`: batched torch fits, plain pyhf where a
+structure cannot be stacked, retries, FAILED rather than a silent CLs = 1). The tasks live in the
+campaign's ledger, so an interrupted evaluation resumes. The answer is one table per likelihood,
+keyed by region and the patches' model parameters, saved as JSON and Parquet in the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from campaign import plan
+from campaign.store import Store, TaskRecord
+from searches.likelihoods import PublishedLikelihood, load_likelihoods
+
+SCHEMA_VERSION = "1"
+CHUNK = 40
+"""Patches per task: large enough for the batched engine to pay off, small enough to spread."""
+
+
+@dataclass(frozen=True)
+class PublishedResults:
+    """CLs of every evaluated patch of one published likelihood."""
+
+    source: str
+    label: str
+    rows: tuple[Mapping[str, Any], ...]
+
+    def excluded(self, region: str) -> int:
+        return sum(
+            1
+            for r in self.rows
+            if r["region"] == region and r["status"] != "failed" and r["cls_obs"] < 0.05
+        )
+
+    def regions(self) -> list[str]:
+        return sorted({r["region"] for r in self.rows})
+
+
+def likelihood_label(likelihoods: Sequence[PublishedLikelihood]) -> str:
+    """Content label of a likelihood: its background digests and patch names."""
+    text = json.dumps(
+        [[item.name, item.digest, [p.name for p in item.patches]] for item in likelihoods]
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def patch_tasks(
+    source: Path,
+    likelihoods: Sequence[PublishedLikelihood],
+    *,
+    select: Sequence[str] = (),
+    chunk: int = CHUNK,
+) -> list[plan.Task]:
+    """Tasks evaluating the patches (all, or those named in ``select``) in chunks.
+
+    Raises:
+        KeyError: a selected patch that no region has, listing some that exist.
+    """
+    wanted = set(select)
+    known = {p.name for item in likelihoods for p in item.patches}
+    missing = sorted(wanted - known)
+    if missing:
+        some = ", ".join(sorted(known)[:5])
+        raise KeyError(f"{source}: no patch named {missing}; have e.g. {some}")
+    tasks = []
+    for item in likelihoods:
+        names = [p.name for p in item.patches if not wanted or p.name in wanted]
+        for start in range(0, len(names), chunk):
+            part = names[start : start + chunk]
+            config = {
+                "source": str(source.resolve()),
+                "region": item.name,
+                "digest": item.digest,
+                "patches": part,
+            }
+            tasks.append(
+                plan.Task(
+                    key=plan.content_key("patches", config),
+                    kind="patches",
+                    name=f"patches/{item.name or 'workspace'}/{start // chunk}",
+                    payload=config,
+                    cost=float(len(part)),
+                )
+            )
+    return tasks
+
+
+def evaluate_chunk(payload: Mapping[str, Any], store: Store, staging: str) -> dict[str, Any]:
+    """Task function: CLs of one chunk of patches of one region (digest re-checked)."""
+    from searches.stats.batched import evaluate_patches
+
+    regions = {item.name: item for item in load_likelihoods(payload["source"])}
+    item = regions[payload["region"]]
+    if item.digest != payload["digest"]:
+        raise ValueError(
+            f"{payload['source']}: region {payload['region']!r} changed since the tasks were "
+            f"planned (digest {item.digest}, expected {payload['digest']})"
+        )
+    patches = [item.patch(name) for name in payload["patches"]]
+    results = evaluate_patches(item.background, patches, region=item.name)
+    relative = f"{staging}/cls.json"
+    store.write_text(relative, json.dumps([r.to_dict() for r in results], sort_keys=True))
+    return {"artifacts": {"cls": relative}}
+
+
+def collect(
+    source: Path,
+    likelihoods: Sequence[PublishedLikelihood],
+    tasks: Sequence[plan.Task],
+    finished: Mapping[str, TaskRecord],
+    store: Store,
+) -> PublishedResults:
+    """The per-patch table from the finished tasks (patches of failed tasks are left out)."""
+    parameters = {(i.name, p.name): dict(p.parameters) for i in likelihoods for p in i.patches}
+    rows = []
+    for task in tasks:
+        record = finished.get(task.key)
+        if record is None:
+            continue
+        for result in store.read_json(record.artifacts["cls"]):
+            expected = result.get("cls_exp")
+            rows.append(
+                {
+                    "region": result["region"],
+                    "patch": result["name"],
+                    "parameters": parameters[(result["region"], result["name"])],
+                    "cls_obs": result.get("cls_obs"),
+                    "cls_exp": expected,
+                    "status": result["status"],
+                    "reason": result.get("reason", ""),
+                    "backend": result.get("backend", ""),
+                }
+            )
+    rows.sort(key=lambda r: (r["region"], r["patch"]))
+    return PublishedResults(
+        source=str(source), label=likelihood_label(likelihoods), rows=tuple(rows)
+    )
+
+
+def save(store: Store, results: PublishedResults) -> str:
+    """``published/<label>/results.json`` and ``results.parquet`` (one row per patch)."""
+    folder = f"published/{results.label}"
+    document = {
+        "schema_version": SCHEMA_VERSION,
+        "source": results.source,
+        "rows": list(results.rows),
+    }
+    store.write_text(f"{folder}/results.json", json.dumps(document, sort_keys=True))
+    names = sorted({k for r in results.rows for k in r["parameters"]})
+    table = pa.Table.from_pylist(
+        [
+            {
+                "region": r["region"],
+                "patch": r["patch"],
+                **{name: r["parameters"].get(name) for name in names},
+                "cls_obs": r["cls_obs"],
+                "cls_exp_median": None if r["cls_exp"] is None else r["cls_exp"][2],
+                "status": r["status"],
+                "reason": r["reason"],
+            }
+            for r in results.rows
+        ]
+    ).replace_schema_metadata({"lamppost.published.schema_version": SCHEMA_VERSION})
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    store.write_bytes(f"{folder}/results.parquet", buffer.getvalue())
+    return folder
+
+
+def evaluate_published(
+    source: Path, *, run_tasks: Any, store: Store, select: Sequence[str] = (), chunk: int = CHUNK
+) -> tuple[PublishedResults, str]:
+    """Import ``source``, evaluate its patches through ``run_tasks`` and save the table."""
+    likelihoods = load_likelihoods(source)
+    tasks = patch_tasks(source, likelihoods, select=select, chunk=chunk)
+    finished = run_tasks(tasks, "published likelihood")
+    results = collect(source, likelihoods, tasks, finished, store)
+    return results, save(store, results)
