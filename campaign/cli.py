@@ -190,7 +190,7 @@ def _print_status(store: Store, *, top: int) -> None:
 
 @app.command()
 def report(
-    directory: Path,
+    directory: Annotated[Path | None, typer.Argument(help="Campaign store.")] = None,
     output: Annotated[
         Path | None, typer.Option("--out", help="Folder for report.html/.json/.pdf.")
     ] = None,
@@ -215,6 +215,8 @@ def report(
     if print_schema:
         _emit_json(report_schema())
         return
+    if directory is None:
+        raise _fail("report: give the campaign store (DIRECTORY), or --schema")
     files = _write_report(directory, out_dir=output, pdf=pdf, top=top)
     if as_json:
         _emit_json(
@@ -262,9 +264,17 @@ def _reinterpret_published(store: Store, source: Path, *, select: list[str], as_
         )
     except (LikelihoodImportError, KeyError, SpecError, StoreError) as problem:
         raise _fail(str(problem).strip('"')) from None
+    code = EXIT_PARTIAL if results.missing else EXIT_OK
     if as_json:
-        _emit_json({"source": results.source, "rows": list(results.rows), "saved": folder})
-        return
+        _emit_json(
+            {
+                "source": results.source,
+                "rows": list(results.rows),
+                "missing": list(results.missing),
+                "saved": folder,
+            }
+        )
+        raise typer.Exit(code)
     table = Table(title=f"{source.name}: {len(results.rows)} signal hypotheses")
     for column in ("region", "evaluated", "excluded (CLs < 0.05)", "failed"):
         table.add_column(column)
@@ -275,8 +285,18 @@ def _reinterpret_published(store: Store, source: Path, *, select: list[str], as_
     out.print(table)
     for row in results.rows:
         if row["status"] != "ok":
-            err.print(f"{row['region']}/{row['patch']}: {row['status']} — {row['reason']}")
+            err.print(
+                f"{row['region']}/{row['patch']}: {row['status']} — {row['reason']}",
+                markup=False,
+            )
+    if results.missing:
+        err.print(
+            f"{len(results.missing)} patches not evaluated (their task failed; "
+            f"`lamppost status {store.uri}` shows why): {', '.join(results.missing[:5])}",
+            markup=False,
+        )
     err.print(f"saved to {store.path(folder)}", markup=False)
+    raise typer.Exit(code)
 
 
 def _parse_point(items: list[str]) -> dict[str, float]:

@@ -39,6 +39,8 @@ class PublishedResults:
     source: str
     label: str
     rows: tuple[Mapping[str, Any], ...]
+    missing: tuple[str, ...] = ()
+    """Patches whose task failed (``region/patch``): no row, see the ledger for the error."""
 
     def excluded(self, region: str) -> int:
         return sum(
@@ -127,10 +129,11 @@ def collect(
 ) -> PublishedResults:
     """The per-patch table from the finished tasks (patches of failed tasks are left out)."""
     parameters = {(i.name, p.name): dict(p.parameters) for i in likelihoods for p in i.patches}
-    rows = []
+    rows, missing = [], []
     for task in tasks:
         record = finished.get(task.key)
         if record is None:
+            missing += [f"{task.payload['region']}/{name}" for name in task.payload["patches"]]
             continue
         for result in store.read_json(record.artifacts["cls"]):
             expected = result.get("cls_exp")
@@ -148,7 +151,10 @@ def collect(
             )
     rows.sort(key=lambda r: (r["region"], r["patch"]))
     return PublishedResults(
-        source=str(source), label=likelihood_label(likelihoods), rows=tuple(rows)
+        source=str(source),
+        label=likelihood_label(likelihoods),
+        rows=tuple(rows),
+        missing=tuple(missing),
     )
 
 

@@ -881,6 +881,13 @@ def _as_patch(item: Any) -> tuple[str, dict[str, float], list[dict[str, Any]]]:
     return str(name), {}, list(ops)
 
 
+BATCH_SIZE = 8
+"""Hypotheses per stacked fit. The batched Newton iterations run until the slowest member of a
+stack has converged, so one hard hypothesis makes its whole stack iterate: on the 650 sbottom
+patches (one core) a whole region per stack costs 233 CPU-s, stacks of 40 21 CPU-s and stacks of
+5–10 about 10 CPU-s (benchmarks/RESULTS.md)."""
+
+
 def evaluate_patches(
     bkg_workspace: Mapping[str, Any],
     patches: Sequence[Any],
@@ -890,6 +897,7 @@ def evaluate_patches(
     mu: float = 1.0,
     region: str = "",
     progress: Callable[[int], None] | None = None,
+    batch_size: int = BATCH_SIZE,
 ) -> list[CLsResult]:
     """CLs (observed and expected band) at ``mu`` for every signal patch of one background.
 
@@ -906,6 +914,7 @@ def evaluate_patches(
         mu: Signal strength tested.
         region: Copied into each result.
         progress: Called with the number of patches just finished.
+        batch_size: Hypotheses fitted together in one stack (see :data:`BATCH_SIZE`).
 
     Returns:
         One :class:`~searches.stats.robust.CLsResult` per patch, in input order. Hypotheses whose
@@ -930,13 +939,17 @@ def evaluate_patches(
     for i, spec in enumerate(specs):
         key = structure_key(spec) if backend != "pyhf" else None
         groups.setdefault(key, []).append(i)
+    stacks: list[tuple[str | None, list[int]]] = []
+    for key, members in groups.items():
+        step = len(members) if key is None else max(1, batch_size)
+        stacks += [(key, members[k : k + step]) for k in range(0, len(members), step)]
 
     def report(i: int, result: CLsResult) -> None:
         results[i] = result
         if progress is not None:
             progress(1)
 
-    for key, members in groups.items():
+    for key, members in stacks:
         if key is None:
             for i in members:
                 name, params, _ = items[i]

@@ -40,7 +40,9 @@ def test_notebook_on_the_quickstart_campaign(
 ) -> None:
     monkeypatch.setenv("LAMPPOST_STORE", str(quickstart))
     notebook = execute(name, tmp_path)
-    errors = [o for cell in notebook.cells for o in cell.get("outputs", []) if o.output_type == "error"]
+    errors = [
+        o for cell in notebook.cells for o in cell.get("outputs", []) if o.output_type == "error"
+    ]
     assert not errors
 
 

@@ -9,8 +9,9 @@ import pyhf
 import pytest
 
 from searches.likelihoods import LikelihoodImportError, SignalPatch, load_likelihoods
+from searches.testing import SBOTTOM_TARBALL
 
-TARBALL = "likelihoods/atlas-susy-2018-31-sbottom/pyhf-ins1748602-probability-models.tar.gz"
+TARBALL = SBOTTOM_TARBALL
 
 
 @pytest.fixture(scope="module")

@@ -106,7 +106,7 @@ def test_cli_writes_the_report_and_prints_the_schema(reviewed_store: Path, tmp_p
     paths = json.loads(done.stdout)
     assert paths["pdf"] is None and paths["pdf_skipped"] == "not asked"
     assert Path(paths["html"]).is_file() and Path(paths["summary"]).is_file()
-    schema = lamppost("report", str(reviewed_store), "--schema")
+    schema = lamppost("report", "--schema")
     assert json.loads(schema.stdout) == report_schema()
     missing = lamppost("report", str(tmp_path / "nowhere"))
     assert missing.returncode == 2
