@@ -53,10 +53,13 @@ class PublishedResults:
         return sorted({r["region"] for r in self.rows})
 
 
-def likelihood_label(likelihoods: Sequence[PublishedLikelihood]) -> str:
-    """Content label of a likelihood: its background digests and patch names."""
+def likelihood_label(likelihoods: Sequence[PublishedLikelihood], select: Sequence[str] = ()) -> str:
+    """Content label of an evaluation: background digests, patch names and the selection."""
     text = json.dumps(
-        [[item.name, item.digest, [p.name for p in item.patches]] for item in likelihoods]
+        [
+            [[item.name, item.digest, [p.name for p in item.patches]] for item in likelihoods],
+            sorted(select),
+        ]
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -126,6 +129,8 @@ def collect(
     tasks: Sequence[plan.Task],
     finished: Mapping[str, TaskRecord],
     store: Store,
+    *,
+    select: Sequence[str] = (),
 ) -> PublishedResults:
     """The per-patch table from the finished tasks (patches of failed tasks are left out)."""
     parameters = {(i.name, p.name): dict(p.parameters) for i in likelihoods for p in i.patches}
@@ -152,7 +157,7 @@ def collect(
     rows.sort(key=lambda r: (r["region"], r["patch"]))
     return PublishedResults(
         source=str(source),
-        label=likelihood_label(likelihoods),
+        label=likelihood_label(likelihoods, select),
         rows=tuple(rows),
         missing=tuple(missing),
     )
@@ -195,5 +200,5 @@ def evaluate_published(
     likelihoods = load_likelihoods(source)
     tasks = patch_tasks(source, likelihoods, select=select, chunk=chunk)
     finished = run_tasks(tasks, "published likelihood")
-    results = collect(source, likelihoods, tasks, finished, store)
+    results = collect(source, likelihoods, tasks, finished, store, select=select)
     return results, save(store, results)
