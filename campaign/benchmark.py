@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ def signal_events(
     preset: str | None = None,
     xsec_pb: float | None = None,
     model: str | None = None,
+    options: Mapping[str, Any] | None = None,
     point: dict[str, float] | None = None,
     n_events: int = 20000,
     seed: int = 0,
@@ -53,7 +55,10 @@ def signal_events(
         return signal, {"label": Path(events).name, "source": str(events), "xsec_pb": xsec_pb}
     if model not in MODELS:
         raise BenchmarkError(f"--model: unknown model {model!r}; allowed: {', '.join(MODELS)}")
-    theory = get_model(model)
+    try:
+        theory = get_model(model, **dict(options or {}))
+    except (TypeError, ValueError) as err:
+        raise BenchmarkError(f"--model {model}: {err}") from None
     try:
         theory.check_point(point or {})
     except (ValueError, KeyError) as err:
@@ -66,4 +71,7 @@ def signal_events(
         seed=derive_seed(seed, model, *(f"{k}={v}" for k, v in sorted((point or {}).items()))),
     )
     label = f"{model}(" + ", ".join(f"{k}={v:g}" for k, v in sorted((point or {}).items())) + ")"
-    return signal, {"label": label, "model": model, "point": point, "n_events": n_events}
+    description = {"label": label, "model": model, "point": point, "n_events": n_events}
+    if options:
+        description["options"] = dict(options)
+    return signal, description

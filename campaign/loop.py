@@ -110,11 +110,10 @@ def evaluate_point(payload: Mapping[str, Any], store: Store, staging: str) -> di
         store,
         model=payload["model"],
         point=dict(payload["point"]),
+        options=payload["options"],
         n_events=int(payload["events"]),
         seed=int(payload["seed"]),
     )
-    if payload["options"]:
-        benchmark = {**benchmark, "options": payload["options"]}
     outcome = reinterpret(
         campaign_results(store), signal, benchmark=benchmark, max_fits=payload["max_fits"]
     )

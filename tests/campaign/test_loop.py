@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import awkward as ak
 import numpy as np
 import pytest
 
 from campaign import plan
+from campaign.benchmark import BenchmarkError, signal_events
 from campaign.coverage import load_coverages
 from campaign.loop import campaign_space, evaluation_task, model_label
 from campaign.spec import CampaignSpec, ModelSpace, SpecError, load_spec
@@ -86,3 +88,25 @@ def test_loop_learns_a_model_and_resumes_without_recomputing(tmp_path: Path) -> 
     (resumed,) = load_coverages(store)
     np.testing.assert_array_equal(resumed.points, coverage.points)
     np.testing.assert_array_equal(resumed.p_excluded_observed, coverage.p_excluded_observed)
+
+
+def test_model_options_reach_the_simulation(reference_run: Path) -> None:
+    signal, description = signal_events(
+        Store(reference_run),
+        model="zprime",
+        options={"channels": ["mumu"]},
+        point={"mass": 1000.0, "g": 0.3},
+        n_events=400,
+        seed=1,
+    )
+    muons, electrons = ak.sum(ak.num(signal.muon)), ak.sum(ak.num(signal.electron))
+    assert muons > 500 and electrons <= 0.01 * muons, "Z' -> mumu only"
+    assert description["options"] == {"channels": ["mumu"]}
+    with pytest.raises(BenchmarkError, match=r"unknown options \['colour'\]; allowed: channels"):
+        signal_events(
+            Store(reference_run),
+            model="zprime",
+            options={"colour": 1},
+            point={"mass": 1000.0, "g": 0.3},
+            n_events=10,
+        )
