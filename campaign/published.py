@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -194,7 +194,12 @@ def save(store: Store, results: PublishedResults) -> str:
 
 
 def evaluate_published(
-    source: Path, *, run_tasks: Any, store: Store, select: Sequence[str] = (), chunk: int = CHUNK
+    source: Path,
+    *,
+    run_tasks: Callable[[Sequence[plan.Task], str], Mapping[str, TaskRecord]],
+    store: Store,
+    select: Sequence[str] = (),
+    chunk: int = CHUNK,
 ) -> tuple[PublishedResults, str]:
     """Import ``source``, evaluate its patches through ``run_tasks`` and save the table."""
     likelihoods = load_likelihoods(source)

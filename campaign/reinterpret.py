@@ -25,13 +25,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from campaign.store import Store, StoreError
-from campaign.tasks import load_results
+from campaign.tasks import finished_results
 from searches import events as ev
 from searches.methods.registry import get_method
 from searches.result import SearchResult
 from searches.stats import inference
 from searches.stats.combine import combine
-from searches.stats.robust import build_model, diagnose_fits, plain_hypotest, robust_hypotest
+from searches.stats.robust import Q_TOLERANCE, robust_hypotest
 from searches.stats.workspace import with_signal
 
 SCHEMA_VERSION = "1"
@@ -124,50 +124,36 @@ def evaluate_search(
 def _test(
     workspace: Mapping[str, Any], *, name: str, limits: bool, expected_z: float
 ) -> dict[str, Any]:
-    """pyhf CLs with its fits checked: FAILED rather than a silent CLs = 1 or NaN.
+    """pyhf CLs with its fits checked and retried: FAILED rather than a silent CLs = 1 or NaN.
 
-    The checks of :func:`searches.stats.robust.diagnose_fits` apply (non-finite CLs, negative
-    test statistics, no expected sensitivity, μ̂ never moved, unconverged fits) except
-    "parameters at bounds": a search workspace's MC-statistics and normalisation parameters
-    sit on their bounds legitimately when a large signal is tested at μ = 1 (the constrained
-    fit is the profile likelihood the test needs). A test without expected sensitivity
-    (Asimov statistic ≈ 0) is "allowed" with CLs = 1 only when the signal is negligible by the
-    independent estimate ``expected_z`` (:func:`sensitivity`); otherwise, and for every other
-    problem, the test is retried with other optimizers and starts
-    (:func:`~searches.stats.robust.robust_hypotest`) and reported failed if still unresolved.
+    :func:`~searches.stats.robust.robust_hypotest` with nuisance parameters on their bounds
+    accepted (``check_bounds=False``, see :func:`~searches.stats.robust.diagnose_fits`). A test
+    that stays unresolved only because every attempt finds no expected sensitivity (Asimov
+    statistic ≈ 0) is "allowed" with CLs = 1 when the independent estimate ``expected_z``
+    (:func:`sensitivity`) agrees that the signal is negligible.
     """
-    model, data = build_model(workspace)
-    try:
-        fits = plain_hypotest(model, data)
-    except Exception as err:
-        problems = [f"plain pyhf: {type(err).__name__}: {err}"]
-        cls_observed, cls_expected = math.nan, (math.nan,) * 5
-    else:
-        problems = [
-            p for p in diagnose_fits(model, fits) if not p.startswith("parameters at bounds")
-        ]
-        cls_observed, cls_expected = fits.cls_obs, tuple(fits.cls_exp)
-    insensitive = all(p.startswith("q_A = ") and "≈ 0" in p for p in problems)
-    if problems and insensitive and expected_z < NO_SENSITIVITY_Z:
-        return {
-            "status": "allowed",
-            "cls_observed": 1.0,
-            "cls_expected": (1.0,) * 5,
-            "reason": f"no expected sensitivity (Z ≈ {expected_z:.2g})",
-        }
-    if problems:
-        retried = robust_hypotest(workspace, name=name, earlier_problems=problems)
-        if retried.status == "failed" or retried.cls_obs is None or retried.cls_exp is None:
-            return {"status": "failed", "reason": f"{name}: {retried.reason}"}
-        cls_observed, cls_expected = retried.cls_obs, tuple(retried.cls_exp)
+    tested = robust_hypotest(workspace, name=name, check_bounds=False)
+    if tested.status == "failed" or tested.cls_obs is None or tested.cls_exp is None:
+        attempts = tested.diagnostics.get("attempts", [])
+        insensitive = bool(attempts) and all(
+            abs(a.get("q_asimov_raw", math.inf)) <= Q_TOLERANCE for a in attempts
+        )
+        if insensitive and expected_z < NO_SENSITIVITY_Z:
+            return {
+                "status": "allowed",
+                "cls_observed": 1.0,
+                "cls_expected": (1.0,) * 5,
+                "reason": f"no expected sensitivity (Z ≈ {expected_z:.2g})",
+            }
+        return {"status": "failed", "reason": f"{name}: {tested.reason}"}
     limit = inference.upper_limit(workspace) if limits else None
     return {
-        "status": _verdict(cls_observed),
-        "cls_observed": cls_observed,
-        "cls_expected": cls_expected,
+        "status": _verdict(tested.cls_obs),
+        "cls_observed": tested.cls_obs,
+        "cls_expected": tuple(tested.cls_exp),
         "mu_limit_observed": None if limit is None else limit.observed,
         "mu_limit_expected": None if limit is None else limit.expected,
-        "reason": "",
+        "reason": tested.reason,
     }
 
 
@@ -308,12 +294,7 @@ def campaign_results(store: Store) -> list[SearchResult]:
     """Every successful search result of a finished campaign."""
     if not store.exists("spec.json"):
         raise StoreError(f"{store.uri}: not a campaign store (no spec.json)")
-    results = [
-        result
-        for record in store.records()
-        if record.kind == "search" and record.status == "done"
-        for result in load_results(store, record.artifacts["results"])
-    ]
+    results = finished_results(store)
     if not results:
         raise StoreError(f"{store.uri}: the campaign has no finished searches to reinterpret")
     return results

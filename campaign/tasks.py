@@ -292,6 +292,16 @@ def load_results(store: Store, relative: str) -> list[SearchResult]:
     return [SearchResult.from_dict(item) for item in store.read_json(relative)]
 
 
+def finished_results(store: Store) -> list[SearchResult]:
+    """Every result of the campaign's finished search tasks (ledger order)."""
+    return [
+        result
+        for record in store.records()
+        if record.kind == "search" and record.status == "done"
+        for result in load_results(store, record.artifacts["results"])
+    ]
+
+
 def look_elsewhere(payload: Mapping[str, Any], store: Store, staging: str) -> TaskOutput:
     """Global significance across every search of the campaign."""
     results = [

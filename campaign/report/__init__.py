@@ -9,6 +9,7 @@ outside; the PDF is that page printed by headless Chromium.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from campaign.coverage import load_coverages
+from campaign.coverage import ModelCoverage, load_coverages
 from campaign.report import plots
 from campaign.report.browser import BrowserError, find_chromium, print_pdf
 from campaign.report.summary import REPORT_SCHEMA_VERSION, build_summary
@@ -58,14 +59,14 @@ def _environment() -> Environment:
     )
 
 
-def render_html(summary: dict[str, Any], store: Store) -> str:
-    """The report page for ``summary`` (exclusion maps read the coverage files of ``store``)."""
+def render_html(summary: dict[str, Any], coverages: Sequence[ModelCoverage] = ()) -> str:
+    """The report page for ``summary``; ``coverages`` give the exclusion maps, in its order."""
     figures: dict[str, Any] = {
         "p_tilde": None
         if summary["p_tilde_distribution"] is None
         else plots.data_uri(plots.p_tilde_figure(summary["p_tilde_distribution"])),
         "deviations": [plots.data_uri(plots.deviation_figure(d)) for d in summary["deviations"]],
-        "exclusions": [plots.data_uri(plots.exclusion_figure(c)) for c in load_coverages(store)],
+        "exclusions": [plots.data_uri(plots.exclusion_figure(c)) for c in coverages],
     }
     cells = summary["signature_grid"]["cells"]
     limits = [[None if c is None else c["best_limit_fb"] for c in row] for row in cells]
@@ -105,9 +106,10 @@ def write_report(
         top: how many deviations get a plot (default: the campaign's ``report.top``).
     """
     folder = out_dir or store.local_path("")
-    summary = build_summary(store, top=top)
+    coverages = load_coverages(store)
+    summary = build_summary(store, top=top, coverages=coverages)
     html_path, json_path = folder / "report.html", folder / "report.json"
-    _atomic_write(html_path, render_html(summary, store))
+    _atomic_write(html_path, render_html(summary, coverages))
     _atomic_write(json_path, json.dumps(summary, indent=1, sort_keys=True, allow_nan=False))
     if pdf is False:
         return ReportFiles(html=html_path, summary=json_path, pdf=None, pdf_skipped="not asked")

@@ -23,9 +23,9 @@ import numpy as np
 from campaign.coverage import ModelCoverage, load_coverages
 from campaign.status import read_status
 from campaign.store import Store
-from campaign.tasks import load_results
+from campaign.tasks import finished_results
 from searches.result import SearchResult
-from searches.signatures import parse_class_name
+from searches.signatures import EMPTY_CLASS, parse_class_name
 from searches.stats import counting
 
 REPORT_SCHEMA_VERSION = "1"
@@ -410,7 +410,8 @@ def next_searches(
     """
     items: list[dict[str, Any]] = []
     for row in sorted(class_rows, key=lambda r: -r["observed"]):
-        if not row["searched"] and row["observed"] > 0 and not row["name"].startswith("empty"):
+        unsearched = not row["searched"] and not row["name"].startswith(EMPTY_CLASS)
+        if unsearched and row["observed"] > 0:
             items.append(
                 {
                     "what": row["name"],
@@ -452,24 +453,24 @@ def _look_elsewhere(stored: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def build_summary(store: Store, *, top: int | None = None) -> dict[str, Any]:
-    """The whole report as data (see the module docstring and the JSON Schema)."""
+def build_summary(
+    store: Store, *, top: int | None = None, coverages: Sequence[ModelCoverage] | None = None
+) -> dict[str, Any]:
+    """The whole report as data (see the module docstring and the JSON Schema).
+
+    ``coverages`` are the store's model coverages when the caller already read them.
+    """
     status = read_status(store)
     spec = store.read_json("spec.json")
     top = top or int((spec.get("report") or {}).get("top", 10))
-    results = [
-        result
-        for record in store.records()
-        if record.kind == "search" and record.status == "done"
-        for result in load_results(store, record.artifacts["results"])
-    ]
+    results = finished_results(store)
     results.sort(key=lambda r: (*_rank(r), _search_name(r)))
     luminosity = float(spec.get("luminosity_fb") or 1.0)
     limits = expected_limits_fb(results, luminosity)
     grid = signature_grid(results, limits)
     class_rows = _class_rows(status.classes, results)
     reinterpretations = _reinterpretations(store)
-    coverages = load_coverages(store)
+    coverages = load_coverages(store) if coverages is None else coverages
     p_tildes = [r.p_tilde for r in results if r.p_tilde is not None]
     rounds = max((r.n_pseudo for r in results), default=0)
     points = theory_points(store)
