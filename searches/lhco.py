@@ -18,9 +18,15 @@ scored only by models that did not train on it, and the test signal is never tra
 test background is therefore all 159,236 true-background events, which pins down false
 positive rates near 1e-3 far better than the 40,000 of the test file alone.
 
-SIC. ``SIC = TPR / √FPR``; its maximum is taken over thresholds that keep at least
-``min_background`` test-background events (default 50, i.e. FPR ≥ 3.1e-4), because the maximum
-of a curve estimated from a handful of background events is biased upwards.
+SIC. ``SIC = ε_S / √ε_B`` (signal efficiency over the square root of the background
+efficiency, both on test events). Its maximum is taken only over thresholds that keep at
+least ``min_background`` test-background events: the maximum of a curve estimated from a
+handful of background events is biased upwards. The default, 25 events, follows the CATHODE
+comparison (arXiv:2109.00546) and its follow-ups, which cut SIC curves where the relative
+statistical uncertainty of ε_B, ``1/√N_B``, exceeds 20 %. It is a
+statement about the test statistics, not a tuned number; with the 159,236 test-background
+events here it means ε_B ≥ 1.6e-4. (The literature's test sets hold a larger extra-background
+sample, so their cut sits at lower ε_B.) :func:`sic_curve` takes any other minimum.
 """
 
 from __future__ import annotations
@@ -139,8 +145,15 @@ class SicCurve:
         return out
 
 
+MIN_BACKGROUND = 25
+"""Fewest test-background events above a SIC threshold: 20 % relative uncertainty on ε_B."""
+
+
 def sic_curve(
-    signal_scores: np.ndarray, background_scores: np.ndarray, *, min_background: int = 50
+    signal_scores: np.ndarray,
+    background_scores: np.ndarray,
+    *,
+    min_background: int = MIN_BACKGROUND,
 ) -> SicCurve:
     """SIC curve from scores of test signal ``(S,)`` and test background ``(B,)``.
 
@@ -175,7 +188,10 @@ class BoostingOptions(BaseModel):
 
     ``n_repeats`` repetitions of the k-fold split with different fold assignments give every
     event an ensemble of ``n_repeats`` out-of-fold scores, averaged (CATHODE averages ensembles
-    too; averaging removes much of the noise a weakly supervised classifier learns).
+    too; averaging removes much of the noise a weakly supervised classifier learns). The
+    recorded benchmark uses 20 repeats (100 fits, 1.5-6 minutes per seed on one shared core):
+    going from 5 to 20 repeats raised the 5-seed mean max SIC from 11.6 to 12.6 (from 10.7 to
+    11.0 when at least 50 test-background events are required).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -252,7 +268,7 @@ def idealized_detector(
     *,
     seed: int,
     options: BoostingOptions | None = None,
-    min_background: int = 50,
+    min_background: int = MIN_BACKGROUND,
 ) -> DetectorResult:
     """Classifier data (label 1) vs pure background (label 0), evaluated out of fold.
 
@@ -282,7 +298,7 @@ def supervised_reference(
     *,
     seed: int,
     options: BoostingOptions | None = None,
-    min_background: int = 50,
+    min_background: int = MIN_BACKGROUND,
 ) -> DetectorResult:
     """Fully supervised classifier: extra signal vs true background, same evaluation.
 

@@ -98,14 +98,18 @@ def cross_fit(
     training: TrainingOptions,
     seed: int,
     max_iter: int = 100,
+    folds: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[FittedClassifier]]:
     """Out-of-fold scores ``(n,)`` of ``x`` and the ``n_folds`` fold models.
 
     Event ``i`` is scored by the one model that did not train on its fold. Events never used
     in training (other data, simulation) are scored by the mean of all fold models
-    (:func:`ensemble_score`).
+    (:func:`ensemble_score`) or by one fold model each (:func:`score_by_fold`).
+
+    Args:
+        folds: fold labels ``(n,)`` in ``[0, n_folds)``; default :func:`fold_labels`.
     """
-    folds = fold_labels(len(x), n_folds, seed)
+    folds = fold_labels(len(x), n_folds, seed) if folds is None else np.asarray(folds)
     scores = np.full(len(x), np.nan)
     models = []
     for k in range(n_folds):
@@ -132,6 +136,16 @@ def fold_score(models: list[FittedClassifier], x: np.ndarray, *, seed: int) -> n
     for k, model in enumerate(models):
         if np.any(folds == k):
             scores[folds == k] = model.score(x[folds == k])
+    return scores
+
+
+def score_by_fold(models: list[FittedClassifier], x: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """Score ``(n,)`` of each event ``x (n, d)`` by the fold model ``models[folds[i]]``."""
+    scores = np.zeros(len(x))
+    for k, model in enumerate(models):
+        rows = folds == k
+        if np.any(rows):
+            scores[rows] = model.score(x[rows])
     return scores
 
 

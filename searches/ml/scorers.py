@@ -4,8 +4,10 @@ A trained ML selection is stored as an ensemble state dict (one network per fold
 architecture dict naming the feature set. New events — never seen in training — are scored by
 the mean of the ensemble, which is what reinterpretation applies.
 
-Registered kinds: ``autoencoder`` (reconstruction error), ``weakly_supervised_mlp`` and
-``supervised_mlp`` (classifier probability).
+Registered kinds: ``autoencoder`` (reconstruction error) and ``supervised_mlp`` (classifier
+probability). The ``cwola``/``cathode`` selections (kind ``weakly_supervised``) score each event
+with one fold model through their own feature pipeline; their scorer lives with them in
+:mod:`searches.methods.weakly_supervised`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from searches.ml.networks import load_ensemble, save_state
 from searches.ml.training import predict
 from searches.result import ModelCut, register_model_scorer
 
-KINDS = ("autoencoder", "weakly_supervised_mlp", "supervised_mlp")
+KINDS = ("autoencoder", "supervised_mlp")
 
 
 def save_ensemble(models: list[nn.Module], path: str | os.PathLike[str]) -> Path:

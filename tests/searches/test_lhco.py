@@ -49,24 +49,29 @@ def test_loader_errors_name_the_file(tmp_path):
         load_rd_slice(tmp_path)
 
 
-# The configuration of the recorded benchmark (benchmarks/RESULTS.md, "Machine-learning
-# searches"): 5-fold cross-fitting repeated 5x, min 1000 events per leaf.
-RECORDED = BoostingOptions(n_repeats=5, min_samples_leaf=1000)
+# A smaller configuration than the recorded benchmark (benchmarks/RESULTS.md, "Machine-learning
+# searches": 20 repeats, 5 seeds), to stay within a minute: 5-fold cross-fitting repeated 5x,
+# min 1000 events per leaf, seeds 0-2.
+TESTED = BoostingOptions(n_repeats=5, min_samples_leaf=1000)
 
 
 @pytest.mark.slow
 def test_idealized_anomaly_detector_max_sic(shared_data):
-    """Data vs pure background, out-of-fold evaluation, mean over 5 seeds.
+    """Data vs pure background, out-of-fold evaluation, mean over 3 seeds.
 
-    The must-show target is 12 (published idealized: 15.1); this configuration measures
-    a mean of 10.67 (seeds 0-4: 10.85, 10.81, 10.53, 10.53, 10.61), so the test holds
-    that level (minus 0.3) and the issue stays open.
+    Max SIC with the literature's cut (>= 25 test-background events, 20 % relative
+    uncertainty on the background efficiency) measures 12.05, 11.71, 10.98 (mean 11.58) for
+    this configuration, and 10.85, 10.81, 10.53 (mean 10.73) with >= 50 events; the test
+    holds both levels minus 0.3. The recorded 20-repeat benchmark is in RESULTS.md.
     """
     rd = load_rd_slice(shared_data / "lhco-rd-sr")
-    results = [idealized_detector(rd, seed=seed, options=RECORDED) for seed in range(5)]
+    results = [idealized_detector(rd, seed=seed, options=TESTED) for seed in range(3)]
     for r in results:
         assert r.curve.n_background == 159_236 and r.curve.n_signal == 20_000
-    assert np.mean([r.curve.max_sic for r in results]) >= 10.35
+        assert r.curve.min_background == 25 and r.curve.fpr.min() >= 25 / 159_236
+    assert np.mean([r.curve.max_sic for r in results]) >= 11.28
+    strict = [sic_curve(r.signal_scores, r.background_scores, min_background=50) for r in results]
+    assert np.mean([c.max_sic for c in strict]) >= 10.43
 
 
 @pytest.mark.slow
