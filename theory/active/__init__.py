@@ -5,7 +5,7 @@ Pure functions: points and CLs in, next points out (no Ray, no campaign). The pi
 * :mod:`~theory.active.transforms` — CLs to a probit/log latent scale;
 * :mod:`~theory.active.surrogate` — exact (BoTorch) and sparse variational (gpytorch) GPs;
 * :mod:`~theory.active.acquisition` — straddle, misclassification, entropy, integrated gain;
-* :mod:`~theory.active.batch` — kriging-believer batches;
+* :mod:`~theory.active.batch` — kriging-believer batches, damped by posterior correlation;
 * :mod:`~theory.active.pool` / :mod:`~theory.active.box` — the two learners;
 * :mod:`~theory.active.stopping` — expected misclassified volume fraction;
 * :mod:`~theory.active.choose` — which model to simulate next, per unit cost.
