@@ -10,8 +10,8 @@ ties from discrete counts) and never zero; its resolution is ``1/(R+1)``.
 
 Across searches, the global p-value is the probability, under background only, that the
 smallest ``p̃`` of all searches is at most the observed smallest ``p̃``. It is built from the
-searches' own pseudo-experiments: each round's minimum is ranked within its search (a pseudo-
-``p̃``), then, round by round, the smallest pseudo-``p̃`` over searches is taken. Rounds of
+searches' own pseudo-experiments: each round's minimum is ranked within its search, among its
+other rounds and the data (a pseudo-``p̃`` on the data's own grid), then, round by round, the smallest pseudo-``p̃`` over searches is taken. Rounds of
 different searches are paired at random, i.e. the searches are treated as independent. For
 several observables of one event class (the same events) that is conservative: positively
 correlated searches give fewer effective trials than independent ones. The Šidák form
@@ -37,16 +37,26 @@ def p_tilde(observed_min: float, pseudo_min: ArrayLike) -> float:
     return (k + 1) / (len(pseudo) + 1)
 
 
-def pseudo_p_tilde(pseudo_min: ArrayLike) -> np.ndarray:
-    """The ``p̃`` each pseudo-experiment would get against the other ``R − 1`` rounds.
+def pseudo_p_tilde(pseudo_min: ArrayLike, *, observed_min: float | None = None) -> np.ndarray:
+    """The ``p̃`` each pseudo-experiment would get in the place of the data.
 
-    Shape ``(R,) -> (R,)``, same order: ``(#{j != i: m_j <= m_i} + 1) / R``, which is the
-    definition of :func:`p_tilde` with the round playing the data.
+    Shape ``(R,) -> (R,)``, same order. With ``observed_min`` the data is one more draw of the
+    same background-only ensemble (exchangeable with the rounds): round ``i`` is ranked among
+    the other ``R − 1`` rounds *and the data*,
+    ``(#{j != i: m_j <= m_i} + [m_obs <= m_i] + 1) / (R + 1)`` — the same resolution and floor,
+    ``1/(R + 1)``, as the data's own :func:`p_tilde`. Without it, among the other rounds only:
+    ``(#{j != i: m_j <= m_i} + 1) / R``.
+
+    The global p-value compares the data's smallest ``p̃`` with these; were their floors
+    different (``1/(R+1)`` for the data, ``1/R`` for a round), a search whose data beat every
+    round would be beaten by no pseudo-campaign, however many searches there are.
     """
     pseudo = np.asarray(pseudo_min, dtype=np.float64)
     ordered = np.sort(pseudo)
     at_most = np.searchsorted(ordered, pseudo, side="right")
-    return at_most / len(pseudo)
+    if observed_min is None:
+        return at_most / len(pseudo)
+    return (at_most + (observed_min <= pseudo)) / (len(pseudo) + 1)
 
 
 def sidak(p_min: float, n_searches: int) -> float:
@@ -70,6 +80,9 @@ class GlobalSignificance:
         p_sidak: the Šidák cross-check ``1 − (1 − p̃_min)^N``.
         n_searches: searches combined (those with pseudo-experiments).
         n_rounds: global pseudo-rounds used.
+        resolution_limited: the data beat every pseudo-experiment of that search (``p̃`` at
+            its floor ``1/(R+1)``): the true ``p̃`` is smaller, ``p_global`` is an upper bound
+            and ``z_global`` a lower bound; more rounds would sharpen both.
     """
 
     p_tilde_min: float
@@ -79,6 +92,7 @@ class GlobalSignificance:
     p_sidak: float
     n_searches: int
     n_rounds: int
+    resolution_limited: bool = False
 
 
 def global_significance(
@@ -109,7 +123,7 @@ def global_significance(
     rng = np.random.default_rng(seed)
     smallest = np.ones(n_rounds)
     for _, result in usable:
-        values = pseudo_p_tilde(result.pseudo_p_min)
+        values = pseudo_p_tilde(result.pseudo_p_min, observed_min=result.p_local)
         if len(values) == n_rounds:
             draws = rng.permutation(values)
         else:
@@ -128,4 +142,7 @@ def global_significance(
         p_sidak=sidak(p_min, len(usable)),
         n_searches=len(usable),
         n_rounds=n_rounds,
+        resolution_limited=bool(
+            p_min <= 1.0 / (len(usable[best][1].pseudo_p_min) + 1) * (1 + 1e-12)
+        ),
     )

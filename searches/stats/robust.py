@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -155,19 +156,27 @@ RETRIES: tuple[FitSettings, ...] = (
 """Settings tried, in order, when the plain fit fails a check."""
 
 
+_PYHF_FIT_LOG = logging.getLogger("pyhf.optimize.mixins")
+
+
 def _restoring_backend(function: Callable[P, R]) -> Callable[P, R]:
     """Run ``function`` and put pyhf's global backend and optimizer back as they were.
 
     The fits here switch optimizers and tolerances through pyhf's global backend; without this,
-    a retry would silently change the settings of every pyhf call after it.
+    a retry would silently change the settings of every pyhf call after it. pyhf logs every
+    failed minimisation with its full correlation matrix; here a failed fit is caught, retried
+    and reported in the diagnostics, so that log is held back while the function runs.
     """
 
     @functools.wraps(function)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         backend, optimizer = pyhf.get_backend()
+        level = _PYHF_FIT_LOG.level
+        _PYHF_FIT_LOG.setLevel(logging.CRITICAL)
         try:
             return function(*args, **kwargs)
         finally:
+            _PYHF_FIT_LOG.setLevel(level)
             pyhf.set_backend(backend, optimizer)
 
     return wrapper

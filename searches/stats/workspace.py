@@ -4,7 +4,8 @@ The background sample carries the MC statistical uncertainty per bin (``staterro
 sum of squared weights) and the relative systematic as one ``normsys`` (fully correlated across
 bins, as in the scan). The signal sample is what reinterpretation replaces: by default it is a
 *placeholder* of zeros (the search ran without a signal hypothesis), scaled by the normfactor
-``mu``; :func:`with_signal` patches real yields in. Inference on a placeholder is refused,
+``mu``; :func:`with_signal` patches real yields in, with the signal's MC statistics (in the
+``staterror``, or a Poisson-constrained ``shapesys`` where the signal dominates). Inference on a placeholder is refused,
 because ``mu`` is not identifiable there.
 
 Bins without background get a floor of ``EMPTY_BIN`` events with 100 % MC-statistics
@@ -26,6 +27,7 @@ BACKGROUND = "background"
 POI = "mu"
 SYSTEMATIC = "background_norm"
 EMPTY_BIN = 1e-6
+SIGNAL_MCSTAT = "mcstat_signal"
 
 
 def _bins(name: str, values: ArrayLike, n_bins: int | None = None) -> list[float]:
@@ -134,9 +136,15 @@ def with_signal(
         workspace: a workspace from :func:`build_workspace` (one channel).
         signal_yields: new signal yields at ``mu = 1``, one per bin.
         signal_sumw2: sums of squared weights of the signal Monte Carlo per bin; when given,
-            the signal joins the background's ``staterror`` (Barlow–Beeston lite: one γ per
-            bin for the summed MC statistics), so a signal sample with few Monte Carlo events
-            is not tested as if its shape were exact.
+            the signal is not tested as if its shape were exact. Where the signal is at most
+            the background, its variance is added to the background's ``staterror`` of that
+            bin (one Gaussian γ per bin for the MC statistics of the prediction, as
+            Barlow–Beeston lite). Where it dominates, it gets its own Poisson-constrained
+            ``shapesys`` (``SIGNAL_MCSTAT``: auxiliary count τ = (s/σ)², Barlow–Beeston for
+            the signal): a weak Gaussian there lets the fit scale a poorly simulated but huge
+            signal to zero at little cost (a strong signal then came out "allowed" with
+            CLs = 0.5), while the Poisson term costs −log γ as γ → 0. Only the few dominated
+            bins get new parameters, so fits stay as fast as without signal MC statistics.
     """
     spec = copy.deepcopy(dict(workspace))
     channels = spec["channels"]
@@ -146,18 +154,37 @@ def with_signal(
     if SIGNAL not in samples:
         raise ValueError(f"workspace has no '{SIGNAL}' sample; samples: {sorted(samples)}")
     n_bins = len(samples[SIGNAL]["data"])
-    samples[SIGNAL]["data"] = _bins("signal_yields", signal_yields, n_bins)
+    yields = _bins("signal_yields", signal_yields, n_bins)
+    samples[SIGNAL]["data"] = yields
     if signal_sumw2 is not None:
-        stat = np.sqrt(np.asarray(_bins("signal_sumw2", signal_sumw2, n_bins), dtype=np.float64))
-        shared = [
-            m["name"]
-            for sample in samples.values()
-            for m in sample.get("modifiers", [])
-            if m["type"] == "staterror"
-        ]
-        modifiers = [m for m in samples[SIGNAL]["modifiers"] if m["type"] != "staterror"]
-        if shared and np.any(stat > 0):
-            modifiers.append({"name": shared[0], "type": "staterror", "data": stat.tolist()})
+        variance = np.asarray(_bins("signal_sumw2", signal_sumw2, n_bins), dtype=np.float64)
+        signal = np.asarray(yields)
+        variance = np.where(signal > 0.0, variance, 0.0)
+        others = [sample for name, sample in samples.items() if name != SIGNAL]
+        background = np.sum([np.asarray(s["data"], dtype=np.float64) for s in others], axis=0)
+        dominant = signal > background
+        _add_variance(others, np.where(dominant, 0.0, variance))
+        own = f"{SIGNAL_MCSTAT}_{channels[0]['name']}"
+        modifiers = [m for m in samples[SIGNAL]["modifiers"] if m["name"] != own]
+        poisson = np.sqrt(np.where(dominant, variance, 0.0))
+        if np.any(poisson > 0):
+            modifiers.append({"name": own, "type": "shapesys", "data": poisson.tolist()})
         samples[SIGNAL]["modifiers"] = modifiers
     validate(spec)
     return spec
+
+
+def _add_variance(samples: list[dict[str, Any]], variance: np.ndarray) -> None:
+    """Add ``variance`` (B,) to the bins of the first ``staterror`` among ``samples``.
+
+    pyhf's relative uncertainty of a ``staterror`` bin is √(Σ σ²) / Σ nominal over the samples
+    carrying it, so the added variance is the signal's, on the background's prediction.
+    """
+    if not np.any(variance > 0):
+        return
+    for sample in samples:
+        for modifier in sample.get("modifiers", []):
+            if modifier["type"] == "staterror":
+                sigma = np.asarray(modifier["data"], dtype=np.float64)
+                modifier["data"] = np.sqrt(sigma**2 + variance).tolist()
+                return

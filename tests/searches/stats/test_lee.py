@@ -6,7 +6,10 @@ from searches.result import SearchResult, Selection
 from searches.stats import lee, regions
 
 
-def result_with(p_tilde: float, minima: np.ndarray, name: str = "c") -> SearchResult:
+def result_with(
+    p_tilde: float, minima: np.ndarray, name: str = "c", p_local: float | None = None
+) -> SearchResult:
+    """A search result; ``p_local`` defaults to ``p_tilde`` (right for uniform minima)."""
     return SearchResult(
         event_class=name,
         method="scan",
@@ -16,7 +19,7 @@ def result_with(p_tilde: float, minima: np.ndarray, name: str = "c") -> SearchRe
         expected=(1.0,),
         uncertainty=(0.1,),
         region=None,
-        p_local=1.0,
+        p_local=p_tilde if p_local is None else p_local,
         p_tilde=p_tilde,
         workspace={},
         selection=Selection(event_class=name, signatures={}, observable="st", edges=(0.0, 1.0)),
@@ -77,9 +80,45 @@ def test_global_significance_is_uniform_under_background_only():
         results = []
         for i in range(5):
             minima = rng.uniform(size=300)
-            results.append(result_with(lee.p_tilde(rng.uniform(), minima), minima, f"c{i}"))
+            observed = rng.uniform()
+            results.append(result_with(lee.p_tilde(observed, minima), minima, f"c{i}", observed))
         globals_.append(lee.global_significance(results, seed=campaign).p_global)
     assert stats.kstest(globals_, "uniform").pvalue > 0.01
+
+
+def test_pseudo_p_tilde_with_the_data_has_the_data_grid():
+    pseudo = np.array([0.3, 0.1, 0.2, 0.1])
+    values = lee.pseudo_p_tilde(pseudo, observed_min=0.15)
+    np.testing.assert_allclose(values, np.array([5, 2, 4, 2]) / 5)
+    distinct = np.array([0.3, 0.1, 0.2])
+    floor = lee.pseudo_p_tilde(distinct, observed_min=0.5)
+    np.testing.assert_allclose(floor, np.array([3, 1, 2]) / 4)
+    assert floor.min() == lee.p_tilde(0.05, distinct), "a round's floor is the data's floor"
+
+
+def test_global_stays_valid_with_many_searches_and_few_rounds():
+    """100 searches of 100 rounds: most campaigns have some p̃ at the 1/101 floor. The global p
+    must stay a valid p-value, P(p ≤ α) ≤ α, instead of sticking to the floor (which would call
+    almost every background-only campaign significant)."""
+    rng = np.random.default_rng(21)
+    n_searches, rounds, campaigns = 100, 100, 150
+    globals_ = []
+    at_floor = 0
+    for campaign in range(campaigns):
+        results = []
+        for i in range(n_searches):
+            minima = rng.uniform(size=rounds)
+            observed = rng.uniform()
+            results.append(result_with(lee.p_tilde(observed, minima), minima, f"c{i}", observed))
+        outcome = lee.global_significance(results, seed=campaign)
+        at_floor += outcome.p_tilde_min == pytest.approx(1 / (rounds + 1))
+        globals_.append(outcome.p_global)
+    assert at_floor > campaigns / 2, "the regime this test is about"
+    globals_ = np.asarray(globals_)
+    for alpha in (0.05, 0.1, 0.3, 0.5):
+        error = np.sqrt(alpha * (1 - alpha) / campaigns)
+        assert np.mean(globals_ <= alpha) <= alpha + 3 * error, alpha
+    assert np.mean(globals_ <= 1 / (rounds + 1)) < 0.05
 
 
 def test_global_needs_pseudo_experiments():
@@ -94,3 +133,14 @@ def test_global_z_stays_finite_when_every_round_beats_the_data():
     outcome = lee.global_significance(results, seed=0)
     assert outcome.p_global == 1.0
     assert outcome.z_global == pytest.approx(stats.norm.isf(rounds / (rounds + 1)))
+
+
+def test_a_search_beating_every_round_makes_the_global_numbers_bounds():
+    rng = np.random.default_rng(5)
+    minima = rng.uniform(size=99)
+    beaten = result_with(lee.p_tilde(1e-9, minima), minima, "beaten", 1e-9)
+    ordinary = result_with(0.5, rng.uniform(size=99), "other", 0.5)
+    outcome = lee.global_significance([beaten, ordinary], seed=0)
+    assert outcome.p_tilde_min == pytest.approx(1 / 100)
+    assert outcome.resolution_limited
+    assert not lee.global_significance([ordinary], seed=0).resolution_limited

@@ -3,6 +3,7 @@ import pyhf
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import stats
 
 from searches.stats import inference
 from searches.stats.workspace import build_workspace, current_signal, validate, with_signal
@@ -51,6 +52,35 @@ def test_placeholder_and_patch():
         with_signal(spec, [1.0, 2.0])
     with pytest.raises(ValueError, match="zero placeholder"):
         inference.cls(spec)
+
+
+def test_signal_mc_statistics_are_a_poisson_constraint_where_the_signal_dominates():
+    """Signal-dominated bins: Barlow–Beeston aux count τ = (s/σ)², Poisson in γ·τ; other bins:
+    the signal's σ² joins the background's staterror (pyhf: σ_rel = √Σσ² / Σ nominal)."""
+    assert "staterror" not in str(with_signal(workspace(), [1.0] * 4)["channels"][0]["samples"][0])
+    yields, sumw2 = [4.0, 9.0, 0.0, 2.0], [4.0, 1.0, 0.0, 0.0]
+    model = validate(with_signal(workspace(), yields, signal_sumw2=sumw2)).model()
+    own = model.config.param_set("mcstat_signal_search")
+    assert own.suggested_fixed == [True, False, True, True], "only bin 1 dominates with MC stat"
+    slices = model.config.par_slice("mcstat_signal_search")
+    auxdata = np.asarray(model.config.auxdata)
+    nominal = np.asarray(model.config.suggested_init(), dtype=float)
+    shifted = nominal.copy()
+    shifted[slices.start + 1] = 0.5
+    change = model.constraint_logpdf(auxdata, shifted) - model.constraint_logpdf(auxdata, nominal)
+    reference = stats.poisson.logpmf(81, 0.5 * 81) - stats.poisson.logpmf(81, 81)
+    assert float(change) == pytest.approx(reference, rel=1e-10)
+    sigmas = model.config.param_set("staterror_search").sigmas
+    assert sigmas[0] == pytest.approx(np.sqrt(SUMW2[0] + 4.0) / EXPECTED[0])
+    assert sigmas[1] == pytest.approx(np.sqrt(SUMW2[1]) / EXPECTED[1]), "bin 1 has its own term"
+
+
+def test_a_huge_poorly_simulated_signal_cannot_be_scaled_away():
+    """One MC event of weight 60 in a quiet bin: excluded, not CLs = 0.5 via γ → 0."""
+    spec = build_workspace(observed=[1.0, 20.0], expected=[1.0, 20.0], sumw2=[0.01, 1.0], syst=0.0)
+    patched = with_signal(spec, [60.0, 0.0], signal_sumw2=[3600.0, 0.0])
+    cls_obs = inference.cls(patched).observed
+    assert cls_obs < 0.05
 
 
 def test_bad_inputs_are_named():
