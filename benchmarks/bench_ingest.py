@@ -9,6 +9,12 @@ processes for the ``processes`` scheduler. For contrast,
 the "load all" rows read the same files into memory at once with ``read_root`` and keep them,
 which is what chunked ingest avoids: its peak memory should stay flat as files are added.
 
+The "campaign" rows read the same files the way ``lamppost run`` does (:mod:`campaign.inputs`):
+a campaign with the copies as observed files runs its ``inspect`` and ``read`` tasks (one chunk
+per file), the gather and the classification on a private local Ray with ``num_cpus`` = workers;
+"seconds" counts from Ray being up (worker start-up and imports included) to the classification
+being recorded, and the memory columns include Ray's own processes.
+
 Usage: ``python benchmarks/bench_ingest.py [--copies 30] [--steps 5 15 30]``
 """
 
@@ -78,6 +84,45 @@ class TreeSampler:
         self._thread.join()
 
 
+def _campaign_read(files: list[str], workers: int, out_dir: str) -> tuple[int, float]:
+    """Read ``files`` as a campaign's observed data; returns (events, seconds after Ray start)."""
+    from campaign import plan
+    from campaign.execute import RayExecutor
+    from campaign.runner import Driver
+    from campaign.spec import parse_spec
+    from searches.signatures import SignatureConfig
+
+    document = {
+        "name": "bench-ingest",
+        "luminosity_fb": 11.6,
+        "data": {
+            "background": None,
+            "observed": {
+                "files": [{"path": f, "preset": "dimuon", "label": "zmumu"} for f in files]
+            },
+        },
+        "signatures": SignatureConfig().model_dump(mode="json"),
+        "observables": ["m_mu_mu"],
+        "searches": [{"method": "bumphunt", "classes": ["2mu"]}],
+        "execution": {"address": "local", "num_cpus": workers, "min_task_seconds": 0},
+        "store": str(Path(out_dir) / "store"),
+    }
+    spec = parse_spec(document)
+    driver = Driver(spec, spec_text=json.dumps(document))
+    with RayExecutor(spec.execution, store_uri=driver.store.uri) as executor:
+        start = time.perf_counter()
+        files_read = driver._read_files(executor)
+        if files_read is None:
+            raise RuntimeError(f"reading failed: {driver.failures}")
+        background, observed, classify = plan.data_tasks(spec, files_read)
+        for task in (background, observed, classify):
+            driver._stage(executor, [task], task.name)
+        seconds = time.perf_counter() - start
+    classes = driver.store.read_json(driver.finished[classify.key].artifacts["classes"])
+    events = sum(int(c["observed"]) for name, c in classes.items() if c["members"] == [name])
+    return events, seconds
+
+
 def _run_one(mode: str, files: list[str], workers: int, out_dir: str) -> dict:
     """One measurement in this (fresh) process."""
     from campaign.ingest import ingest
@@ -87,7 +132,9 @@ def _run_one(mode: str, files: list[str], workers: int, out_dir: str) -> dict:
     baseline = _peak_rss_mb()
     sampler = TreeSampler().__enter__()
     start = time.perf_counter()
-    if mode == "load-all":
+    if mode == "campaign":
+        events, seconds = _campaign_read(files, workers, out_dir)
+    elif mode == "load-all":
         kept = [read_root(f, preset="dimuon") for f in files]
         events = sum(len(k) for k in kept)
     else:
@@ -101,7 +148,8 @@ def _run_one(mode: str, files: list[str], workers: int, out_dir: str) -> dict:
             num_workers=workers,
         )
         events = report.total_events
-    seconds = time.perf_counter() - start
+    if mode != "campaign":
+        seconds = time.perf_counter() - start
     sampler.__exit__()
     return {
         "mode": mode,
@@ -121,6 +169,7 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=30)
     parser.add_argument("--steps", type=int, nargs="+", default=[5, 15, 30])
     parser.add_argument("--worker-files", type=int, default=None, help="files for 1 vs 2 workers")
+    parser.add_argument("--only", nargs="+", help="run only these modes (e.g. campaign)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -145,7 +194,10 @@ def main() -> None:
         plan = [("threads", 1, n) for n in args.steps]
         plan += [("threads", 2, worker_files), ("processes", 1, worker_files)]
         plan += [("processes", 2, worker_files)]
+        plan += [("campaign", 1, worker_files), ("campaign", 2, worker_files)]
         plan += [("load-all", 1, n) for n in args.steps]
+        if args.only:
+            plan = [step for step in plan if step[0] in args.only]
         rows = []
         for mode, workers, n in track(plan, description="ingest configurations"):
             out = Path(tmp) / f"out-{mode}-{workers}-{n}"

@@ -32,7 +32,7 @@ import pyhf
 from searches.datapath import missing_reason, shared_data_dir
 from searches.likelihoods import PublishedLikelihood, load_likelihoods
 from searches.progress import progress_bar
-from searches.stats.robust import CLS_LEVEL, pyhf_cls
+from searches.stats.robust import CLS_LEVEL, FitSettings, pyhf_cls
 
 TARBALL = "likelihoods/atlas-susy-2018-31-sbottom/pyhf-ins1748602-probability-models.tar.gz"
 README_EXCLUDED = {"RegionA": (137, 217), "RegionB": (25, 218), "RegionC": (49, 215)}
@@ -53,13 +53,20 @@ def _init_worker(path: str) -> None:
     _REGIONS.update({r.name: r for r in load_likelihoods(path)})
 
 
-def _plain_one(task: tuple[str, str]) -> dict[str, Any]:
+TIGHT = FitSettings(optimizer="scipy", tolerance=1e-10)
+"""Plain pyhf with the scipy optimizer converged tightly: the reference for disputed patches."""
+
+
+def _plain_one(task: tuple[str, str], settings: FitSettings | None = None) -> dict[str, Any]:
     region, name = task
     likelihood = _REGIONS[region]
     patch = likelihood.patch(name)
     cpu, wall = time.process_time(), time.perf_counter()
     try:
-        cls_obs, cls_exp, mu_hat = pyhf_cls(likelihood.workspace(patch))
+        if settings is None:
+            cls_obs, cls_exp, mu_hat = pyhf_cls(likelihood.workspace(patch))
+        else:
+            cls_obs, cls_exp, mu_hat = pyhf_cls(likelihood.workspace(patch), settings=settings)
         error = ""
     except Exception as exc:  # the baseline records what pyhf does, errors included
         cls_obs, cls_exp, mu_hat, error = math.nan, (math.nan,) * 5, math.nan, repr(exc)
@@ -112,6 +119,37 @@ def run_plain(path: Path, regions: tuple[PublishedLikelihood, ...], processes: i
         "cpu_s": float(sum(r["cpu_s"] for r in rows)),
         "rows": sorted(rows, key=lambda r: (r["region"], r["name"])),
     }
+
+
+def _plain_tight(task: tuple[str, str]) -> dict[str, Any]:
+    return _plain_one(task, TIGHT)
+
+
+def run_tight(path: Path, disputed: list[tuple[str, str]], processes: int) -> dict:
+    """Tightly converged plain pyhf on the patches where Lamppost and plain pyhf differ."""
+    cache = cache_path().with_name(f"sbottom_tight_pyhf{pyhf.__version__}_v{CACHE_VERSION}.json")
+    done = json.loads(cache.read_text()) if cache.is_file() else {"rows": []}
+    have = {(r["region"], r["name"]) for r in done["rows"]}
+    todo = [task for task in disputed if task not in have]
+    rows = list(done["rows"])
+    if todo:
+        with (
+            mp.get_context("spawn").Pool(processes, _init_worker, (str(path),)) as pool,
+            progress_bar() as progress,
+        ):
+            bar = progress.add_task("tight pyhf", total=len(todo))
+            for row in pool.imap_unordered(_plain_tight, todo, chunksize=1):
+                rows.append(row)
+                progress.advance(bar)
+        cache.write_text(json.dumps({"settings": TIGHT.label, "rows": rows}))
+    return {(r["region"], r["name"]): r for r in rows}
+
+
+def _max_rel(ours: dict, reference: dict) -> float:
+    return max(
+        [_rel(ours["cls_obs"], reference["cls_obs"])]
+        + [_rel(a, b) for a, b in zip(ours["cls_exp"], reference["cls_exp"], strict=True)]
+    )
 
 
 def load_or_run_plain(path: Path, regions, processes: int, fresh: bool) -> tuple[dict, bool]:
@@ -248,6 +286,11 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--fresh-baseline", action="store_true")
     parser.add_argument("--baseline-only", action="store_true")
+    parser.add_argument(
+        "--tight-disputed",
+        action="store_true",
+        help="rerun plain pyhf converged to tolerance 1e-10 on every patch that differs by > 1e-3",
+    )
     parser.add_argument("--oracle", type=Path, default=Path("/work/notes/sbottom_cls.json"))
     args = parser.parse_args()
     path = _tarball()
@@ -286,6 +329,50 @@ def main() -> None:
         print(f"\n{key} ({len(items)}):")
         for item in items:
             print("  " + item)
+    if args.tight_disputed:
+        report_tight(path, plain, lamppost, args.processes)
+
+
+def report_tight(path: Path, plain: dict, lamppost: dict, processes: int) -> None:
+    """Where Lamppost and default plain pyhf differ by > 1e-3: which side is imprecise."""
+    ours = {(r["region"], r["name"]): r for r in lamppost["rows"]}
+    disputed = [
+        (p["region"], p["name"])
+        for p in plain["rows"]
+        if p["finite"]
+        and ours[(p["region"], p["name"])]["status"] != "failed"
+        and _max_rel(ours[(p["region"], p["name"])], p) > 1e-3
+    ]
+    tight = run_tight(path, disputed, processes)
+    kinds: dict[str, list[str]] = {
+        "Lamppost within 1e-3 of tight pyhf": [],
+        "all differing values < 1e-8 (excluded either way)": [],
+        "still differs": [],
+    }
+    for key in disputed:
+        o, p, t = (
+            ours[key],
+            next(r for r in plain["rows"] if (r["region"], r["name"]) == key),
+            tight[key],
+        )
+        line = (
+            f"{key[0]}/{key[1]}: CLs plain {p['cls_obs']:.6g}, tight {t['cls_obs']:.6g}, "
+            f"Lamppost {o['cls_obs']:.6g}; max rel. vs plain {_max_rel(o, p):.2g}, "
+            f"vs tight {_max_rel(o, t):.2g}, plain vs tight {_max_rel(p, t):.2g}"
+        )
+        pairs = zip([o["cls_obs"], *o["cls_exp"]], [t["cls_obs"], *t["cls_exp"]], strict=True)
+        apart = [(a, b) for a, b in pairs if not _rel(a, b) <= 1e-3]
+        if t["finite"] and not apart:
+            kinds["Lamppost within 1e-3 of tight pyhf"].append(line)
+        elif t["finite"] and all(max(a, b) < 1e-8 for a, b in apart):
+            kinds["all differing values < 1e-8 (excluded either way)"].append(line)
+        else:
+            kinds["still differs"].append(line)
+    print(f"\npatches differing from default plain pyhf by > 1e-3: {len(disputed)}")
+    for kind, lines in kinds.items():
+        print(f"\n{kind} ({len(lines)}):")
+        for line in lines:
+            print("  " + line)
 
 
 if __name__ == "__main__":

@@ -182,9 +182,12 @@ def _print_status(store: Store, *, top: int) -> None:
     out.print(table)
     if state.global_result:
         g = state.global_result
+        bound = g.get("resolution_limited", False)
         out.print(
-            f"global p-value {g.get('p_global', float('nan')):.3g} "
-            f"(Z = {g.get('z_global', float('nan')):.2f}) over {g.get('n_searches')} searches"
+            f"global p-value {'≤' if bound else '='} {g.get('p_global', float('nan')):.3g} "
+            f"(Z {'≥' if bound else '='} {g.get('z_global', float('nan')):.2f}) over "
+            f"{g.get('n_searches')} searches"
+            + (" — bounds: the excess beat every pseudo-experiment of its search" if bound else "")
         )
 
 

@@ -196,3 +196,97 @@ def load_coverages(store: Store) -> list[ModelCoverage]:
         except (KeyError, TypeError, ValueError) as err:
             raise StoreError(f"{path}: not a coverage file ({err})") from err
     return sorted(out, key=lambda c: c.model)
+
+
+NEXT_SEARCHES_FILE = "next_searches.json"
+
+
+@dataclass(frozen=True)
+class NextSearch:
+    """An event class where still-allowed theory points put signal that no search looks at.
+
+    Attributes:
+        event_class: exclusive event class.
+        signal_events: expected signal events in the class, averaged over the still-allowed
+            points of each model (prior-weighted: the points are uniform in each model's
+            normalised box) and summed over models.
+        share: that class's part of all untested signal of those points.
+        models: the models that contribute, largest first.
+    """
+
+    event_class: str
+    signal_events: float
+    share: float
+    models: tuple[str, ...]
+
+
+def rank_next_searches(
+    deposits: dict[str, dict[str, list[float]]], tested: set[str], *, limit: int = 10
+) -> list[NextSearch]:
+    """Untested classes ranked by the signal still-allowed theory points deposit there.
+
+    Args:
+        deposits: per model, per exclusive class, the expected signal events at each sampled
+            still-allowed point (every list of one model has the same length).
+        tested: exclusive classes some search of the campaign covers.
+        limit: longest list returned.
+    """
+    per_class: dict[str, dict[str, float]] = {}
+    for model, classes in deposits.items():
+        for name, yields in classes.items():
+            if name in tested or not yields:
+                continue
+            mean = float(np.mean(yields))
+            if mean > 0:
+                per_class.setdefault(name, {})[model] = mean
+    total = sum(sum(models.values()) for models in per_class.values())
+    ranked = sorted(per_class.items(), key=lambda item: (-sum(item[1].values()), item[0]))
+    return [
+        NextSearch(
+            event_class=name,
+            signal_events=sum(models.values()),
+            share=sum(models.values()) / total,
+            models=tuple(sorted(models, key=lambda m: (-models[m], m))),
+        )
+        for name, models in ranked[:limit]
+    ]
+
+
+def save_next_searches(store: Store, items: list[NextSearch], *, points: dict[str, int]) -> str:
+    """Write ``next_searches.json`` (schema version 1)."""
+    document = {
+        "schema_version": COVERAGE_SCHEMA_VERSION,
+        "allowed_points_sampled": points,
+        "next_searches": [
+            {
+                "event_class": item.event_class,
+                "signal_events": item.signal_events,
+                "share": item.share,
+                "models": list(item.models),
+            }
+            for item in items
+        ],
+    }
+    store.write_text(NEXT_SEARCHES_FILE, json.dumps(document, sort_keys=True))
+    return NEXT_SEARCHES_FILE
+
+
+def load_next_searches(store: Store) -> list[NextSearch]:
+    """The theory-driven next-search list, empty when the loop never ran."""
+    if not store.exists(NEXT_SEARCHES_FILE):
+        return []
+    data = store.read_json(NEXT_SEARCHES_FILE)
+    if data.get("schema_version") != COVERAGE_SCHEMA_VERSION:
+        raise StoreError(
+            f"{NEXT_SEARCHES_FILE}: schema_version={data.get('schema_version')!r}; "
+            f"allowed: {COVERAGE_SCHEMA_VERSION!r}"
+        )
+    return [
+        NextSearch(
+            event_class=row["event_class"],
+            signal_events=float(row["signal_events"]),
+            share=float(row["share"]),
+            models=tuple(row["models"]),
+        )
+        for row in data["next_searches"]
+    ]

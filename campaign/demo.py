@@ -33,6 +33,7 @@ observables: [st, minv, met]
 class_selection: {min_expected: 10, min_mc_events: 500}
 searches:
   - {method: scan, pseudo_rounds: 1000, bin_width_sigma: 2, bin_min_expected: 1}
+landscape: {pseudo_experiments: 200, min_events: 100}
 execution: {address: local, num_cpus: 2}
 store: {store}
 """

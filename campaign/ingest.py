@@ -12,9 +12,11 @@ once, so the graph has two stages of small tasks that return only bookkeeping:
 
 Peak memory is one chunk per worker whatever the number of files. The graph runs on Dask's local
 schedulers (``"threads"`` by default, ``"processes"``, ``"synchronous"``) or on any Dask
-scheduler callable the caller passes (``campaign.execute`` passes Ray's ``ray_dask_get``; this
-module never imports Ray). Tasks are computed in waves so the progress bar advances whatever the
-scheduler.
+scheduler callable the caller passes (e.g. Ray's ``ray.util.dask.ray_dask_get``; this module
+never imports Ray). Tasks are computed in waves so the progress bar advances whatever the
+scheduler. This graph is for ingesting a dataset on its own; a campaign (``lamppost run``)
+runs the same stages through :func:`inspect_file`, :func:`read_chunk` and
+:func:`sort_by_class` as tasks of its own executor and ledger (:mod:`campaign.inputs`).
 
 With ``on_bad_file="skip"`` a file that fails (corrupt, truncated, mis-mapped) is recorded in the
 :class:`IngestReport` and its parts already written are removed, so a class never holds half a
@@ -188,32 +190,48 @@ def _is_parquet(path: str) -> bool:
     return Path(path).suffix.lower() in (".parquet", ".parq")
 
 
+def inspect_file(
+    path: str, *, branch_map: BranchMap | None, measure_weights: bool
+) -> tuple[int, float | None]:
+    """Open one file, check its tree and every mapped branch, count its entries.
+
+    Cheap (no event data is read unless ``measure_weights``), so a campaign can plan its
+    chunks from it before any worker reads events.
+
+    Returns:
+        ``(entries, sum_of_weights)``; Σ of the raw weights only with ``measure_weights``.
+
+    Raises:
+        EventValidationError: absent, unreadable, mis-mapped or empty file (names file and field).
+    """
+    if _is_parquet(path):
+        if not Path(path).is_file():
+            raise EventValidationError(path, "<file>", "does not exist or is not a file")
+        try:
+            metadata = pq.read_metadata(path)
+        except Exception as err:
+            raise EventValidationError(
+                path, "<file>", f"not a readable Parquet file ({err})"
+            ) from err
+        entries = int(metadata.num_rows)
+        total = None
+        if measure_weights:
+            weights = pq.read_table(path, columns=["weight"]).column("weight")
+            total = float(np.sum(weights.to_numpy()))
+    else:
+        _, entries = inspect_root(path, branch_map=branch_map)
+        total = sum_of_weights(path, branch_map=branch_map) if measure_weights else None
+    if entries == 0:
+        raise EventValidationError(path, "<entries>", "contains no events (empty input)")
+    return entries, total
+
+
 def _inspect(task: _FileTask) -> dict[str, Any]:
-    """Stage 1: open one file, check its branches, count entries (and Σw when needed)."""
+    """Stage 1: :func:`inspect_file` as bookkeeping (errors returned, not raised)."""
     try:
-        if _is_parquet(task.path):
-            if not Path(task.path).is_file():
-                raise EventValidationError(task.path, "<file>", "does not exist or is not a file")
-            try:
-                metadata = pq.read_metadata(task.path)
-            except Exception as err:
-                raise EventValidationError(
-                    task.path, "<file>", f"not a readable Parquet file ({err})"
-                ) from err
-            entries = int(metadata.num_rows)
-            total = None
-            if task.measure_weights:
-                weights = pq.read_table(task.path, columns=["weight"]).column("weight")
-                total = float(np.sum(weights.to_numpy()))
-        else:
-            _, entries = inspect_root(task.path, branch_map=task.branch_map)
-            total = (
-                sum_of_weights(task.path, branch_map=task.branch_map)
-                if task.measure_weights
-                else None
-            )
-        if entries == 0:
-            raise EventValidationError(task.path, "<entries>", "contains no events (empty input)")
+        entries, total = inspect_file(
+            task.path, branch_map=task.branch_map, measure_weights=task.measure_weights
+        )
     except EventValidationError as err:
         return _failure(err)
     return {"entries": entries, "sum_of_weights": total}
@@ -242,16 +260,53 @@ def _read_parquet_range(path: str, start: int, stop: int) -> ak.Array:
     return validate_events(ak.from_arrow(table), source=source)
 
 
-def _read_chunk(task: _ChunkTask) -> ak.Array:
-    if _is_parquet(task.path):
-        return _read_parquet_range(task.path, task.start, task.stop)
+def read_chunk(path: str, *, branch_map: BranchMap | None, start: int, stop: int) -> ak.Array:
+    """Entries ``start..stop`` of one ROOT (through ``branch_map``) or schema Parquet file.
+
+    Raises:
+        EventValidationError: the range cannot be read (names file, entries and branch).
+    """
+    if _is_parquet(path):
+        return _read_parquet_range(path, start, stop)
     return read_root(
-        task.path,
-        branch_map=task.branch_map,
-        entry_start=task.start,
-        entry_stop=task.stop,
-        step_size=task.stop - task.start,
+        path, branch_map=branch_map, entry_start=start, entry_stop=stop, step_size=stop - start
     )
+
+
+@dataclass(frozen=True)
+class ClassifiedChunk:
+    """A chunk's events as one Arrow table sorted by exclusive class (stable within a class).
+
+    Attributes:
+        table: the events, rows of class ``names[i]`` at ``bounds[i]:bounds[i + 1]``.
+        names: classes present, sorted, shape ``(n_classes,)``.
+        counts: events per class, shape ``(n_classes,)``.
+        weights: Σ of weights per class, shape ``(n_classes,)``.
+    """
+
+    table: pa.Table
+    names: tuple[str, ...]
+    counts: np.ndarray
+    weights: np.ndarray
+
+    @property
+    def bounds(self) -> np.ndarray:
+        """Row offsets of the classes in ``table``, shape ``(n_classes + 1,)``."""
+        return np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
+
+
+def sort_by_class(events: ak.Array, signatures: SignatureConfig) -> ClassifiedChunk:
+    """Classify events and sort them by class, converting to Arrow once.
+
+    The stable sort keeps every class's events in input order, so the parts of one class
+    concatenated in chunk order are the class's events in reading order.
+    """
+    classes = classify(events, signatures)
+    weights = ak.to_numpy(events["weight"]).astype(np.float64)
+    counts = np.bincount(classes.codes, minlength=len(classes.names))
+    sums = np.bincount(classes.codes, weights=weights, minlength=len(classes.names))
+    order = np.argsort(classes.codes, kind="stable")
+    return ClassifiedChunk(to_table(events).take(pa.array(order)), classes.names, counts, sums)
 
 
 def part_name(sample: str, file_index: int, chunk_index: int) -> str:
@@ -280,26 +335,21 @@ def _process(task: _ChunkTask) -> dict[str, Any]:
     slice of one table.
     """
     try:
-        events = _read_chunk(task)
+        events = read_chunk(task.path, branch_map=task.branch_map, start=task.start, stop=task.stop)
     except EventValidationError as err:
         return _failure(err)
     if task.scale != 1.0:
         events = ak.with_field(events, events["weight"] * task.scale, "weight")
-    classes = classify(events, task.signatures)
-    weights = ak.to_numpy(events["weight"]).astype(np.float64)
-    counts = np.bincount(classes.codes, minlength=len(classes.names))
-    sums = np.bincount(classes.codes, weights=weights, minlength=len(classes.names))
-    order = np.argsort(classes.codes, kind="stable")
-    table = to_table(events).take(pa.array(order))
-    bounds = np.concatenate([[0], np.cumsum(counts)])
+    chunk = sort_by_class(events, task.signatures)
+    bounds = chunk.bounds
     name = part_name(task.sample, task.file_index, task.chunk_index)
-    for code, class_name in enumerate(classes.names):
-        part = table.slice(int(bounds[code]), int(counts[code]))
+    for code, class_name in enumerate(chunk.names):
+        part = chunk.table.slice(int(bounds[code]), int(chunk.counts[code]))
         _write_part(part, Path(task.out_dir) / f"{PARTITION_KEY}={class_name}" / name, task.sample)
     return {
         "events": len(events),
-        "class_counts": dict(zip(classes.names, counts.tolist(), strict=True)),
-        "class_weights": dict(zip(classes.names, sums.tolist(), strict=True)),
+        "class_counts": dict(zip(chunk.names, chunk.counts.tolist(), strict=True)),
+        "class_weights": dict(zip(chunk.names, chunk.weights.tolist(), strict=True)),
     }
 
 

@@ -9,9 +9,16 @@ data so far and the seed, so a resumed campaign proposes the same points, finds 
 the ledger and goes on where it stopped. The posterior is saved as the model's coverage
 (:mod:`campaign.coverage`), which the report draws.
 
+With several models the campaign spends one shared budget: each round
+:func:`theory.active.choose_model` gives the next batch to the model whose best batch is
+expected to remove the most misclassified volume per unit simulation cost (``cost`` per model
+in the campaign file), and that model's pool learner over a fixed, seeded set of candidate
+points in its box proposes the batch. One model alone runs the continuous box learner.
+
 The value learned is the CLs of the search with the best *expected* sensitivity (chosen
 without looking at data, like any analysis choosing its signal region), observed and expected
-together. A point no search receives signal from has CLs = 1: it is not excluded, and the report
+together; the multi-channel combination of ``lamppost reinterpret`` is not fitted per point (its
+many-parameter pyhf fits cost minutes per point). A point no search receives signal from has CLs = 1: it is not excluded, and the report
 counts it as allowed by a campaign that could not see it.
 """
 
@@ -25,10 +32,15 @@ from typing import Any
 import numpy as np
 
 from campaign import plan
-from campaign.coverage import ModelCoverage, save_coverage
+from campaign.coverage import (
+    ModelCoverage,
+    rank_next_searches,
+    save_coverage,
+    save_next_searches,
+)
 from campaign.spec import CampaignSpec, ModelSpace
 from campaign.store import Store, TaskRecord
-from theory.active import learn_box
+from theory.active import ActiveOptions, ModelArm, PoolHistory, choose_model, learn_box, learn_pool
 from theory.models import get_model
 from theory.space import Parameter, ParameterSpace
 
@@ -115,7 +127,11 @@ def evaluate_point(payload: Mapping[str, Any], store: Store, staging: str) -> di
         seed=int(payload["seed"]),
     )
     outcome = reinterpret(
-        campaign_results(store), signal, benchmark=benchmark, max_fits=payload["max_fits"]
+        campaign_results(store),
+        signal,
+        benchmark=benchmark,
+        max_fits=payload["max_fits"],
+        max_combined=1,
     )
     best = outcome.best_expected
     failures = "; ".join(
@@ -178,29 +194,259 @@ def _evaluator(
 def learn_models(
     spec: CampaignSpec, store: Store, searches: plan.Task, run_tasks: RunTasks
 ) -> list[ModelCoverage]:
-    """Run the loop for every model of ``spec.theory`` and save each model's coverage.
+    """Run the loop for the models of ``spec.theory`` and save each model's coverage.
 
     Failed evaluations enter the learner as NaN (recorded, never re-proposed, not fitted).
     """
+    models = spec.theory.models
+    if len(models) == 1:
+        coverages = [_learn_one(spec, store, models[0], searches, run_tasks)]
+    else:
+        coverages = _learn_several(spec, store, searches, run_tasks)
+    for coverage in coverages:
+        save_coverage(store, coverage)
+    _next_searches(spec, store, coverages, searches, run_tasks)
+    return coverages
+
+
+DEPOSIT_POINTS = 12
+"""Still-allowed points per model whose signal is simulated to find where it lands."""
+
+
+def deposit_task(
+    spec: CampaignSpec, model: ModelSpace, coverage: ModelCoverage, searches: plan.Task
+) -> plan.Task | None:
+    """Simulate a seeded sample of the model's still-allowed reference points (None if none)."""
+    allowed = coverage.reference[coverage.p_excluded_observed < 0.5]
+    if not len(allowed):
+        return None
+    label = model_label(model)
+    rng = np.random.default_rng(plan.derive_seed(spec.seed, "deposits", label))
+    rows = np.sort(rng.choice(len(allowed), size=min(DEPOSIT_POINTS, len(allowed)), replace=False))
+    points = [
+        {name: float(f"{value:.10g}") for name, value in zip(coverage.parameters, row, strict=True)}
+        for row in allowed[rows]
+    ]
+    config = {
+        "model": model.name,
+        "options": model.options,
+        "points": points,
+        "events": spec.theory.events,
+        "searches": searches.key,
+        "seed": plan.derive_seed(spec.seed, "deposits", label),
+    }
+    return plan.Task(
+        key=plan.content_key("deposit", config),
+        kind="deposit",
+        name=f"deposit/{label}",
+        payload=config,
+        cost=1.0,
+        depends_on=(searches.key,),
+    )
+
+
+def deposit_signal(payload: Mapping[str, Any], store: Store, staging: str) -> dict[str, Any]:
+    """Task function: expected signal events per exclusive class at each point."""
+    from campaign.benchmark import signal_events
+    from searches.signatures import SignatureConfig, classify
+
+    config = SignatureConfig.model_validate(store.read_json("spec.json")["signatures"])
+    points = list(payload["points"])
+    deposits: dict[str, list[float]] = {}
+    for k, point in enumerate(points):
+        signal, _ = signal_events(
+            store,
+            model=payload["model"],
+            point=dict(point),
+            options=payload["options"],
+            n_events=int(payload["events"]),
+            seed=int(payload["seed"]) + k,
+        )
+        classes = classify(signal, config)
+        sums = np.bincount(
+            classes.codes, weights=np.asarray(signal["weight"]), minlength=len(classes.names)
+        )
+        for name, total in zip(classes.names, sums, strict=True):
+            deposits.setdefault(name, [0.0] * len(points))[k] = float(total)
+    relative = f"{staging}/deposits.json"
+    store.write_text(relative, json.dumps({"points": points, "deposits": deposits}))
+    return {"artifacts": {"deposits": relative}}
+
+
+def tested_classes(names: Sequence[str], searched: set[str], config: Any) -> set[str]:
+    """The exclusive classes among ``names`` that some searched (exclusive or view) class holds."""
+    from searches.signatures import VIEW_SUFFIX, view_members
+
+    suffixes = [suffix for suffix in VIEW_SUFFIX.values() if suffix]
+    parents = {
+        name[: -len(suffix)] for name in searched for suffix in suffixes if name.endswith(suffix)
+    }
+    universe = sorted(set(names) | parents)
+    views = view_members(universe, config=config)
+    held = {name for name in names if name in searched}
+    for view, members in views.items():
+        if view in searched:
+            held |= set(members) & set(names)
+    return held
+
+
+def _next_searches(
+    spec: CampaignSpec,
+    store: Store,
+    coverages: Sequence[ModelCoverage],
+    searches: plan.Task,
+    run_tasks: RunTasks,
+) -> None:
+    """Rank untested classes by the signal the still-allowed theory volume puts there."""
+    from campaign.tasks import finished_results
+    from searches.signatures import EMPTY_CLASS
+
+    by_label = {model_label(model): model for model in spec.theory.models}
+    tasks = {
+        coverage.model: task
+        for coverage in coverages
+        if (task := deposit_task(spec, by_label[coverage.model], coverage, searches)) is not None
+    }
+    finished = run_tasks(list(tasks.values()), "where allowed signal lands")
+    deposits = {
+        label: store.read_json(finished[task.key].artifacts["deposits"])
+        for label, task in tasks.items()
+        if task.key in finished
+    }
+    names = sorted({name for d in deposits.values() for name in d["deposits"]} - {EMPTY_CLASS})
+    searched = {result.event_class for result in finished_results(store)}
+    tested = tested_classes(names, searched, spec.signatures) | {EMPTY_CLASS}
+    ranked = rank_next_searches({label: d["deposits"] for label, d in deposits.items()}, tested)
+    save_next_searches(
+        store, ranked, points={label: len(d["points"]) for label, d in deposits.items()}
+    )
+
+
+def _learn_one(
+    spec: CampaignSpec, store: Store, model: ModelSpace, searches: plan.Task, run_tasks: RunTasks
+) -> ModelCoverage:
     theory = spec.theory
-    coverages = []
-    for model in theory.models:
-        space = campaign_space(model)
-        label = model_label(model)
-        evaluate = _evaluator(spec, store, model, space, searches, run_tasks)
-        history = learn_box(
-            space,
-            evaluate,
-            budget=theory.budget,
-            seed=plan.derive_seed(spec.seed, "theory-loop", label),
+    space = campaign_space(model)
+    label = model_label(model)
+    evaluate = _evaluator(spec, store, model, space, searches, run_tasks)
+    history = learn_box(
+        space,
+        evaluate,
+        budget=theory.budget,
+        seed=plan.derive_seed(spec.seed, "theory-loop", label),
+        batch_size=theory.batch,
+        initial=theory.initial,
+        threshold=theory.threshold,
+        acquisition=theory.acquisition,
+        stop_at=theory.stop_at,
+        reference_size=REFERENCE_SIZE,
+        n_candidates=REFERENCE_SIZE,
+    )
+    return ModelCoverage.from_history(label, space.names, history)
+
+
+REFERENCE_SIZE = 1000
+"""Reference (and, with several models, candidate) points per model."""
+
+
+def _learn_several(
+    spec: CampaignSpec, store: Store, searches: plan.Task, run_tasks: RunTasks
+) -> list[ModelCoverage]:
+    """One shared budget (in cost units) allotted round by round with :func:`choose_model`.
+
+    Every choice is a pure function of the evaluated data and the seeds, so a resumed campaign
+    makes the same choices and finds their evaluations in the ledger.
+    """
+    theory = spec.theory
+    spaces = [campaign_space(model) for model in theory.models]
+    labels = [model_label(model) for model in theory.models]
+    seeds = [plan.derive_seed(spec.seed, "theory-loop", label) for label in labels]
+    pools = [
+        space.sample(REFERENCE_SIZE, seed=plan.derive_seed(seed, "candidates"))
+        for space, seed in zip(spaces, seeds, strict=True)
+    ]
+    flags = [tuple(p.log for p in space.parameters) for space in spaces]
+    oracles = [
+        _pool_oracle(_evaluator(spec, store, model, space, searches, run_tasks), pool)
+        for model, space, pool in zip(theory.models, spaces, pools, strict=True)
+    ]
+    histories: list[PoolHistory | None] = [None] * len(spaces)
+    finished = [False] * len(spaces)
+    spent, step = 0.0, 0
+    while not all(finished):
+        arms, active = [], []
+        for k, history in enumerate(histories):
+            if finished[k]:
+                continue
+            indices, values = _evaluated(history)
+            arms.append(
+                ModelArm(
+                    name=labels[k],
+                    candidates=pools[k],
+                    indices=indices,
+                    values=values,
+                    cost=theory.models[k].cost,
+                    log_scale=flags[k],
+                )
+            )
+            active.append(k)
+        choice = choose_model(
+            arms,
             batch_size=theory.batch,
+            seed=plan.derive_seed(spec.seed, "theory-choice"),
+            step=step,
+            threshold=theory.threshold,
+            initial=theory.initial,
+        )
+        k = active[choice.arm]
+        done = len(_evaluated(histories[k])[0])
+        q = (
+            theory.batch
+            if done
+            else ActiveOptions(batch_size=theory.batch, initial=theory.initial).initial_size(
+                spaces[k].dim
+            )
+        )
+        cost = theory.models[k].cost
+        affordable = int((theory.budget - spent) // cost)
+        if affordable < 1:
+            finished[k] = True
+            continue
+        history = learn_pool(
+            pools[k],
+            oracles[k],
+            budget=done + min(q, affordable),
+            seed=seeds[k],
+            batch_size=theory.batch,
+            initial=theory.initial,
             threshold=theory.threshold,
             acquisition=theory.acquisition,
+            log_scale=flags[k],
             stop_at=theory.stop_at,
-            reference_size=1000,
-            n_candidates=1000,
+            resume=histories[k],
         )
-        coverage = ModelCoverage.from_history(label, space.names, history)
-        save_coverage(store, coverage)
-        coverages.append(coverage)
-    return coverages
+        added = len(_evaluated(history)[0]) - done
+        histories[k] = history
+        spent += added * cost
+        finished[k] = added == 0 or history.stop_reason in ("tolerance", "pool exhausted")
+        step += 1
+    return [
+        ModelCoverage.from_history(label, space.names, history)
+        for label, space, history in zip(labels, spaces, histories, strict=True)
+        if history is not None
+    ]
+
+
+def _evaluated(history: PoolHistory | None) -> tuple[np.ndarray, np.ndarray]:
+    if history is None or not history.steps:
+        return np.empty(0, dtype=int), np.empty((0, 2))
+    return (
+        np.concatenate([s.indices for s in history.steps]),
+        np.concatenate([s.values for s in history.steps]),
+    )
+
+
+def _pool_oracle(
+    evaluate: Callable[[np.ndarray], np.ndarray], pool: np.ndarray
+) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda indices: evaluate(pool[np.asarray(indices, dtype=int)])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,12 +64,23 @@ def _background_config(spec: CampaignSpec) -> dict[str, Any] | None:
     return None if background is None else background.model_dump(mode="json")
 
 
-def background_task(spec: CampaignSpec) -> Task:
-    """The simulated background (an empty event set when the campaign has none)."""
+def _file_config(files: Sequence[Task]) -> dict[str, Any]:
+    """What a role from files adds to its task: the keys of its inspect and read tasks."""
+    return {"files": [task.key for task in files]} if files else {}
+
+
+def background_task(spec: CampaignSpec, files: Sequence[Task] = ()) -> Task:
+    """The simulated background (an empty event set when the campaign has none).
+
+    Args:
+        files: for a background from files, its ``inspect`` and ``read`` tasks
+            (:func:`campaign.inputs.read_files`); the task then only gathers their index.
+    """
     config = {
         "background": _background_config(spec),
         "luminosity_fb": spec.luminosity_fb,
         "seed": derive_seed(spec.seed, "background"),
+        **_file_config(files),
     }
     return Task(
         key=content_key("background", config),
@@ -77,10 +88,11 @@ def background_task(spec: CampaignSpec) -> Task:
         name="background",
         payload=config,
         cost=(config["background"] or {}).get("events", 1e5) / 1e6,
+        depends_on=tuple(task.key for task in files),
     )
 
 
-def observed_task(spec: CampaignSpec, background: Task) -> Task:
+def observed_task(spec: CampaignSpec, background: Task, files: Sequence[Task] = ()) -> Task:
     """Observed events: files, or pseudo-data Poisson-drawn from the background model.
 
     Pseudo-data resamples the very background sample the searches compare to (each simulated
@@ -95,13 +107,14 @@ def observed_task(spec: CampaignSpec, background: Task) -> Task:
         "background": _background_config(spec),
         "luminosity_fb": spec.luminosity_fb,
         "seed": derive_seed(spec.seed, "observed"),
+        **_file_config(files),
     }
     return Task(
         key=content_key("observed", config),
         kind="observed",
         name="observed",
         payload=config,
-        depends_on=(background.key,),
+        depends_on=(background.key, *(task.key for task in files)),
     )
 
 
@@ -120,10 +133,15 @@ def classify_task(spec: CampaignSpec, background: Task, observed: Task) -> Task:
     )
 
 
-def data_tasks(spec: CampaignSpec) -> list[Task]:
-    """The tasks before the searches: background, observed, classification."""
-    background = background_task(spec)
-    observed = observed_task(spec, background)
+def data_tasks(spec: CampaignSpec, files: Mapping[str, Sequence[Task]] | None = None) -> list[Task]:
+    """The tasks before the searches: background, observed, classification.
+
+    Args:
+        files: per role from files, its inspect and read tasks (already finished).
+    """
+    files = files or {}
+    background = background_task(spec, files.get("background", ()))
+    observed = observed_task(spec, background, files.get("observed", ()))
     return [background, observed, classify_task(spec, background, observed)]
 
 
@@ -137,7 +155,9 @@ def search_tasks(
     Args:
         classes: class name -> ``{"members": [exclusive classes], "expected": float,
             "observed": float, "mc_events": int, "searchable": bool}``; exclusive classes
-            also give ``bkg_row_group`` / ``obs_row_group``, where their events are stored.
+            also give ``bkg_row_group`` / ``obs_row_group``, where their events are stored in
+            the classification's files, or (inputs read from files) ``bkg_parts`` /
+            ``obs_parts``, the ``[part, row group]`` pairs of :mod:`campaign.inputs`.
     """
     tasks = []
     repeated = {
@@ -157,6 +177,14 @@ def search_tasks(
                         for member in info["members"]
                         if f"{label}_row_group" in classes[member]
                     }
+                    for label in ("bkg", "obs")
+                },
+                "parts": {
+                    label: [
+                        part
+                        for member in sorted(info["members"])
+                        for part in classes[member].get(f"{label}_parts", [])
+                    ]
                     for label in ("bkg", "obs")
                 },
                 "method": search.method,
@@ -201,6 +229,38 @@ def _classes_for(search: SearchSpec, classes: Mapping[str, Mapping[str, Any]]) -
     if search.classes is None:
         return searchable
     return [name for name in search.classes if name in classes and classes[name]["searchable"]]
+
+
+def landscape_task(spec: CampaignSpec, background: Task, observed: Task) -> Task:
+    """The two-body resonance landscape (:mod:`searches.landscape`) over the whole sample.
+
+    It reads the background and observed events directly (not the classified row groups):
+    its cells cut across event classes (the inclusive cell of a pair holds every class).
+
+    Raises:
+        ValueError: the spec has no ``landscape`` section.
+    """
+    if spec.landscape is None:
+        raise ValueError("landscape_task: the campaign has no 'landscape' section")
+    options = spec.landscape.model_dump(mode="json", exclude={"seed", "cpus"})
+    seed = spec.landscape.seed
+    config = {
+        "background_key": background.key,
+        "observed_key": observed.key,
+        "options": options,
+        "signatures": spec.signatures.model_dump(mode="json"),
+        "luminosity_fb": spec.luminosity_fb,
+        "seed": derive_seed(spec.seed, "landscape") if seed is None else seed,
+    }
+    return Task(
+        key=content_key("landscape", config),
+        kind="landscape",
+        name="landscape",
+        payload=config,
+        cpus=spec.landscape.cpus,
+        cost=1.0 + spec.landscape.pseudo_experiments / 100,
+        depends_on=(background.key, observed.key),
+    )
 
 
 def lee_task(spec: CampaignSpec, searches: list[Task]) -> Task:

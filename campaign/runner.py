@@ -68,7 +68,10 @@ class Driver:
 
     def _run(self) -> CampaignSummary:
         with RayExecutor(self.spec.execution, store_uri=self.store.uri) as executor:
-            background, observed, classify = plan.data_tasks(self.spec)
+            files = self._read_files(executor)
+            if files is None:
+                return self._summary()
+            background, observed, classify = plan.data_tasks(self.spec, files)
             self._stage(executor, [background], "background")
             if not self._have(background):
                 return self._summary()
@@ -76,6 +79,9 @@ class Driver:
             if not self._have(observed):
                 return self._summary()
             self._stage(executor, [classify], "classify")
+            if self.spec.landscape is not None:
+                landscape = plan.landscape_task(self.spec, background, observed)
+                self._stage(executor, [landscape], "landscape")
             if not self._have(classify):
                 return self._summary()
             classes = self.store.read_json(self.finished[classify.key].artifacts["classes"])
@@ -89,6 +95,16 @@ class Driver:
                 if self.spec.theory.models and self.spec.theory.budget and self._have(lee):
                     self._theory_loop(executor, lee)
         return self._summary()
+
+    def _read_files(self, executor: RayExecutor) -> dict[str, list[plan.Task]] | None:
+        """Open and read input files as chunk tasks (:mod:`campaign.inputs`); None: one failed."""
+        from campaign.inputs import read_files
+
+        def run_tasks(tasks: Sequence[plan.Task], label: str) -> dict[str, TaskRecord]:
+            self._stage(executor, tasks, label)
+            return self.finished
+
+        return read_files(self.spec, self.store, run_tasks)
 
     def _theory_loop(self, executor: RayExecutor, searches: plan.Task) -> None:
         """Learn each model's exclusion over its parameters (:mod:`campaign.loop`)."""
@@ -125,6 +141,8 @@ class Driver:
             record = self.finished[key]
             if task.kind == "lee":
                 inputs.setdefault("searches", []).append(record.artifacts)
+            elif record.kind in ("inspect", "read"):
+                inputs.setdefault(record.kind, []).append(record.artifacts)
             else:
                 inputs[record.kind] = record.artifacts
         return inputs

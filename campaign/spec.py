@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from searches.landscape import LandscapeOptions
 from searches.methods.registry import METHODS, get_method
 from searches.observables import OBSERVABLES
 from searches.signatures import SignatureConfig
@@ -144,11 +145,18 @@ class SampleFile(_Strict):
         return [self.path] if Path(self.path).is_file() else []
 
 
+DEFAULT_CHUNK_SIZE = 100_000
+ChunkSize = Annotated[int, Field(ge=1, le=10_000_000)]
+"""Entries per read task of a ``files`` section: bounds a worker's memory (about 1 kB per event
+in flight) and sets how finely the reading spreads over the cluster (:mod:`campaign.inputs`)."""
+
+
 class FileBackground(_Strict):
     """Simulated background from files: every sample normalised and added together."""
 
     files: Annotated[list[SampleFile], Field(min_length=1)]
     on_bad_file: Literal["fail", "skip"] = "fail"
+    chunk_size: ChunkSize = DEFAULT_CHUNK_SIZE
 
 
 class Injection(_Strict):
@@ -179,6 +187,7 @@ class FileObserved(_Strict):
 
     files: Annotated[list[SampleFile], Field(min_length=1)]
     on_bad_file: Literal["fail", "skip"] = "fail"
+    chunk_size: ChunkSize = DEFAULT_CHUNK_SIZE
 
 
 def _by_files(other: str, files: str) -> Callable[[Any], str]:
@@ -305,8 +314,10 @@ class TheorySpec(_Strict):
     Attributes:
         models: models to learn the exclusion of; none means no loop.
         budget: evaluated points per model (each: simulate ``events`` signal events, then
-            reinterpret them against the campaign).
+            reinterpret them against the campaign); with several models, the total simulation
+            cost shared by all of them (Σ cost per evaluation, each model's ``cost``).
         batch: points proposed (and simulated in parallel) per step.
+        initial: points of each model's initial design (default ``max(batch, 5 × dimensions)``).
         threshold: CLs of the exclusion (0.05: 95 % CL).
         acquisition: the learner's criterion (see :class:`theory.active.ActiveOptions`).
         stop_at: stop a model early once the expected misclassified fraction is this small.
@@ -317,6 +328,7 @@ class TheorySpec(_Strict):
     models: list[ModelSpace] = []
     budget: Annotated[int, Field(ge=0)] = 0
     batch: Annotated[int, Field(ge=1)] = 10
+    initial: Annotated[int, Field(ge=2)] | None = None
     threshold: Annotated[float, Field(gt=0, lt=1)] = 0.05
     acquisition: Literal["straddle", "misclassification", "entropy", "information_gain"] = (
         "straddle"
@@ -334,6 +346,19 @@ class ExecutionSpec(_Strict):
     num_gpus: Annotated[float, Field(ge=0)] = 0
     retries: Annotated[int, Field(ge=0, le=10)] = 2
     min_task_seconds: Annotated[float, Field(ge=0)] = 0.5
+
+
+class LandscapeSpec(LandscapeOptions):
+    """The two-body resonance landscape (:mod:`searches.landscape`): a bump search in the
+    mass of every object pair, look-elsewhere-corrected over the whole table.
+
+    Attributes:
+        seed: seed of its pseudo-experiments (default: derived from the campaign seed).
+        cpus: CPUs its task asks of the executor.
+    """
+
+    seed: Annotated[int, Field(ge=0)] | None = None
+    cpus: Annotated[float, Field(gt=0)] = 1.0
 
 
 class ReportSpec(_Strict):
@@ -356,6 +381,7 @@ class CampaignSpec(_Strict):
     execution: ExecutionSpec = ExecutionSpec()
     store: str
     report: ReportSpec = ReportSpec()
+    landscape: LandscapeSpec | None = Field(None, exclude_if=lambda value: value is None)
 
     @field_validator("signatures", mode="before")
     @classmethod
@@ -411,6 +437,16 @@ class CampaignSpec(_Strict):
                     f"searches.{index}.resources.cpus: {search.resources.cpus} exceeds "
                     f"execution.num_cpus={self.execution.num_cpus}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _landscape_has_a_background(self) -> CampaignSpec:
+        if self.landscape is not None and self.data.background is None:
+            raise ValueError(
+                "landscape: compares every pair mass with the simulated background, but "
+                "data.background is null; allowed: a background (simulator: builtin, or "
+                "files), or no landscape section"
+            )
         return self
 
     def digest(self) -> str:

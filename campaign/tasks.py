@@ -9,7 +9,6 @@ itself and can run on any worker that sees the store.
 
 from __future__ import annotations
 
-import glob
 import io
 import itertools
 import os
@@ -21,6 +20,7 @@ import awkward as ak
 import numpy as np
 import pyarrow.parquet as pq
 
+from campaign.inputs import gather, inspect_task, read_index, read_parts, read_task
 from campaign.store import Store
 from searches import events as ev
 from searches import signatures
@@ -57,143 +57,86 @@ def _read_events(store: Store, relative: str) -> ak.Array:
     return ev.validate_events(ak.from_arrow(table), source=store.path(relative))
 
 
+def role_events(store: Store, artifacts: Mapping[str, str]) -> ak.Array:
+    """All events of the background or observed task: its event file, or (read from files)
+    every part its index names, in reading order (one worker then holds the whole sample)."""
+    if "index" in artifacts:
+        return read_index(store, artifacts["index"])
+    return _read_events(store, artifacts["events"])
+
+
 def make_background(payload: Mapping[str, Any], store: Store, staging: str) -> TaskOutput:
     """The simulated background: built-in simulator, files, or none (``background: null``).
 
     With no background the artifact is an empty event set, so the later stages keep one
-    shape and every class slice carries an empty ``background``.
+    shape and every class slice carries an empty ``background``. Files were read and
+    classified by chunk tasks already; this task only indexes them (:func:`gather`).
     """
     config = payload["background"]
-    summary: dict[str, Any] = {}
+    if config is not None and config.get("files"):
+        return gather(payload, store, staging)
     if config is None:
         events = ev.empty_events()
-    elif config.get("simulator") == "builtin":
+    else:
         events = FastSimulator(tail_boost=float(config["tail_boost"])).background(
             n_events=int(config["events"]),
             luminosity_fb=float(payload["luminosity_fb"]),
             seed=int(payload["seed"]),
         )
-    else:
-        events, summary = _read_samples(config, payload)
     path = _write_events(store, f"{staging}/background.parquet", events)
     return {
         "artifacts": {"events": path},
         "summary": {
             "events": len(events),
             "expected": float(ak.sum(events["weight"])) if len(events) else 0.0,
-            **summary,
         },
     }
 
 
 def make_observed(payload: Mapping[str, Any], store: Store, staging: str) -> TaskOutput:
+    """Observed events: pseudo-data drawn from the background, or files (indexed by chunks)."""
     config = payload["observed"]
+    if not config.get("pseudo"):
+        return gather(payload, store, staging)
     seed = int(payload["seed"])
     summary: dict[str, Any] = {}
-    if config.get("pseudo"):
-        source = _read_events(store, payload["inputs"]["background"]["events"])
-        injection = config.get("inject")
-        if injection:
-            model = get_model(injection["model"])
-            signal = FastSimulator().signal(
-                model,
-                injection["point"],
-                n_events=int(injection["events"]),
-                luminosity_fb=float(payload["luminosity_fb"]),
-                seed=seed + 2,
-            )
-            signal = ak.with_field(signal, signal["weight"] * float(injection["scale"]), "weight")
-            summary["injected_expected"] = float(ak.sum(signal["weight"]))
-            source = ev.concatenate([source, signal])
-        events = pseudo_data(source, seed=seed)
-    else:
-        events, read = _read_samples(config, payload)
-        summary.update(read)
+    source = role_events(store, payload["inputs"]["background"])
+    injection = config.get("inject")
+    if injection:
+        model = get_model(injection["model"])
+        signal = FastSimulator().signal(
+            model,
+            injection["point"],
+            n_events=int(injection["events"]),
+            luminosity_fb=float(payload["luminosity_fb"]),
+            seed=seed + 2,
+        )
+        signal = ak.with_field(signal, signal["weight"] * float(injection["scale"]), "weight")
+        summary["injected_expected"] = float(ak.sum(signal["weight"]))
+        source = ev.concatenate([source, signal])
+    events = pseudo_data(source, seed=seed)
     path = _write_events(store, f"{staging}/observed.parquet", events)
     summary["events"] = len(events)
     return {"artifacts": {"events": path}, "summary": summary}
-
-
-def _read_samples(
-    config: Mapping[str, Any], payload: Mapping[str, Any]
-) -> tuple[ak.Array, dict[str, Any]]:
-    """Read and normalise every sample of a ``files`` section; with ``on_bad_file: skip`` a
-    file that cannot be read is recorded in the summary and left out.
-
-    Returns:
-        The events of all samples, and a summary: per sample (label or path) its files,
-        events and weighted yield, plus the skipped files.
-    """
-    from searches.readers import normalise, read_events
-
-    luminosity_fb = float(payload["luminosity_fb"])
-    skip = config.get("on_bad_file") == "skip"
-    parts: list[ak.Array] = []
-    samples: dict[str, dict[str, Any]] = {}
-    skipped: list[dict[str, str]] = []
-    for sample in config["files"]:
-        paths = _sample_paths(sample["path"])
-        read = []
-        for path in paths:
-            try:
-                read.append(read_events(path, preset=sample.get("preset")))
-            except ev.EventValidationError as err:
-                if not skip:
-                    raise
-                skipped.append({"path": path, "error": str(err)})
-        if not read:
-            continue
-        events = ev.concatenate(read)
-        if sample.get("xsec_pb"):
-            events = normalise(
-                events,
-                xsec_pb=float(sample["xsec_pb"]),
-                luminosity_fb=luminosity_fb,
-                sum_of_weights=float(sample.get("sum_of_weights") or ak.sum(events["weight"])),
-            )
-        elif sample.get("weights_luminosity_fb"):
-            scale = luminosity_fb / float(sample["weights_luminosity_fb"])
-            events = ak.with_field(events, events["weight"] * scale, "weight")
-        parts.append(events)
-        samples[sample.get("label") or sample["path"]] = {
-            "files": len(read),
-            "events": len(events),
-            "weighted": float(ak.sum(events["weight"])),
-        }
-    if not parts:
-        raise ev.EventValidationError(
-            "; ".join(s["path"] for s in skipped) or "<files>",
-            "<files>",
-            "no file could be read (every one was skipped as bad)",
-        )
-    return ev.concatenate(parts), {"samples": samples, "skipped": skipped}
-
-
-def _sample_paths(pattern: str) -> list[str]:
-    """The files of one sample path (a glob expanded and sorted; remote URIs as given)."""
-    if "://" not in pattern and glob.has_magic(pattern):
-        found = sorted(glob.glob(pattern))
-        if not found:
-            raise ev.EventValidationError(pattern, "<path>", "no file matches this glob")
-        return found
-    return [pattern]
 
 
 def classify(payload: Mapping[str, Any], store: Store, staging: str) -> TaskOutput:
     """Split background and observed events into exclusive classes; describe every view.
 
     Each sample is written as one Parquet file with one row group per exclusive class, so a
-    search reads exactly the row groups of its class (or of the members of a view).
+    search reads exactly the row groups of its class (or of the members of a view). Samples
+    read from files are classified already, chunk by chunk: their classes come from the index
+    of their parts (:mod:`campaign.inputs`), and no event is read here.
     """
     config = signatures.SignatureConfig.model_validate(payload["signatures"])
-    inputs = payload["inputs"]
-    samples = {
-        "bkg": _read_events(store, inputs["background"]["events"]),
-        "obs": _read_events(store, inputs["observed"]["events"]),
-    }
+    given = payload["inputs"]
     artifacts: dict[str, str] = {}
     table: dict[str, dict[str, Any]] = {}
-    for label, events in samples.items():
+    for label, role in (("bkg", "background"), ("obs", "observed")):
+        if "index" in given[role]:
+            _index_classes(store.read_json(given[role]["index"]), label, table)
+            continue
+        events = _read_events(store, given[role]["events"])
         classification = signatures.classify(events, config)
         order = np.argsort(classification.codes, kind="stable")
         bounds = np.searchsorted(
@@ -230,6 +173,18 @@ def classify(payload: Mapping[str, Any], store: Store, staging: str) -> TaskOutp
     }
 
 
+def _index_classes(index: Mapping[str, Any], label: str, table: dict[str, dict[str, Any]]) -> None:
+    """Class entries of a sample read from files: yields from its index, events in its parts."""
+    for name, info in index["classes"].items():
+        entry = table.setdefault(
+            name, {"members": [name], "expected": 0.0, "observed": 0.0, "mc_events": 0}
+        )
+        entry["expected" if label == "bkg" else "observed"] = float(info["weight"])
+        if label == "bkg":
+            entry["mc_events"] = int(info["events"])
+        entry[f"{label}_parts"] = info["parts"]
+
+
 def _write_row_groups(store: Store, relative: str, events: ak.Array, bounds: np.ndarray) -> str:
     """One Parquet file of ``events`` with row group ``i`` = rows ``bounds[i]:bounds[i+1]``."""
     table = ev.to_table(events)
@@ -258,11 +213,12 @@ def run_search(payload: Mapping[str, Any], store: Store, staging: str) -> TaskOu
     if fault and fault == f"{event_class}:{payload['method']}":
         raise RuntimeError(f"fault injected by ${FAULT_INJECTION_VARIABLE} for {fault}")
     classified = payload["inputs"]["classify"]
+    parts = payload.get("parts", {})
     data = {
-        label: _read_row_groups(
-            store,
-            classified[label],
-            list(payload["row_groups"][label].values()),
+        label: read_parts(store, parts[label])
+        if parts.get(label)
+        else _read_row_groups(
+            store, classified.get(label, ""), list(payload["row_groups"][label].values())
         )
         for label in ("bkg", "obs")
     }
@@ -322,11 +278,46 @@ def look_elsewhere(payload: Mapping[str, Any], store: Store, staging: str) -> Ta
     return {"artifacts": {"lee": path}, "summary": summary}
 
 
+def run_landscape(payload: Mapping[str, Any], store: Store, staging: str) -> TaskOutput:
+    """The two-body resonance landscape (:func:`searches.landscape.scan_landscape`)."""
+    from searches.landscape import LandscapeOptions, scan_landscape
+
+    inputs = payload["inputs"]
+    landscape = scan_landscape(
+        role_events(store, inputs["background"]),
+        role_events(store, inputs["observed"]),
+        config=signatures.SignatureConfig.model_validate(payload["signatures"]),
+        options=LandscapeOptions.model_validate(payload["options"]),
+        luminosity_fb=float(payload["luminosity_fb"]),
+        seed=int(payload["seed"]),
+    )
+    path = f"{staging}/landscape.json"
+    store.write_text(path, landscape.to_json())
+    best = landscape.best
+    return {
+        "artifacts": {"landscape": path},
+        "summary": {
+            "cells": landscape.n_cells,
+            "sensitive": landscape.n_sensitive,
+            "p_local_min": landscape.p_local_min,
+            "p_global": landscape.p_global,
+            "best": None if best is None else best.name,
+        },
+    }
+
+
 def evaluate_theory_point(payload: Mapping[str, Any], store: Store, staging: str) -> TaskOutput:
     """One point of the theory loop (:func:`campaign.loop.evaluate_point`)."""
     from campaign.loop import evaluate_point
 
     return evaluate_point(payload, store, staging)
+
+
+def deposit_theory_signal(payload: Mapping[str, Any], store: Store, staging: str) -> TaskOutput:
+    """Where still-allowed theory points put their signal (:func:`campaign.loop.deposit_signal`)."""
+    from campaign.loop import deposit_signal
+
+    return deposit_signal(payload, store, staging)
 
 
 def evaluate_published_patches(
@@ -342,8 +333,12 @@ TASKS: dict[str, Callable[[Mapping[str, Any], Store, str], TaskOutput]] = {
     "background": make_background,
     "observed": make_observed,
     "classify": classify,
+    "inspect": inspect_task,
+    "read": read_task,
     "search": run_search,
     "lee": look_elsewhere,
+    "landscape": run_landscape,
     "evaluate": evaluate_theory_point,
+    "deposit": deposit_theory_signal,
     "patches": evaluate_published_patches,
 }

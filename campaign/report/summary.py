@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from campaign.coverage import ModelCoverage, load_coverages
+from campaign.coverage import ModelCoverage, NextSearch, load_coverages, load_next_searches
 from campaign.status import read_status
 from campaign.store import Store
 from campaign.tasks import finished_results
+from searches.landscape import Landscape, LandscapeCell
 from searches.result import SearchResult
 from searches.signatures import EMPTY_CLASS, parse_class_name
 from searches.stats import counting
@@ -399,16 +400,33 @@ def _coverage_row(coverage: ModelCoverage) -> dict[str, Any]:
 
 
 def next_searches(
-    class_rows: Sequence[dict[str, Any]], grid: dict[str, Any], *, limit: int = 15
+    class_rows: Sequence[dict[str, Any]],
+    grid: dict[str, Any],
+    *,
+    theory: Sequence[NextSearch] = (),
+    limit: int = 15,
 ) -> list[dict[str, Any]]:
-    """What to search next: populated classes nobody searched, then empty grid cells.
+    """What to search next: where still-allowed theory points put signal no search sees
+    (:func:`campaign.coverage.rank_next_searches`), populated classes nobody searched, then
+    empty grid cells.
 
     Classes with observed events but no search were dropped by the campaign's class selection
     (too little expected background or too few simulated events): the data exist, the
     background model does not — more simulation opens them. Empty cells of the grid are object
     combinations no searched class contains at all.
     """
-    items: list[dict[str, Any]] = []
+    items: list[dict[str, Any]] = [
+        {
+            "what": item.event_class,
+            "kind": "allowed theory signal",
+            "observed": None,
+            "expected": None,
+            "why": f"{item.signal_events:.3g} signal events on average from the still-allowed "
+            f"points of {', '.join(item.models)} ({100 * item.share:.0f} % of their untested "
+            "signal)",
+        }
+        for item in theory
+    ]
     for row in sorted(class_rows, key=lambda r: -r["observed"]):
         unsearched = not row["searched"] and not row["name"].startswith(EMPTY_CLASS)
         if unsearched and row["observed"] > 0:
@@ -449,7 +467,94 @@ def _look_elsewhere(stored: dict[str, Any]) -> dict[str, Any] | None:
         "p_global": float(stored["p_global"]),
         "p_sidak": _finite(stored.get("p_sidak")),
         "z_global": float(stored["z_global"]),
+        "resolution_limited": bool(stored.get("resolution_limited", False)),
         "search": f"{stored['event_class']}/{stored['method']}/{stored['observable']}",
+    }
+
+
+LANDSCAPE_CURVE_POINTS = 24
+"""Masses per cell in the report's limit curves (the stored landscape keeps every window)."""
+
+
+def _curve(cell: LandscapeCell) -> dict[str, list[float]]:
+    """The cell's limit curve thinned to at most :data:`LANDSCAPE_CURVE_POINTS` masses."""
+    count = len(cell.masses)
+    keep = np.unique(np.linspace(0, count - 1, min(count, LANDSCAPE_CURVE_POINTS)).astype(int))
+    return {
+        "mass": [cell.masses[i] for i in keep],
+        "expected_fb": [cell.limit_expected_fb[i] for i in keep],
+        "observed_fb": [cell.limit_observed_fb[i] for i in keep],
+    }
+
+
+def landscape_section(store: Store) -> dict[str, Any] | None:
+    """The two-body landscape of the campaign (latest finished task), or None without one.
+
+    The table's ``shade`` (0–1, 1 = best) is the log-scaled expected limit at the reference
+    mass among the table's cells, so the page colours cells without computing anything.
+    """
+    records = [r for r in store.records() if r.kind == "landscape" and r.status == "done"]
+    if not records:
+        return None
+    latest = max(records, key=lambda r: r.finished_at)
+    landscape = Landscape.from_json(store.read_text(latest.artifacts["landscape"]))
+    table = landscape.table()
+    limits = [
+        entry["best_reference_limit_fb"]
+        for row in table["cells"]
+        for entry in row
+        if entry is not None and entry["best_reference_limit_fb"] is not None
+    ]
+    low, high = (np.log10(min(limits)), np.log10(max(limits))) if limits else (0.0, 0.0)
+    span = high - low if high > low else 1.0
+    for row in table["cells"]:
+        for entry in row:
+            if entry is not None and "shade" not in entry:
+                limit = entry["best_reference_limit_fb"]
+                shade = None if limit is None else 1.0 - (np.log10(limit) - low) / span
+                entry["shade"] = None if shade is None else float(shade)
+    best = landscape.best
+    cells = sorted(landscape.cells, key=lambda c: (c.best_p_local, c.name))
+    return {
+        "objects": list(landscape.objects),
+        "n_pairs": len(landscape.pairs),
+        "n_cells": landscape.n_cells,
+        "n_sensitive": landscape.n_sensitive,
+        "reference_mass": float(landscape.options.get("reference_mass", 0.0)),
+        "width": float(landscape.options.get("width", 0.0)),
+        "luminosity_fb": landscape.luminosity_fb,
+        "n_pseudo": landscape.n_pseudo,
+        "p_local_min": landscape.p_local_min,
+        "z_local": _finite(landscape.z_local),
+        "p_global": _finite(landscape.p_global),
+        "z_global": _finite(landscape.z_global),
+        "best": None
+        if best is None
+        else {
+            "cell": best.name,
+            "pair": best.pair,
+            "event_class": best.event_class,
+            "mass": best.best_mass,
+        },
+        "table": table,
+        "cells": [
+            {
+                "cell": cell.name,
+                "pair": cell.pair,
+                "event_class": cell.event_class,
+                "mc_events": cell.mc_events,
+                "expected": cell.expected,
+                "observed": cell.observed,
+                "mass_range": [cell.low[0], cell.high[-1]] if cell.masses else None,
+                "best_mass": cell.best_mass,
+                "p_local": cell.best_p_local,
+                "z_local": _finite(cell.z_local),
+                "p_tilde": _finite(cell.p_tilde),
+                "reference_limit_fb": _finite(cell.reference_limit_fb),
+                "curve": _curve(cell),
+            }
+            for cell in cells
+        ],
     }
 
 
@@ -503,7 +608,8 @@ def build_summary(
         "reinterpretations": reinterpretations,
         "search_impact": search_impact(impact_entries(reinterpretations, points)),
         "coverage": [_coverage_row(c) for c in coverages],
-        "next_searches": next_searches(class_rows, grid),
+        "next_searches": next_searches(class_rows, grid, theory=load_next_searches(store)),
         "failed_tasks": [{"task": f["task"], "error": f["error"]} for f in status.failures],
         "failed_fits": failed_fits,
+        "landscape": landscape_section(store),
     }

@@ -3,6 +3,8 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from subprocess import CompletedProcess
+from typing import Any
 
 import awkward as ak
 import dask
@@ -19,6 +21,17 @@ from campaign.ingest import (
     list_classes,
     read_class,
 )
+from campaign.inputs import (
+    gather,
+    inspect_task,
+    inspect_tasks,
+    read_parts,
+    read_task,
+    read_tasks,
+)
+from campaign.spec import parse_spec
+from campaign.store import Store, TaskRecord
+from campaign.testing import lamppost, search_results, write_campaign
 from searches.events import SCHEMA_METADATA_KEY, SCHEMA_VERSION, concatenate, write_parquet
 from searches.readers import BranchMapError, Sample, read_root
 from searches.signatures import SignatureConfig, exclusive_class_names
@@ -227,3 +240,194 @@ def test_parquet_inputs_ingest_like_root(shared_data: Path, tmp_path: Path) -> N
     assert ak.to_list(read_class(tmp_path / "r", name).jet.pt) * 2 == ak.to_list(
         read_class(tmp_path / "p", name).jet.pt
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Campaigns: file inputs read as chunk tasks on the campaign's executor (campaign.inputs)
+# --------------------------------------------------------------------------------------------
+
+DIMUON = SignatureConfig(muon={"pt": 3.0, "abs_eta": 2.4}, views=["exclusive"])
+
+
+def _file_campaign(
+    store: Path, paths: list[str], *, on_bad_file: str = "fail", chunk_size: int = 4000
+) -> dict[str, Any]:
+    """Recorded dimuon files, no simulated background, one quick bump hunt at the Z."""
+    return {
+        "name": "dimuon-files",
+        "seed": 5,
+        "luminosity_fb": 11.6,
+        "data": {
+            "background": None,
+            "observed": {
+                "files": [{"path": p, "preset": "dimuon", "label": "dimuon"} for p in paths],
+                "on_bad_file": on_bad_file,
+                "chunk_size": chunk_size,
+            },
+        },
+        "signatures": DIMUON.model_dump(mode="json"),
+        "observables": ["m_mu_mu"],
+        "class_selection": {"min_expected": 100, "min_mc_events": 100},
+        "searches": [
+            {
+                "method": "bumphunt",
+                "classes": ["2mu"],
+                "function": "expo",
+                "low": 70,
+                "high": 110,
+                "pseudo_rounds": 20,
+            },
+        ],
+        "execution": {"address": "local", "num_cpus": 2, "min_task_seconds": 0},
+        "store": str(store),
+    }
+
+
+def _ledger(store: Path) -> dict[str, list[TaskRecord]]:
+    kinds: dict[str, list[TaskRecord]] = {}
+    for record in Store(store).records():
+        kinds.setdefault(record.kind, []).append(record)
+    return kinds
+
+
+def _run_campaign(tmp_path: Path, document: dict[str, Any]) -> CompletedProcess[str]:
+    tmp_path.mkdir(exist_ok=True)
+    return lamppost("run", "--json", str(write_campaign(tmp_path / "campaign.yaml", document)))
+
+
+@pytest.mark.slow
+def test_campaign_reads_files_as_chunk_tasks_and_resume_reads_nothing_again(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    files = [tmp_path / f"dimuon_{i}.root" for i in range(3)]
+    entries = [_multi_basket_copy(shared_data / ZMUMU, file) for file in files]
+    store = tmp_path / "store"
+    done = _run_campaign(tmp_path, _file_campaign(store, [str(tmp_path / "dimuon_*.root")]))
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    first = _ledger(store)
+    assert len(first["inspect"]) == 3
+    assert len(first["read"]) == sum(-(-n // 4000) for n in entries) == 12
+    assert all(r.status == "done" for records in first.values() for r in records)
+    assert len(first["search"]) == 1
+
+    direct = concatenate([read_root(file, preset="dimuon") for file in files])
+    names = exclusive_class_names(direct, DIMUON)
+    classify_record = first["classify"][0]
+    classes = json.loads((store / classify_record.artifacts["classes"]).read_text())
+    assert {n: int(c["observed"]) for n, c in classes.items()} == dict(Counter(names.tolist()))
+    assert "bkg_parts" not in classes["2mu"] and len(classes["2mu"]["obs_parts"]) == 12
+    two_muons = read_parts(Store(store), classes["2mu"]["obs_parts"])
+    assert ak.to_list(two_muons.muon.pt) == ak.to_list(direct[names == "2mu"].muon.pt)
+    results = search_results(store)
+
+    for kind in ("observed", "classify", "search", "lee"):
+        for record in first[kind]:
+            (store / "ledger" / f"{record.key}.json").unlink()
+    resumed = lamppost("resume", str(store))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    second = _ledger(store)
+    assert second["inspect"] == first["inspect"] and second["read"] == first["read"]
+    assert second["classify"][0].execution_id != classify_record.execution_id
+    assert search_results(store) == results
+
+
+@pytest.mark.slow
+def test_campaign_bad_files_fail_naming_file_and_branch_or_are_skipped(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    good = tmp_path / "good.root"
+    entries = _multi_basket_copy(shared_data / ZMUMU, good)
+    data = good.read_bytes()
+    truncated = tmp_path / "truncated.root"
+    truncated.write_bytes(data[: int(len(data) * 0.85)])
+    missing = tmp_path / "missing.root"
+    with uproot.recreate(missing) as file:
+        file["Events"] = {"Muon_pt": ak.Array([[30.0], [40.0, 25.0]])}
+    paths = [str(p) for p in (truncated, good, missing)]
+
+    opened = _run_campaign(tmp_path / "a", _file_campaign(tmp_path / "a" / "s", paths[1:]))
+    assert opened.returncode == 1
+    (failure,) = json.loads(opened.stdout)["failures"]
+    assert failure.startswith("inspect/observed/dimuon/missing.root: BranchMapError: ")
+    assert f"{missing}: field 'Muon_eta'" in failure and "similar: Muon_pt" in failure
+    assert "read" not in _ledger(tmp_path / "a" / "s")
+
+    read = _run_campaign(tmp_path / "b", _file_campaign(tmp_path / "b" / "s", paths[:2]))
+    assert read.returncode == 1
+    (failure,) = json.loads(read.stdout)["failures"]
+    assert failure.startswith("read/observed/dimuon/truncated.root:")
+    assert f"{truncated}: field 'Muon_" in failure and "truncated file" in failure
+    assert "classify" not in _ledger(tmp_path / "b" / "s")
+
+    store = tmp_path / "c" / "s"
+    skipped = _run_campaign(tmp_path / "c", _file_campaign(store, paths, on_bad_file="skip"))
+    assert skipped.returncode == 0, skipped.stderr[-3000:]
+    ledger = _ledger(store)
+    assert all(r.status == "done" for records in ledger.values() for r in records)
+    index = json.loads((store / ledger["observed"][0].artifacts["index"]).read_text())
+    assert {Path(s["path"]).name for s in index["skipped"]} == {"truncated.root", "missing.root"}
+    assert index["samples"] == {"dimuon": {"files": 1, "events": entries, "weighted": entries}}
+    classes = json.loads((store / ledger["classify"][0].artifacts["classes"]).read_text())
+    names = exclusive_class_names(read_root(good, preset="dimuon"), DIMUON)
+    assert {n: int(c["observed"]) for n, c in classes.items()} == dict(Counter(names.tolist()))
+    parts = {part for c in classes.values() for part, _ in c["obs_parts"]}
+    assert len(parts) == -(-entries // 4000)
+
+
+@pytest.mark.slow
+def test_campaign_read_tasks_normalise_to_the_cross_section_like_one_read(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    luminosity = 2.0
+    spec = parse_spec(
+        {
+            "name": "ttbar",
+            "luminosity_fb": luminosity,
+            "data": {
+                "background": {
+                    "files": [
+                        {"path": str(shared_data / NANOAOD), "preset": "nanoaod", "xsec_pb": 832}
+                    ],
+                    "chunk_size": 64,
+                },
+            },
+            "signatures": CONFIG.model_dump(mode="json"),
+            "searches": [{"method": "scan"}],
+            "store": str(tmp_path / "store"),
+        },
+        check_store=False,
+    )
+    store = Store(tmp_path / "store")
+    (opened,) = inspect_tasks(spec, "background")
+    assert opened.payload["measure_weights"]
+    inspected = inspect_task(opened.payload, store, "staging/inspect")
+    reads = read_tasks(spec, "background", [opened], [inspected["summary"]])
+    assert [(t.payload["start"], t.payload["stop"]) for t in reads] == [
+        (0, 64), (64, 128), (128, 192), (192, 200),
+    ]  # fmt: skip
+    outputs = [read_task(t.payload, store, f"staging/read{i}") for i, t in enumerate(reads)]
+    gathered = gather(
+        {
+            "inputs": {
+                "inspect": [inspected["artifacts"]],
+                "read": [o["artifacts"] for o in outputs],
+            }
+        },
+        store,
+        "staging/gather",
+    )
+    index = store.read_json(gathered["artifacts"]["index"])
+
+    direct = read_root(shared_data / NANOAOD, preset="nanoaod")
+    scale = 832.0 * 1000.0 * luminosity / float(ak.sum(direct.weight))
+    direct = ak.with_field(direct, direct.weight * scale, "weight")
+    counts, weights = _direct(direct)
+    assert index["weighted"] == pytest.approx(832.0e3 * luminosity, rel=1e-12)
+    assert {n: c["events"] for n, c in index["classes"].items()} == dict(counts)
+    for name, entry in index["classes"].items():
+        assert entry["weight"] == pytest.approx(weights[name], rel=1e-12)
+        events = read_parts(store, entry["parts"])
+        expected = direct[exclusive_class_names(direct, CONFIG) == name]
+        assert ak.to_list(events.weight) == pytest.approx(ak.to_list(expected.weight), rel=1e-12)
+    assert index["samples"][str(shared_data / NANOAOD)]["files"] == 1

@@ -11,7 +11,7 @@ import pytest
 
 from campaign import plan
 from campaign.benchmark import BenchmarkError, signal_events
-from campaign.coverage import load_coverages
+from campaign.coverage import load_coverages, load_next_searches, rank_next_searches
 from campaign.loop import campaign_space, evaluation_task, model_label
 from campaign.spec import CampaignSpec, ModelSpace, SpecError, load_spec
 from campaign.store import Store
@@ -21,8 +21,8 @@ THEORY = {
     "models": [{"name": "zprime", "space": {"mass": [500, 3000], "g": [0.02, 1.0]}}],
     "budget": 8,
     "batch": 4,
-    "events": 2000,
-    "max_fits": 2,
+    "events": 1000,
+    "max_fits": 1,
 }
 
 
@@ -88,6 +88,98 @@ def test_loop_learns_a_model_and_resumes_without_recomputing(tmp_path: Path) -> 
     (resumed,) = load_coverages(store)
     np.testing.assert_array_equal(resumed.points, coverage.points)
     np.testing.assert_array_equal(resumed.p_excluded_observed, coverage.p_excluded_observed)
+
+
+def test_several_models_share_one_budget_by_cost_and_resume(tmp_path: Path) -> None:
+    theory = {
+        "models": [
+            {"name": "zprime", "options": {"channels": ["mumu"]}, "cost": 1.0},
+            {"name": "zprime", "options": {"channels": ["ee"]}, "cost": 2.0},
+        ],
+        "budget": 8,
+        "batch": 2,
+        "initial": 2,
+        "events": 1000,
+        "max_fits": 1,
+    }
+    file = write_campaign(tmp_path / "c.yaml", small_campaign(tmp_path / "store", theory=theory))
+    done = lamppost("run", str(file))
+    assert done.returncode == 0, done.stderr[-3000:]
+    store = Store(tmp_path / "store")
+    evaluations = [r for r in store.records() if r.kind == "evaluate"]
+    per_model = {
+        label: sum(f"/{label}/" in r.name for r in evaluations)
+        for label in ("zprime[channels=mumu]", "zprime[channels=ee]")
+    }
+    spent = per_model["zprime[channels=mumu]"] * 1.0 + per_model["zprime[channels=ee]"] * 2.0
+    assert 8 - 2 < spent <= 8, per_model
+    assert min(per_model.values()) >= 2, "each model gets its initial design"
+    coverages = {c.model: c for c in load_coverages(store)}
+    assert set(coverages) == set(per_model)
+    for label, coverage in coverages.items():
+        assert len(coverage.points) == per_model[label]
+        assert coverage.p_excluded_observed.shape == (1000,)
+
+    again = lamppost("run", str(file), "--resume", "--json")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads(again.stdout)["done"] == 0, "the same choices, found in the ledger"
+    for resumed in load_coverages(store):
+        np.testing.assert_array_equal(resumed.points, coverages[resumed.model].points)
+
+
+def test_next_searches_name_the_class_of_an_untested_signal(tmp_path: Path) -> None:
+    """A Z' seen only in electrons, in a campaign that searches muon classes only."""
+    theory = {
+        "models": [{"name": "zprime", "options": {"channels": ["ee"]}}],
+        "budget": 3,
+        "batch": 3,
+        "initial": 3,
+        "events": 500,
+        "max_fits": 1,
+    }
+    searches = [
+        {
+            "method": "scan",
+            "pseudo_rounds": 100,
+            "bin_width_sigma": 2,
+            "bin_min_expected": 1,
+            "classes": ["2mu", "2mu+NJet"],
+        }
+    ]
+    document = small_campaign(tmp_path / "store", theory=theory, searches=searches)
+    file = write_campaign(tmp_path / "c.yaml", document)
+    done = lamppost("run", str(file))
+    assert done.returncode == 0, done.stderr[-3000:]
+    store = Store(tmp_path / "store")
+    verdicts = [
+        store.read_json(r.artifacts["verdict"]) for r in store.records() if r.kind == "evaluate"
+    ]
+    assert {v["reason"] for v in verdicts} == {"no search receives signal"}
+    ranked = load_next_searches(store)
+    assert ranked, "still-allowed points deposit signal somewhere"
+    assert ranked[0].event_class == "2e", [(n.event_class, n.signal_events) for n in ranked]
+    assert ranked[0].models == ("zprime[channels=ee]",)
+    assert sum(n.share for n in ranked) <= 1.0 + 1e-9
+    assert not any(n.event_class.startswith("2mu") for n in ranked), "muon classes are tested"
+
+    report = lamppost("report", str(tmp_path / "store"), "--no-pdf", "--json")
+    assert report.returncode == 0, report.stderr[-2000:]
+    summary = json.loads(Path(json.loads(report.stdout)["summary"]).read_text())
+    first = summary["next_searches"][0]
+    assert (first["what"], first["kind"]) == ("2e", "allowed theory signal")
+
+
+def test_next_searches_rank_untested_signal_by_allowed_yield() -> None:
+    deposits = {
+        "a": {"2e": [4.0, 2.0], "2mu": [10.0, 10.0], "1e_1j": [0.5, 0.5]},
+        "b": {"1e_1j": [3.0, 1.0], "1gamma": [0.0, 0.0]},
+    }
+    ranked = rank_next_searches(deposits, {"2mu"})
+    assert [(n.event_class, n.signal_events, n.models) for n in ranked] == [
+        ("2e", 3.0, ("a",)),
+        ("1e_1j", 2.5, ("b", "a")),
+    ]
+    assert sum(n.share for n in ranked) == pytest.approx(1.0)
 
 
 def test_model_options_reach_the_simulation(reference_run: Path) -> None:

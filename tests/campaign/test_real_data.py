@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import uproot
 import yaml
@@ -24,6 +25,7 @@ from searches.stats import lee
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 JPSI, UPSILON_1S, Z_MASS = 3.0969, 9.4603, 91.1876
+DIMUON_ENTRIES, DIMUON_CHUNK = 83_343, 20_000
 
 
 def _example(name: str, store: Path) -> dict[str, Any]:
@@ -45,8 +47,11 @@ def _records(store: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def dimuon_store(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example, its one file read as chunks of 20,000 entries (five read tasks)."""
     tmp = tmp_path_factory.mktemp("dimuon")
-    return _run(tmp, _example("cms_dimuon.yaml", tmp / "store"), shared_data)
+    document = _example("cms_dimuon.yaml", tmp / "store")
+    document["data"]["observed"]["chunk_size"] = DIMUON_CHUNK
+    return _run(tmp, document, shared_data)
 
 
 @pytest.mark.slow
@@ -88,6 +93,30 @@ def test_dimuon_campaign_has_no_simulated_background(dimuon_store: Path) -> None
     classes = json.loads((dimuon_store / records["classify"].artifacts["classes"]).read_text())
     assert classes["2mu"]["observed"] == 49_112
     assert all(info["expected"] == 0 and info["mc_events"] == 0 for info in classes.values())
+    assert sum(info["observed"] for info in classes.values()) == DIMUON_ENTRIES
+
+
+@pytest.mark.slow
+def test_dimuon_file_is_read_as_chunk_tasks_into_class_row_groups(dimuon_store: Path) -> None:
+    ledger = list(Store(dimuon_store).records())
+    reads = sorted(
+        (r for r in ledger if r.kind == "read"), key=lambda r: int(r.name.rsplit(":", 1)[1])
+    )
+    assert [r.kind for r in ledger].count("inspect") == 1
+    assert len(reads) == -(-DIMUON_ENTRIES // DIMUON_CHUNK) == 5
+    assert all(r.status == "done" and r.name.startswith("read/observed/") for r in reads)
+    records = _records(dimuon_store)
+    classes = json.loads((dimuon_store / records["classify"].artifacts["classes"]).read_text())
+    assert [part for part, _ in classes["2mu"]["obs_parts"]] == [r.artifacts["part"] for r in reads]
+    sizes = []
+    for record in reads:
+        chunk = json.loads((dimuon_store / record.artifacts["chunk"]).read_text())
+        sizes.append(chunk["events"])
+        groups = pq.ParquetFile(dimuon_store / record.artifacts["part"]).metadata
+        assert groups.num_row_groups == len(chunk["classes"])
+        for info in chunk["classes"].values():
+            assert groups.row_group(info["row_group"]).num_rows == info["events"]
+    assert sizes == [DIMUON_CHUNK] * 4 + [DIMUON_ENTRIES - 4 * DIMUON_CHUNK]
 
 
 @pytest.mark.slow
@@ -101,6 +130,9 @@ def test_heptutorial_background_classes_are_populated_and_scanned(
 
     files = sorted((shared_data / "heptutorial-mc").glob("*.root"))
     assert len(files) == 5
+    ledger = list(Store(store).records())
+    assert [r.kind for r in ledger].count("inspect") == 5
+    assert [r.kind for r in ledger].count("read") == 5
     reference_weights, reference_events = 0.0, 0
     for file in files:
         with uproot.open(file) as handle:

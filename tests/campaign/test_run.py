@@ -100,5 +100,12 @@ def test_demo_campaign_end_to_end(tmp_path: Path) -> None:
     low, high = (float(x) for x in top["region"].strip("[] GeV").split(","))
     assert low < 1300 and high > 1000, "the region of interest misses the injected Z' (1.2 TeV)"
     assert top["p_tilde"] is not None and top["p_tilde"] < 0.01
-    assert status["global_result"]["z_global"] > 2
+    outcome = status["global_result"]
+    if outcome["resolution_limited"]:
+        # The Z' beat all 1000 rounds of its scan: the look-elsewhere numbers are bounds set by
+        # the pseudo-experiments, p_global <= 1 - (1 - 1/1001)^N for N searches (Šidák).
+        assert outcome["p_global"] <= outcome["p_sidak"] + 4 * (outcome["p_sidak"] / 1000) ** 0.5
+        assert top["p_tilde"] == pytest.approx(1 / 1001)
+    else:
+        assert outcome["z_global"] > 2
     assert (tmp_path / "store" / "report.html").exists()

@@ -1,0 +1,76 @@
+"""Benchmark of searches.landscape: wall time of the full two-body landscape.
+
+Built-in simulated background (all processes, tail_boost 3) and Poisson pseudo-data at
+140 fb⁻¹; every pair of the first ``k`` object types of ``e, mu, j, b, gamma, tau, V, H, top,
+Zll`` in the inclusive and every exclusive class (cells with ≥ 100 simulated events), with
+``R`` background-only pseudo-experiments of the whole landscape for the look-elsewhere
+correction. Columns: preparation (pair masses, classes, bins and windows of the background),
+the scan of one observed dataset (pair masses of the data, local p-values and upper limits
+of every window, and the R pseudo-experiments), and the pseudo-experiments alone.
+
+Usage:
+    nice -n 10 python benchmarks/bench_landscape.py [--events 100000] [--rounds 200]
+        [--types 3 4 6 8 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+from searches.composites import pair_names
+from searches.landscape import LandscapeOptions, prepare
+from searches.progress import track
+from searches.signatures import SignatureConfig
+from theory.simulate import FastSimulator, pseudo_data
+
+ORDER = ("e", "mu", "j", "b", "gamma", "tau", "V", "H", "top", "Zll")
+LUMINOSITY_FB = 140.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--types", type=int, nargs="+", default=[3, 4, 6, 8, 10])
+    args = parser.parse_args()
+
+    start = time.perf_counter()
+    background = FastSimulator(tail_boost=3.0).background(
+        n_events=args.events, luminosity_fb=LUMINOSITY_FB, seed=1
+    )
+    observed = pseudo_data(background, seed=2)
+    simulated = time.perf_counter() - start
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{args.events:,} background events (simulated in {simulated:.1f} s), "
+        f"{len(observed):,} observed, R = {args.rounds}"
+    )
+    print(
+        "| types | objects | pairs | cells | windows | prepare s | scan s | "
+        "pseudo-experiments s | total s |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    for k in track(args.types, description="landscapes"):
+        objects = ORDER[:k]
+        options = LandscapeOptions(objects=objects, pseudo_experiments=args.rounds)
+        t0 = time.perf_counter()
+        model = prepare(
+            background, config=SignatureConfig(), options=options, luminosity_fb=LUMINOSITY_FB
+        )
+        t1 = time.perf_counter()
+        landscape = model.scan(observed, seed=3)
+        t2 = time.perf_counter()
+        model.pseudo_minima(rounds=args.rounds, seed=3)
+        t3 = time.perf_counter()
+        windows = sum(len(cell.masses) for cell in landscape.cells)
+        print(
+            f"| {k} | {' '.join(objects)} | {len(pair_names(objects))} | {landscape.n_cells} | "
+            f"{windows:,} | {t1 - t0:.1f} | {t2 - t1:.1f} | {t3 - t2:.1f} | {t2 - t0:.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
