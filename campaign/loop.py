@@ -40,6 +40,7 @@ from campaign.coverage import (
 )
 from campaign.spec import CampaignSpec, ModelSpace
 from campaign.store import Store, TaskRecord
+from searches.signatures import SignatureConfig
 from theory.active import ActiveOptions, ModelArm, PoolHistory, choose_model, learn_box, learn_pool
 from theory.models import get_model
 from theory.space import Parameter, ParameterSpace
@@ -191,6 +192,10 @@ def _evaluator(
     return evaluate
 
 
+REFERENCE_SIZE = 1000
+"""Reference (and, with several models, candidate) points per model."""
+
+
 def learn_models(
     spec: CampaignSpec, store: Store, searches: plan.Task, run_tasks: RunTasks
 ) -> list[ModelCoverage]:
@@ -207,119 +212,6 @@ def learn_models(
         save_coverage(store, coverage)
     _next_searches(spec, store, coverages, searches, run_tasks)
     return coverages
-
-
-DEPOSIT_POINTS = 12
-"""Still-allowed points per model whose signal is simulated to find where it lands."""
-
-
-def deposit_task(
-    spec: CampaignSpec, model: ModelSpace, coverage: ModelCoverage, searches: plan.Task
-) -> plan.Task | None:
-    """Simulate a seeded sample of the model's still-allowed reference points (None if none)."""
-    allowed = coverage.reference[coverage.p_excluded_observed < 0.5]
-    if not len(allowed):
-        return None
-    label = model_label(model)
-    rng = np.random.default_rng(plan.derive_seed(spec.seed, "deposits", label))
-    rows = np.sort(rng.choice(len(allowed), size=min(DEPOSIT_POINTS, len(allowed)), replace=False))
-    points = [
-        {name: float(f"{value:.10g}") for name, value in zip(coverage.parameters, row, strict=True)}
-        for row in allowed[rows]
-    ]
-    config = {
-        "model": model.name,
-        "options": model.options,
-        "points": points,
-        "events": spec.theory.events,
-        "searches": searches.key,
-        "seed": plan.derive_seed(spec.seed, "deposits", label),
-    }
-    return plan.Task(
-        key=plan.content_key("deposit", config),
-        kind="deposit",
-        name=f"deposit/{label}",
-        payload=config,
-        cost=1.0,
-        depends_on=(searches.key,),
-    )
-
-
-def deposit_signal(payload: Mapping[str, Any], store: Store, staging: str) -> dict[str, Any]:
-    """Task function: expected signal events per exclusive class at each point."""
-    from campaign.benchmark import signal_events
-    from searches.signatures import SignatureConfig, classify
-
-    config = SignatureConfig.model_validate(store.read_json("spec.json")["signatures"])
-    points = list(payload["points"])
-    deposits: dict[str, list[float]] = {}
-    for k, point in enumerate(points):
-        signal, _ = signal_events(
-            store,
-            model=payload["model"],
-            point=dict(point),
-            options=payload["options"],
-            n_events=int(payload["events"]),
-            seed=int(payload["seed"]) + k,
-        )
-        classes = classify(signal, config)
-        sums = np.bincount(
-            classes.codes, weights=np.asarray(signal["weight"]), minlength=len(classes.names)
-        )
-        for name, total in zip(classes.names, sums, strict=True):
-            deposits.setdefault(name, [0.0] * len(points))[k] = float(total)
-    relative = f"{staging}/deposits.json"
-    store.write_text(relative, json.dumps({"points": points, "deposits": deposits}))
-    return {"artifacts": {"deposits": relative}}
-
-
-def tested_classes(names: Sequence[str], searched: set[str], config: Any) -> set[str]:
-    """The exclusive classes among ``names`` that some searched (exclusive or view) class holds."""
-    from searches.signatures import VIEW_SUFFIX, view_members
-
-    suffixes = [suffix for suffix in VIEW_SUFFIX.values() if suffix]
-    parents = {
-        name[: -len(suffix)] for name in searched for suffix in suffixes if name.endswith(suffix)
-    }
-    universe = sorted(set(names) | parents)
-    views = view_members(universe, config=config)
-    held = {name for name in names if name in searched}
-    for view, members in views.items():
-        if view in searched:
-            held |= set(members) & set(names)
-    return held
-
-
-def _next_searches(
-    spec: CampaignSpec,
-    store: Store,
-    coverages: Sequence[ModelCoverage],
-    searches: plan.Task,
-    run_tasks: RunTasks,
-) -> None:
-    """Rank untested classes by the signal the still-allowed theory volume puts there."""
-    from campaign.tasks import finished_results
-    from searches.signatures import EMPTY_CLASS
-
-    by_label = {model_label(model): model for model in spec.theory.models}
-    tasks = {
-        coverage.model: task
-        for coverage in coverages
-        if (task := deposit_task(spec, by_label[coverage.model], coverage, searches)) is not None
-    }
-    finished = run_tasks(list(tasks.values()), "where allowed signal lands")
-    deposits = {
-        label: store.read_json(finished[task.key].artifacts["deposits"])
-        for label, task in tasks.items()
-        if task.key in finished
-    }
-    names = sorted({name for d in deposits.values() for name in d["deposits"]} - {EMPTY_CLASS})
-    searched = {result.event_class for result in finished_results(store)}
-    tested = tested_classes(names, searched, spec.signatures) | {EMPTY_CLASS}
-    ranked = rank_next_searches({label: d["deposits"] for label, d in deposits.items()}, tested)
-    save_next_searches(
-        store, ranked, points={label: len(d["points"]) for label, d in deposits.items()}
-    )
 
 
 def _learn_one(
@@ -343,10 +235,6 @@ def _learn_one(
         n_candidates=REFERENCE_SIZE,
     )
     return ModelCoverage.from_history(label, space.names, history)
-
-
-REFERENCE_SIZE = 1000
-"""Reference (and, with several models, candidate) points per model."""
 
 
 def _learn_several(
@@ -450,3 +338,116 @@ def _pool_oracle(
     evaluate: Callable[[np.ndarray], np.ndarray], pool: np.ndarray
 ) -> Callable[[np.ndarray], np.ndarray]:
     return lambda indices: evaluate(pool[np.asarray(indices, dtype=int)])
+
+
+DEPOSIT_POINTS = 12
+"""Still-allowed points per model whose signal is simulated to find where it lands."""
+
+
+def deposit_task(
+    spec: CampaignSpec, model: ModelSpace, coverage: ModelCoverage, searches: plan.Task
+) -> plan.Task | None:
+    """Simulate a seeded sample of the model's still-allowed reference points (None if none)."""
+    allowed = coverage.reference[coverage.p_excluded_observed < 0.5]
+    if not len(allowed):
+        return None
+    label = model_label(model)
+    rng = np.random.default_rng(plan.derive_seed(spec.seed, "deposits", label))
+    rows = np.sort(rng.choice(len(allowed), size=min(DEPOSIT_POINTS, len(allowed)), replace=False))
+    points = [
+        {name: float(f"{value:.10g}") for name, value in zip(coverage.parameters, row, strict=True)}
+        for row in allowed[rows]
+    ]
+    config = {
+        "model": model.name,
+        "options": model.options,
+        "points": points,
+        "events": spec.theory.events,
+        "searches": searches.key,
+        "seed": plan.derive_seed(spec.seed, "deposits", label),
+    }
+    return plan.Task(
+        key=plan.content_key("deposit", config),
+        kind="deposit",
+        name=f"deposit/{label}",
+        payload=config,
+        cost=1.0,
+        depends_on=(searches.key,),
+    )
+
+
+def deposit_signal(payload: Mapping[str, Any], store: Store, staging: str) -> dict[str, Any]:
+    """Task function: expected signal events per exclusive class at each point."""
+    from campaign.benchmark import signal_events
+    from searches.signatures import SignatureConfig, classify
+
+    config = SignatureConfig.model_validate(store.read_json("spec.json")["signatures"])
+    points = list(payload["points"])
+    deposits: dict[str, list[float]] = {}
+    for k, point in enumerate(points):
+        signal, _ = signal_events(
+            store,
+            model=payload["model"],
+            point=dict(point),
+            options=payload["options"],
+            n_events=int(payload["events"]),
+            seed=int(payload["seed"]) + k,
+        )
+        classes = classify(signal, config)
+        sums = np.bincount(
+            classes.codes, weights=np.asarray(signal["weight"]), minlength=len(classes.names)
+        )
+        for name, total in zip(classes.names, sums, strict=True):
+            deposits.setdefault(name, [0.0] * len(points))[k] = float(total)
+    relative = f"{staging}/deposits.json"
+    store.write_text(relative, json.dumps({"points": points, "deposits": deposits}))
+    return {"artifacts": {"deposits": relative}}
+
+
+def tested_classes(names: Sequence[str], searched: set[str], config: SignatureConfig) -> set[str]:
+    """The exclusive classes among ``names`` that some searched (exclusive or view) class holds."""
+    from searches.signatures import VIEW_SUFFIX, view_members
+
+    suffixes = [suffix for suffix in VIEW_SUFFIX.values() if suffix]
+    parents = {
+        name[: -len(suffix)] for name in searched for suffix in suffixes if name.endswith(suffix)
+    }
+    universe = sorted(set(names) | parents)
+    views = view_members(universe, config=config)
+    held = {name for name in names if name in searched}
+    for view, members in views.items():
+        if view in searched:
+            held |= set(members) & set(names)
+    return held
+
+
+def _next_searches(
+    spec: CampaignSpec,
+    store: Store,
+    coverages: Sequence[ModelCoverage],
+    searches: plan.Task,
+    run_tasks: RunTasks,
+) -> None:
+    """Rank untested classes by the signal the still-allowed theory volume puts there."""
+    from campaign.tasks import finished_results
+    from searches.signatures import EMPTY_CLASS
+
+    by_label = {model_label(model): model for model in spec.theory.models}
+    tasks = {
+        coverage.model: task
+        for coverage in coverages
+        if (task := deposit_task(spec, by_label[coverage.model], coverage, searches)) is not None
+    }
+    finished = run_tasks(list(tasks.values()), "where allowed signal lands")
+    deposits = {
+        label: store.read_json(finished[task.key].artifacts["deposits"])
+        for label, task in tasks.items()
+        if task.key in finished
+    }
+    names = sorted({name for d in deposits.values() for name in d["deposits"]} - {EMPTY_CLASS})
+    searched = {result.event_class for result in finished_results(store)}
+    tested = tested_classes(names, searched, spec.signatures) | {EMPTY_CLASS}
+    ranked = rank_next_searches({label: d["deposits"] for label, d in deposits.items()}, tested)
+    save_next_searches(
+        store, ranked, points={label: len(d["points"]) for label, d in deposits.items()}
+    )
