@@ -84,7 +84,10 @@ def test_dimuon_bump_hunt_finds_the_known_resonances_and_nothing_else(dimuon_sto
     lee_record = next(r for r in Store(dimuon_store).records() if r.kind == "lee")
     outcome = json.loads((dimuon_store / lee_record.artifacts["lee"]).read_text())
     assert outcome["event_class"] == "2mu" and outcome["n_searches"] == 5
-    assert outcome["p_global"] == pytest.approx(1 / (outcome["n_rounds"] + 1))
+    # The three resonances beat every pseudo-round of their windows: p_global is a bound set by
+    # the rounds — only the one smallest round of each quiet window can reach the 1/(R+1) floor.
+    assert outcome["resolution_limited"]
+    assert outcome["p_global"] <= (len(quiet) + 1) / (outcome["n_rounds"] + 1)
 
 
 @pytest.mark.slow
