@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import awkward as ak
 import numpy as np
 
-from searches.observables import RESOLUTION, Resolution
+from searches.observables import RESOLUTION, Resolution, pair_mass_squared
 from searches.signatures import (
     COLLECTION_OF_TOKEN,
     OBJECT_TOKENS,
@@ -151,29 +151,9 @@ def _from_four(p: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def pair_mass(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> np.ndarray:
-    """Invariant mass of two objects given ``pt, eta, phi, mass`` (arrays of one shape).
-
-    ``m² = m_a² + m_b² + 2[(m_Ta m_Tb − p_Ta p_Tb) + 2 m_Ta m_Tb sinh²(Δy/2)
-    + 2 p_Ta p_Tb sin²(Δφ/2)]``: every term non-negative, so collinear pairs keep precision.
-    """
-    mt_a, mt_b = np.hypot(a["pt"], a["mass"]), np.hypot(b["pt"], b["mass"])
-    y_a = np.arcsinh(a["pt"] * np.sinh(a["eta"]) / np.where(mt_a > 0, mt_a, 1.0))
-    y_b = np.arcsinh(b["pt"] * np.sinh(b["eta"]) / np.where(mt_b > 0, mt_b, 1.0))
-    denominator = mt_a * mt_b + a["pt"] * b["pt"]
-    transverse = np.divide(
-        a["mass"] ** 2 * b["pt"] ** 2
-        + b["mass"] ** 2 * a["pt"] ** 2
-        + (a["mass"] * b["mass"]) ** 2,
-        denominator,
-        out=np.zeros_like(denominator),
-        where=denominator > 0,
-    )
-    cross = (
-        transverse
-        + 2 * mt_a * mt_b * np.sinh((y_a - y_b) / 2) ** 2
-        + 2 * a["pt"] * b["pt"] * np.sin((a["phi"] - b["phi"]) / 2) ** 2
-    )
-    return np.sqrt(a["mass"] ** 2 + b["mass"] ** 2 + 2 * cross)
+    """Invariant mass of two objects given ``pt, eta, phi, mass`` (arrays of one shape), by the
+    cancellation-free formula of :func:`searches.observables.pair_mass_squared`."""
+    return np.sqrt(np.maximum(pair_mass_squared(a, b), 0.0))
 
 
 def _empty(n: int) -> dict[str, np.ndarray]:

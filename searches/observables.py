@@ -174,7 +174,7 @@ def _leading(obj: ObjectColumns, n_events: int, rank: int) -> tuple[np.ndarray, 
     return chosen, exists
 
 
-def _pair_mass_squared(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> np.ndarray:
+def pair_mass_squared(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> np.ndarray:
     """Invariant mass squared of two objects given (pt, eta, phi, mass), without cancellation.
 
     Uses ``m² = m_a² + m_b² + 2·[(m_Ta m_Tb − p_Ta p_Tb) + 2 m_Ta m_Tb sinh²(Δy/2)
@@ -212,7 +212,7 @@ def _pair_mass(a: ObjectColumns, b: ObjectColumns, *, same: bool, n_events: int)
     exists = has_first & has_second
     out = np.full(n_events, np.nan)
     if exists.any():
-        mass2 = _pair_mass_squared(_kinematics(a, first[exists]), _kinematics(b, second[exists]))
+        mass2 = pair_mass_squared(_kinematics(a, first[exists]), _kinematics(b, second[exists]))
         out[exists] = np.sqrt(mass2)
     return out
 
