@@ -6,7 +6,9 @@ Zll`` in the inclusive and every exclusive class (cells with ≥ 100 simulated e
 ``R`` background-only pseudo-experiments of the whole landscape for the look-elsewhere
 correction. Columns: preparation (pair masses, classes, bins and windows of the background),
 the scan of one observed dataset (pair masses of the data, local p-values and upper limits
-of every window, and the R pseudo-experiments), and the pseudo-experiments alone.
+of every window, and the R pseudo-experiments), and the pseudo-experiments alone — each with
+the smooth-function bump hunt of every cell (``fit_function: dijet``, every pseudo-experiment
+refitted) and without it (``fit_function: null``, the simulated-background scan only).
 
 Usage:
     nice -n 10 python benchmarks/bench_landscape.py [--events 100000] [--rounds 200]
@@ -49,27 +51,34 @@ def main() -> None:
         f"{len(observed):,} observed, R = {args.rounds}"
     )
     print(
-        "| types | objects | pairs | cells | windows | prepare s | scan s | "
-        "pseudo-experiments s | total s |"
+        "| types | objects | pairs | cells | fitted | windows scan + fit | bump hunt | "
+        "prepare s | scan s | pseudo-experiments s | total s |"
     )
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|")
     for k in track(args.types, description="landscapes"):
         objects = ORDER[:k]
-        options = LandscapeOptions(objects=objects, pseudo_experiments=args.rounds)
-        t0 = time.perf_counter()
-        model = prepare(
-            background, config=SignatureConfig(), options=options, luminosity_fb=LUMINOSITY_FB
-        )
-        t1 = time.perf_counter()
-        landscape = model.scan(observed, seed=3)
-        t2 = time.perf_counter()
-        model.pseudo_minima(rounds=args.rounds, seed=3)
-        t3 = time.perf_counter()
-        windows = sum(len(cell.masses) for cell in landscape.cells)
-        print(
-            f"| {k} | {' '.join(objects)} | {len(pair_names(objects))} | {landscape.n_cells} | "
-            f"{windows:,} | {t1 - t0:.1f} | {t2 - t1:.1f} | {t3 - t2:.1f} | {t2 - t0:.1f} |"
-        )
+        for function in ("dijet", None):
+            options = LandscapeOptions(
+                objects=objects, pseudo_experiments=args.rounds, fit_function=function
+            )
+            t0 = time.perf_counter()
+            model = prepare(
+                background, config=SignatureConfig(), options=options, luminosity_fb=LUMINOSITY_FB
+            )
+            t1 = time.perf_counter()
+            landscape = model.scan(observed, seed=3)
+            t2 = time.perf_counter()
+            model.pseudo_minima(rounds=args.rounds, seed=3)
+            t3 = time.perf_counter()
+            windows = sum(len(cell.masses) for cell in landscape.cells)
+            fit_windows = sum(len(cell.fit_p_local) for cell in landscape.cells)
+            fitted = sum(cell.fitted for cell in landscape.cells)
+            print(
+                f"| {k} | {' '.join(objects)} | {len(pair_names(objects))} | "
+                f"{landscape.n_cells} | {fitted} | {windows:,} + {fit_windows:,} | "
+                f"{'on' if function else 'off'} | {t1 - t0:.1f} | {t2 - t1:.1f} | "
+                f"{t3 - t2:.1f} | {t2 - t0:.1f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """Test a new benchmark against every search of a finished campaign.
 
 For each search its :class:`~searches.result.Selection` maps the benchmark's signal events into
-the search's bins; the yields are patched into the search's background-only pyhf workspace and
-pyhf gives CLs (observed, expected band) and the 95 % CL upper limit on the signal strength.
+the search's bins; the yields are patched into the search's background-only pyhf workspace,
+whose CLs (observed, expected band) comes from the batched engine of
+:mod:`searches.stats.batched` (the exact pyhf likelihood, falling back to plain pyhf where a
+check fails) and whose 95 % CL upper limit on the signal strength comes from pyhf.
 Searches that receive no signal say "not covered" rather than "allowed": a model nobody looked
 for is not a model that was tested. Two combined answers follow: the search with the best
 expected sensitivity, and the combination of the statistically independent exclusive classes
@@ -30,8 +32,9 @@ from searches import events as ev
 from searches.methods.registry import get_method
 from searches.result import SearchResult
 from searches.stats import inference
+from searches.stats.batched import evaluate_patches
 from searches.stats.combine import combine
-from searches.stats.robust import Q_TOLERANCE, robust_hypotest
+from searches.stats.robust import Q_TOLERANCE
 from searches.stats.workspace import with_signal
 
 SCHEMA_VERSION = "1"
@@ -40,7 +43,7 @@ MIN_SIGNAL_EVENTS = 1e-3
 
 Status = Literal["excluded", "allowed", "not covered", "not evaluated", "failed"]
 MAX_FITS = 10
-"""Searches fitted with pyhf per benchmark, the most sensitive first (see :func:`reinterpret`)."""
+"""Searches fitted per benchmark, the most sensitive first (see :func:`reinterpret`)."""
 NO_SENSITIVITY_Z = 0.05
 """Expected significance below which a signal is negligible (CLs = 1 without a fit)."""
 MAX_COMBINED = 5
@@ -93,7 +96,7 @@ def _verdict(status_of_cls: float | None) -> Status:
 def evaluate_search(
     result: SearchResult, signal: ak.Array, *, limits: bool = True
 ) -> SearchVerdict:
-    """CLs and limits of one search for the signal events (pyhf, asymptotic ``qtilde``).
+    """CLs and limits of one search for the signal events (asymptotic ``qtilde``).
 
     The upper limit on ``mu`` costs a root search (tens of pyhf fits), so campaigns compute it
     for the best-expected search and the combination, and CLs for every search.
@@ -124,15 +127,17 @@ def evaluate_search(
 def _test(
     workspace: Mapping[str, Any], *, name: str, limits: bool, expected_z: float
 ) -> dict[str, Any]:
-    """pyhf CLs with its fits checked and retried: FAILED rather than a silent CLs = 1 or NaN.
+    """CLs with its fits checked and retried: FAILED rather than a silent CLs = 1 or NaN.
 
+    The batched engine (:func:`~searches.stats.batched.evaluate_patches`: analytic Newton fits
+    of the exact pyhf likelihood, tested against pyhf) with plain pyhf as its fallback —
     :func:`~searches.stats.robust.robust_hypotest` with nuisance parameters on their bounds
     accepted (``check_bounds=False``, see :func:`~searches.stats.robust.diagnose_fits`). A test
     that stays unresolved only because every attempt finds no expected sensitivity (Asimov
     statistic ≈ 0) is "allowed" with CLs = 1 when the independent estimate ``expected_z``
     (:func:`sensitivity`) agrees that the signal is negligible.
     """
-    tested = robust_hypotest(workspace, name=name, check_bounds=False)
+    (tested,) = evaluate_patches(workspace, [(name, [])], check_bounds=False)
     if tested.status == "failed" or tested.cls_obs is None or tested.cls_exp is None:
         attempts = tested.diagnostics.get("attempts", [])
         insensitive = bool(attempts) and all(
@@ -200,8 +205,7 @@ def combine_exclusive(
 def sensitivity(result: SearchResult, yields: np.ndarray) -> float:
     """Approximate expected significance ``sqrt(sum s^2 / (b + sigma_b^2))`` over bins.
 
-    Only used to order searches before the (expensive) pyhf fits; every number reported
-    comes from pyhf.
+    Only used to order searches before the likelihood fits; no reported number comes from it.
     """
     b = np.asarray(result.expected, dtype=np.float64)
     sigma = np.asarray(result.uncertainty, dtype=np.float64)
@@ -221,8 +225,8 @@ def reinterpret(
 
     Every search maps the signal into its bins. Searches that receive no signal are "not
     covered". The ``max_fits`` most sensitive of the others (by :func:`sensitivity`) get
-    pyhf CLs; the rest are reported as "not evaluated" with their signal yield, since a
-    pyhf fit of every search of a large campaign per benchmark costs minutes. With
+    CLs; the rest are reported as "not evaluated" with their signal yield, since the
+    fits of every search of a large campaign per benchmark add up. With
     ``limits`` the best-expected search and the combination also get the 95 % CL upper limit
     on the signal strength (a root search over tens of pyhf fits each).
     """

@@ -9,22 +9,27 @@ itself and can run on any worker that sees the store.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import os
+import tempfile
+import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any
 
 import awkward as ak
 import numpy as np
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from campaign.inputs import gather, inspect_task, read_index, read_parts, read_task
 from campaign.store import Store
 from searches import events as ev
 from searches import signatures
-from searches.methods.base import ClassSlice
+from searches.methods.base import ClassSlice, MethodOptions, SearchMethod
 from searches.methods.registry import get_method
 from searches.result import SearchResult
 from searches.stats import lee
@@ -230,12 +235,14 @@ def run_search(payload: Mapping[str, Any], store: Store, staging: str) -> TaskOu
         observables=tuple(payload["observables"]),
     )
     options = method.options_model.model_validate(payload["options"])
-    results = method.run(data_slice, options=options, seed=int(payload["seed"]))
+    results, models = _run_storing_models(
+        method, data_slice, options, seed=int(payload["seed"]), store=store, staging=staging
+    )
     path = f"{staging}/results.json"
     store.write_text(path, "[" + ",".join(r.to_json() for r in results) + "]")
     best = min(results, key=lambda r: r.p_local, default=None)
     return {
-        "artifacts": {"results": path},
+        "artifacts": {"results": path, **models},
         "summary": {
             "results": len(results),
             "p_local": None if best is None else best.p_local,
@@ -244,8 +251,94 @@ def run_search(payload: Mapping[str, Any], store: Store, staging: str) -> TaskOu
     }
 
 
+def _run_storing_models(
+    method: SearchMethod,
+    data: ClassSlice,
+    options: MethodOptions,
+    *,
+    seed: int,
+    store: Store,
+    staging: str,
+) -> tuple[list[SearchResult], dict[str, str]]:
+    """Run a method; the trained selections it exports are kept in the store with its results.
+
+    A method with an ``artifacts_dir`` option that the campaign file leaves unset saves its
+    models into a scratch folder on the worker. Each model file is then staged next to
+    ``results.json`` (the driver commits both into one artifact folder) and its
+    :class:`~searches.result.ModelCut` records the bare file name, which :func:`load_results`
+    resolves wherever the store is later read from: another working directory, another
+    machine, or a copied or moved store. An ``artifacts_dir`` set in the campaign file is kept
+    as given (``null``: not exported); such models live outside the store.
+
+    Returns:
+        The results, and the staged model files as artifacts (``model:<file name>``).
+    """
+    if (
+        "artifacts_dir" not in type(options).model_fields
+        or "artifacts_dir" in options.model_fields_set
+    ):
+        return method.run(data, options=options, seed=seed), {}
+    with tempfile.TemporaryDirectory(prefix="lamppost-models-") as scratch:
+        options = options.model_copy(update={"artifacts_dir": scratch})
+        results = method.run(data, options=options, seed=seed)
+        artifacts: dict[str, str] = {}
+        stored = []
+        for result in results:
+            model = result.selection.model
+            if model is None or Path(model.weights).parent != Path(scratch):
+                stored.append(result)
+                continue
+            name = Path(model.weights).name
+            if f"model:{name}" not in artifacts:
+                artifacts[f"model:{name}"] = f"{staging}/{name}"
+                store.write_bytes(f"{staging}/{name}", Path(model.weights).read_bytes())
+            selection = replace(result.selection, model=replace(model, weights=name))
+            stored.append(replace(result, selection=selection))
+    return stored, artifacts
+
+
 def load_results(store: Store, relative: str) -> list[SearchResult]:
-    return [SearchResult.from_dict(item) for item in store.read_json(relative)]
+    """The results a search task stored, their model selections loadable from here.
+
+    A model file the campaign stored (:func:`_run_storing_models`) is named relative to the
+    folder of ``relative``; it becomes the file's path in a local store, or a local copy of
+    it from a remote one. Other model paths (``artifacts_dir`` set by the user) are kept.
+    The method of a result with a model is imported, which registers its model scorer, so
+    ``result.selection.histogram`` works on the results as they come back.
+    """
+    folder = relative.rsplit("/", 1)[0]
+    results = []
+    for item in store.read_json(relative):
+        result = SearchResult.from_dict(item)
+        model = result.selection.model
+        if model is not None:
+            get_method(result.method)
+        if model is not None and not Path(model.weights).is_absolute():
+            stored = f"{folder}/{model.weights}"
+            if store.exists(stored):
+                weights = str(_local_file(store, stored))
+                selection = replace(result.selection, model=replace(model, weights=weights))
+                result = replace(result, selection=selection)
+        results.append(result)
+    return results
+
+
+def _local_file(store: Store, relative: str) -> Path:
+    """A local path of a store file: the file itself, or a cached copy from a remote store.
+
+    Artifact paths hold content-keyed task outputs that never change, so a copy cached under
+    the file's remote path stays valid.
+    """
+    if isinstance(store.fs, pafs.LocalFileSystem):
+        return store.local_path(relative)
+    digest = hashlib.sha256(store.path(relative).encode()).hexdigest()[:20]
+    target = Path(tempfile.gettempdir()) / "lamppost-models" / digest / Path(relative).name
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{uuid.uuid4().hex}.tmp")
+        temporary.write_bytes(store.read_bytes(relative))
+        os.replace(temporary, target)
+    return target
 
 
 def finished_results(store: Store) -> list[SearchResult]:

@@ -23,8 +23,12 @@ it with another object never uses the same jet or lepton twice; two composites t
 object do not form a pair.
 
 Pair masses: ``a_b`` is the invariant mass of the leading ``a`` and the leading ``b`` (the two
-leading ``a`` when ``a == b``, for the elementary types ``e, mu, tau, gamma, j, b``); a pair of
-the same composite type is not formed (one candidate per event). NaN where the pair is absent.
+leading ``a`` when ``a == b``). For a composite paired with itself (``V_V``, ``H_H``,
+``top_top``, ``Zll_Zll``) the second candidate is the leading one built, by the same rules,
+from what the first left: its constituent jets and leptons are removed, and so are its fat jet
+and every fat jet within ΔR < 0.8 of one of its constituents. Two resolved candidates thus
+never share a jet or lepton, and two boosted ones are distinct fat jets. NaN where the pair is
+absent.
 """
 
 from __future__ import annotations
@@ -69,11 +73,14 @@ class Candidates:
         exists: where the event has a candidate, bool ``(n_events,)``.
         used: token (``e, mu, j, b``) -> flat bool mask over that token's
             :class:`~searches.signatures.ObjectColumns`: the objects the candidate consumed.
+        fatjet: flat index of the candidate's fat jet, ``-1`` where it is resolved or absent,
+            int64 ``(n_events,)``.
     """
 
     kinematics: dict[str, np.ndarray]
     exists: np.ndarray
     used: dict[str, np.ndarray]
+    fatjet: np.ndarray | None = None
 
 
 def resolution(token: str, x: np.ndarray | float) -> np.ndarray:
@@ -90,8 +97,8 @@ def pair_resolution(a: str, b: str, x: np.ndarray | float) -> np.ndarray:
 
 
 def pair_names(objects: Sequence[str]) -> list[tuple[str, str]]:
-    """Unordered pairs ``(a, b)`` of ``objects`` in :data:`OBJECT_TYPES` order, no composite
-    paired with itself."""
+    """Unordered pairs ``(a, b)`` of ``objects`` in :data:`OBJECT_TYPES` order, each type
+    paired with itself too."""
     unknown = [o for o in objects if o not in OBJECT_TYPES]
     if unknown:
         raise ValueError(
@@ -99,12 +106,7 @@ def pair_names(objects: Sequence[str]) -> list[tuple[str, str]]:
             f"allowed: {', '.join(OBJECT_TYPES)}"
         )
     ordered = [o for o in OBJECT_TYPES if o in objects]
-    return [
-        (a, b)
-        for i, a in enumerate(ordered)
-        for b in ordered[i:]
-        if not (a == b and a in COMPOSITE_TOKENS)
-    ]
+    return [(a, b) for i, a in enumerate(ordered) for b in ordered[i:]]
 
 
 def _event_of(obj: ObjectColumns) -> np.ndarray:
@@ -203,17 +205,58 @@ def _boosted(
     high: float,
     substructure: str,
     cut: float,
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    allowed: np.ndarray | None = None,
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Leading fat jet in the window (among ``allowed`` ones): kinematics, exists, flat index
+    (``-1`` where none)."""
     if fat is None:
-        return _empty(n_events), np.zeros(n_events, dtype=bool)
+        return _empty(n_events), np.zeros(n_events, dtype=bool), np.full(n_events, -1)
     offsets, columns = fat
     mask = (columns["mass"] >= low) & (columns["mass"] < high) & (columns[substructure] < cut)
+    if allowed is not None:
+        mask &= allowed
     obj = ObjectColumns(offsets, columns, mask)
     index, exists = ranked(obj, mask, 0)
     kinematics = {
         f: np.where(exists, columns[f][index] if columns[f].size else 0.0, 0.0) for f in _KIN
     }
-    return kinematics, exists
+    return kinematics, exists, np.where(exists, index, -1)
+
+
+def _fatjets_left(
+    fat: tuple[np.ndarray, dict[str, np.ndarray]] | None,
+    objects: dict[str, ObjectColumns],
+    taken: Candidates,
+) -> np.ndarray | None:
+    """Fat jets a second candidate may use: not ``taken``'s own, and none within ΔR <
+    :data:`BOOSTED_DR` of one of its constituents (flat bool over the fat jets)."""
+    if fat is None:
+        return None
+    offsets, columns = fat
+    event = np.repeat(np.arange(offsets.size - 1), np.diff(offsets))
+    left = np.ones(event.size, dtype=bool)
+    own = taken.fatjet if taken.fatjet is not None else np.full(offsets.size - 1, -1)
+    left[own[own >= 0]] = False
+    for token, used in taken.used.items():
+        obj = objects[token]
+        depth = int(np.max(ObjectColumns(obj.offsets, obj.columns, used).per_event(), initial=0))
+        for rank in range(depth):
+            index, exists = ranked(obj, used, rank)
+            eta = obj.columns["eta"].astype(np.float64)[index]
+            phi = obj.columns["phi"].astype(np.float64)[index]
+            deta = columns["eta"] - eta[event]
+            dphi = np.mod(columns["phi"] - phi[event] + np.pi, 2 * np.pi) - np.pi
+            left &= ~(exists[event] & (deta**2 + dphi**2 < BOOSTED_DR**2))
+    return left
+
+
+def _without(objects: dict[str, ObjectColumns], taken: Candidates) -> dict[str, ObjectColumns]:
+    """``objects`` with the constituents of ``taken`` deselected."""
+    out = dict(objects)
+    for token, used in taken.used.items():
+        obj = objects[token]
+        out[token] = ObjectColumns(obj.offsets, obj.columns, obj.selected & ~used)
+    return out
 
 
 def _jets_near(
@@ -231,11 +274,11 @@ def _jets_near(
 
 def _merge(
     objects: dict[str, ObjectColumns],
-    boosted: tuple[dict[str, np.ndarray], np.ndarray],
+    boosted: tuple[dict[str, np.ndarray], np.ndarray, np.ndarray],
     resolved: tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray]],
 ) -> Candidates:
     """Boosted where present, resolved otherwise."""
-    b_kin, b_exists = boosted
+    b_kin, b_exists, b_index = boosted
     r_kin, r_exists, r_used = resolved
     kinematics = {f: np.where(b_exists, b_kin[f], r_kin[f]) for f in _KIN}
     used = _no_use(objects)
@@ -245,11 +288,15 @@ def _merge(
         event = _event_of(objects[token])
         used[token] = np.where(b_exists[event], near.get(token, used[token]), from_resolved)
         used[token] &= (b_exists | r_exists)[event]
-    return Candidates(kinematics=kinematics, exists=b_exists | r_exists, used=used)
+    return Candidates(kinematics=kinematics, exists=b_exists | r_exists, used=used, fatjet=b_index)
 
 
 def composite_candidates(
-    events: ak.Array, objects: dict[str, ObjectColumns], token: str
+    events: ak.Array,
+    objects: dict[str, ObjectColumns],
+    token: str,
+    *,
+    exclude: Candidates | None = None,
 ) -> Candidates:
     """The leading candidate of composite ``token`` (see the module table) per event.
 
@@ -257,18 +304,28 @@ def composite_candidates(
         events: events of :mod:`searches.events`, ``(n_events,)``.
         objects: :func:`searches.signatures.object_columns` of the same events, with fields
             ``pt, eta, phi, mass`` (and ``charge`` for ``Zll``).
+        exclude: a candidate already taken (the first of a same-type pair): the new one uses
+            none of its constituents, nor its fat jet or a fat jet overlapping them.
     """
     n = len(events)
     fat = _fatjet_columns(events)
+    allowed = None
+    if exclude is not None:
+        allowed = _fatjets_left(fat, objects, exclude)
+        objects = _without(objects, exclude)
     if token == "V":
         kin, exists, used = _resolved_pair(objects["j"], 65.0, 105.0)
         return _merge(
-            objects, _boosted(fat, n, 65.0, 105.0, "tau21", 0.55), (kin, exists, {"j": used})
+            objects,
+            _boosted(fat, n, 65.0, 105.0, "tau21", 0.55, allowed),
+            (kin, exists, {"j": used}),
         )
     if token == "H":
         kin, exists, used = _resolved_pair(objects["b"], 100.0, 145.0)
         return _merge(
-            objects, _boosted(fat, n, 105.0, 140.0, "tau21", 0.55), (kin, exists, {"b": used})
+            objects,
+            _boosted(fat, n, 105.0, 140.0, "tau21", 0.55, allowed),
+            (kin, exists, {"b": used}),
         )
     if token == "top":
         w_kin, w_exists, w_used = _resolved_pair(objects["j"], 65.0, 105.0)
@@ -280,7 +337,7 @@ def composite_candidates(
         used_b = np.zeros(objects["b"].selected.size, dtype=bool)
         used_b[b_index[exists]] = True
         resolved = (kin, exists, {"j": w_used & exists[event_j], "b": used_b})
-        return _merge(objects, _boosted(fat, n, 140.0, 210.0, "tau32", 0.60), resolved)
+        return _merge(objects, _boosted(fat, n, 140.0, 210.0, "tau32", 0.60, allowed), resolved)
     if token == "Zll":
         e_kin, e_exists, e_used = _resolved_pair(objects["e"], 81.0, 101.0, charge_opposite=True)
         m_kin, m_exists, m_used = _resolved_pair(objects["mu"], 81.0, 101.0, charge_opposite=True)
@@ -289,7 +346,9 @@ def composite_candidates(
         kin = {f: np.where(e_exists, e_kin[f], m_kin[f]) for f in _KIN}
         used = _no_use(objects)
         used["e"], used["mu"] = e_used, m_used
-        return Candidates(kinematics=kin, exists=e_exists | m_exists, used=used)
+        return Candidates(
+            kinematics=kin, exists=e_exists | m_exists, used=used, fatjet=np.full(n, -1)
+        )
     raise ValueError(f"unknown composite {token!r}; allowed: {', '.join(COMPOSITE_TOKENS)}")
 
 
@@ -342,6 +401,11 @@ def pair_masses(
             first, has_first = candidate.kinematics, candidate.exists
             second, has_second = _leading_free(columns[single], candidate.used.get(single), 0)
             exists = has_first & has_second
+        elif a == b:
+            one = composites[a]
+            two = composite_candidates(events, columns, a, exclude=one)
+            first, second = one.kinematics, two.kinematics
+            exists = one.exists & two.exists
         else:
             one, two = composites[a], composites[b]
             first, second = one.kinematics, two.kinematics

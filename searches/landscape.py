@@ -21,13 +21,21 @@ empty because nobody wrote that search. The landscape fills the whole table at o
   background grows, one bin each side at a time, up to ``max_window_bins``; windows still
   short are not tested. The simulated background's statistical uncertainty enters every
   window, so a cell's reach is limited by how many simulated events populate it.
+* **smooth-function bump hunt** — the second search of every cell (``fit_function``, default
+  ``dijet``; ``null`` turns it off): the observed spectrum of the cell is fitted with a smooth
+  falling function and every window of one to ``fit_window_bins`` resolution-scaled fit bins
+  gets the local p of Poisson ⊗ the fit uncertainty, with a refit without the best window
+  (:mod:`searches.landscape_fit`, which says which cells are fitted). It does not trust the
+  simulated shape; the scan does not depend on a fit. The limits come from the scan.
 * **look-elsewhere** — the test statistic of the whole landscape is the smallest local p over
-  every window of every cell. Background-only pseudo-experiments of the *whole* landscape
-  resample the simulated events (each event enters with a Poisson count of mean equal to its
-  weight), so a pseudo-experiment has exactly the overlaps of the real one: an event in
-  several cells (inclusive and exclusive classes, several pairs) moves all of them together.
-  The global p-value is ``p̃ = (k + 1)/(R + 1)`` of :func:`searches.stats.lee.p_tilde`, and
-  each cell gets its own ``p̃`` from the same pseudo-experiments.
+  every window of every cell of *both* searches. Background-only pseudo-experiments of the
+  *whole* landscape resample the simulated events (each event enters with a Poisson count of
+  mean equal to its weight), so a pseudo-experiment has exactly the overlaps of the real one:
+  an event in several cells (inclusive and exclusive classes, several pairs) moves all of them
+  together; every pseudo-experiment is refitted cell by cell (batched over pseudo-experiments).
+  The global p-value is ``p̃ = (k + 1)/(R + 1)`` of :func:`searches.stats.lee.p_tilde`; each
+  search alone gets its own global ``p̃`` (:class:`SearchSummary`), and each cell its own
+  ``p̃`` per search, from the same pseudo-experiments.
 * **sensitivity** — a cell *has sensitivity* when a tested window covers the reference mass;
   its colour in the table is the expected limit there.
 
@@ -52,16 +60,19 @@ from scipy import sparse
 from scipy.special import ndtr
 
 from searches.composites import OBJECT_TYPES, pair_masses, pair_names, pair_resolution
+from searches.landscape_fit import FitFunction, FitLayout, FitScan, fit_layout, fit_scan
 from searches.progress import progress_bar
 from searches.signatures import SignatureConfig, classify
 from searches.stats import counting, lee
 from searches.stats.pvalues import significance
 
-LANDSCAPE_SCHEMA_VERSION = "1"
+LANDSCAPE_SCHEMA_VERSION = "2"
+"""2: the smooth-function bump hunt of every cell, and per-search summaries (1 still reads)."""
 LIMIT_MU_MAX = 100.0
 """Bound of the signal strength in the limit's free fit (the reference signal makes μ ~ 1)."""
 INCLUSIVE = "inclusive"
 ClassKind = Literal["inclusive", "exclusive"]
+SearchKind = Literal["scan", "fit"]
 _CHUNK_ELEMENTS = 4_000_000
 
 
@@ -82,6 +93,15 @@ class LandscapeOptions(BaseModel):
         min_expected: windows with less background are not tested.
         width: relative intrinsic width of the generic Gaussian signal (0–15 % of the mass).
         reference_mass: mass (GeV) at which the table shows each cell's expected limit.
+        fit_function: the bump hunt's function (``dijet``, ``expo``; None: no bump hunt).
+            ``dijet`` by default: pair masses above the turn-on fall like parton luminosities,
+            which it was made for, and it extrapolates into sparse tails without turning up.
+        fit_bin_sigma: least fit-bin width in resolution units.
+        fit_bin_count: least simulated background per fit bin (bins are merged to it).
+        fit_window_bins: widest bump-hunt window in fit bins.
+        fit_min_events: events a dataset needs in a cell's fit range for the cell to be fitted.
+        fit_exclude_p: refit without the best window when its local p is below this (0: never).
+        sqrt_s: centre-of-mass energy (GeV) of the dijet function.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -97,6 +117,13 @@ class LandscapeOptions(BaseModel):
     min_expected: float = Field(0.5, gt=0.0)
     width: float = Field(0.0, ge=0.0, le=0.15)
     reference_mass: float = Field(1000.0, gt=0.0)
+    fit_function: FitFunction | None = "dijet"
+    fit_bin_sigma: float = Field(1.0, gt=0.0, le=5.0)
+    fit_bin_count: float = Field(2.0, gt=0.0)
+    fit_window_bins: int = Field(3, ge=1, le=20)
+    fit_min_events: int = Field(50, ge=1)
+    fit_exclude_p: float = Field(0.01, ge=0.0, le=1.0)
+    sqrt_s: float = Field(13_000.0, gt=0.0)
 
     @field_validator("objects")
     @classmethod
@@ -128,9 +155,10 @@ class LandscapeOptions(BaseModel):
 
 @dataclass(frozen=True)
 class LandscapeCell:
-    """One (pair × event class) cell: its windows, local p-values and limits.
+    """One (pair × event class) cell: its windows, local p-values and limits, of both searches.
 
-    Per-window tuples all have one entry per tested mass ``(W,)``.
+    Per-window tuples of the scan all have one entry per tested mass ``(W,)``; those of the
+    bump hunt (``fit_*``) one per fit window ``(V,)``.
 
     Attributes:
         a, b: the object types (``a`` not after ``b`` in table order).
@@ -146,6 +174,15 @@ class LandscapeCell:
         best_mass, best_p_local: the most significant window (None / 1 when none tested).
         p_tilde: the cell's own look-elsewhere-corrected p-value (None without pseudo runs).
         reference_limit_fb: expected limit at the reference mass (None: no sensitivity there).
+        fit_status: ``fitted``; ``few_events`` (fewer than ``fit_min_events`` observed in the
+            fit range); ``few_bins`` (too short a spectrum to fit); ``off`` (no bump hunt).
+        fit_edges, fit_counts, fit_background: fit bins ``(V_b + 1,)``, observed and fitted
+            events per bin ``(V_b,)`` (empty unless fitted).
+        fit_low, fit_high, fit_observed_counts, fit_background_window, fit_uncertainty,
+            fit_p_local: the bump hunt's windows (edges, observed, fitted background and its
+            fit uncertainty, local p; deficits have p = 1).
+        fit_best_mass, fit_best_p_local, fit_p_tilde: as for the scan, of the bump hunt.
+        fit_chi2, fit_ndf: Pearson χ² of the final fit and its degrees of freedom.
     """
 
     a: str
@@ -168,6 +205,21 @@ class LandscapeCell:
     best_p_local: float
     p_tilde: float | None
     reference_limit_fb: float | None
+    fit_status: str = "off"
+    fit_edges: tuple[float, ...] = ()
+    fit_counts: tuple[float, ...] = ()
+    fit_background: tuple[float, ...] = ()
+    fit_low: tuple[float, ...] = ()
+    fit_high: tuple[float, ...] = ()
+    fit_observed_counts: tuple[float, ...] = ()
+    fit_background_window: tuple[float, ...] = ()
+    fit_uncertainty: tuple[float, ...] = ()
+    fit_p_local: tuple[float, ...] = ()
+    fit_best_mass: float | None = None
+    fit_best_p_local: float = 1.0
+    fit_p_tilde: float | None = None
+    fit_chi2: float | None = None
+    fit_ndf: int | None = None
 
     @property
     def pair(self) -> str:
@@ -186,8 +238,39 @@ class LandscapeCell:
         return float(significance(self.best_p_local))
 
     @property
+    def fit_z_local(self) -> float:
+        return float(significance(self.fit_best_p_local))
+
+    @property
+    def fitted(self) -> bool:
+        return self.fit_status == "fitted"
+
+    @property
     def sensitive(self) -> bool:
         return self.reference_limit_fb is not None
+
+    def best_of(self, search: SearchKind) -> tuple[float, float | None]:
+        """Smallest local p and its mass for one search (``scan`` or ``fit``)."""
+        if search == "fit":
+            return self.fit_best_p_local, self.fit_best_mass
+        return self.best_p_local, self.best_mass
+
+
+@dataclass(frozen=True)
+class SearchSummary:
+    """The most significant excess of one search over the whole landscape.
+
+    Attributes:
+        best_cell: index of its cell (None: no window tested).
+        p_local_min: its local p (1 when nothing tested).
+        p_global, z_global: corrected for the look-elsewhere effect over every window of every
+            cell of this search alone (None without pseudo-experiments).
+    """
+
+    best_cell: int | None
+    p_local_min: float
+    p_global: float | None
+    z_global: float | None
 
 
 @dataclass(frozen=True)
@@ -199,13 +282,16 @@ class Landscape:
         pairs: every pair considered (``a_b``), scanned or not.
         cells: the scanned cells.
         luminosity_fb: the luminosity the limits are divided by.
-        best_cell: index in ``cells`` of the smallest local p (None: nothing tested).
+        best_cell: index in ``cells`` of the smallest local p of both searches (None: nothing
+            tested).
         p_local_min: that smallest local p (1 when nothing tested).
-        p_global, z_global: look-elsewhere-corrected over every window of every cell (None
-            without pseudo-experiments); ``z_global`` is finite even when ``p_global = 1``
-            (the largest p below one the rounds resolve stands in).
+        p_global, z_global: look-elsewhere-corrected over every window of every cell of both
+            searches (None without pseudo-experiments); ``z_global`` is finite even when
+            ``p_global = 1`` (the largest p below one the rounds resolve stands in).
         n_pseudo: pseudo-experiments used.
         options: the :class:`LandscapeOptions` as data.
+        best_search: which search (``scan`` or ``fit``) holds the smallest local p.
+        scan, fit: each search alone (the scan's is what schema 1 called the landscape's).
     """
 
     objects: tuple[str, ...]
@@ -218,6 +304,9 @@ class Landscape:
     z_global: float | None
     n_pseudo: int
     options: dict[str, Any] = field(default_factory=dict)
+    best_search: SearchKind | None = None
+    scan: SearchSummary | None = None
+    fit: SearchSummary | None = None
     schema_version: str = LANDSCAPE_SCHEMA_VERSION
 
     @property
@@ -238,7 +327,8 @@ class Landscape:
 
     def table(self) -> dict[str, Any]:
         """The object × object table: per pair its cells, best expected limit at the
-        reference mass and most significant local excess; ``None`` where no cell was scanned.
+        reference mass and most significant local excess of each search (``best_*``: the scan,
+        ``fit_best_*``: the bump hunt); ``None`` where no cell was scanned.
 
         Returns:
             ``{"objects": [...], "cells": [[entry | None] * n] * n}`` (symmetric).
@@ -256,6 +346,10 @@ class Landscape:
                 "best_z_local": None,
                 "best_class": None,
                 "best_mass": None,
+                "n_fitted": 0,
+                "fit_best_z_local": None,
+                "fit_best_class": None,
+                "fit_best_mass": None,
             }
             entry["n_cells"] += 1
             limit = cell.reference_limit_fb
@@ -273,6 +367,13 @@ class Landscape:
                 entry["best_z_local"] = cell.z_local
                 entry["best_class"] = cell.event_class
                 entry["best_mass"] = cell.best_mass
+            entry["n_fitted"] += cell.fitted
+            if cell.fit_best_mass is not None and (
+                entry["fit_best_z_local"] is None or cell.fit_z_local > entry["fit_best_z_local"]
+            ):
+                entry["fit_best_z_local"] = cell.fit_z_local
+                entry["fit_best_class"] = cell.event_class
+                entry["fit_best_mass"] = cell.fit_best_mass
             grid[i][j] = grid[j][i] = entry
         return {"objects": list(self.objects), "cells": grid}
 
@@ -286,19 +387,33 @@ class Landscape:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Landscape:
+        """Read schema 2, or schema 1 (scan only: its numbers become the scan's summary, the
+        cells are marked ``fit_status = "off"``)."""
         version = data.get("schema_version")
-        if version != LANDSCAPE_SCHEMA_VERSION:
+        if version not in ("1", LANDSCAPE_SCHEMA_VERSION):
             raise ValueError(
                 f"landscape: schema_version {version!r} not supported; "
-                f"allowed: {LANDSCAPE_SCHEMA_VERSION!r}"
+                f"allowed: '1', {LANDSCAPE_SCHEMA_VERSION!r}"
             )
         cells = tuple(
             LandscapeCell(**{k: tuple(v) if isinstance(v, list) else v for k, v in cell.items()})
             for cell in data["cells"]
         )
-        rest = {k: v for k, v in data.items() if k != "cells"}
+        rest = {k: v for k, v in data.items() if k not in ("cells", "scan", "fit")}
         rest["objects"], rest["pairs"] = tuple(rest["objects"]), tuple(rest["pairs"])
-        return cls(cells=cells, **rest)
+        if version == "1":
+            scan = {k: data[k] for k in ("best_cell", "p_local_min", "p_global", "z_global")}
+            fit = {"best_cell": None, "p_local_min": 1.0, "p_global": None, "z_global": None}
+            best = None if data["best_cell"] is None else "scan"
+            rest.update(schema_version=LANDSCAPE_SCHEMA_VERSION, best_search=best)
+        else:
+            scan, fit = data["scan"], data["fit"]
+        return cls(
+            cells=cells,
+            scan=None if scan is None else SearchSummary(**scan),
+            fit=None if fit is None else SearchSummary(**fit),
+            **rest,
+        )
 
     @classmethod
     def from_json(cls, text: str) -> Landscape:
@@ -307,7 +422,8 @@ class Landscape:
 
 @dataclass(frozen=True)
 class _Layout:
-    """Background side of one cell: bins and tested windows (local bin indices)."""
+    """Background side of one cell: bins and tested windows (local bin indices), and the
+    bump hunt's bins and windows (None: the cell is not fitted)."""
 
     a: str
     b: str
@@ -321,6 +437,29 @@ class _Layout:
     background: np.ndarray
     uncertainty: np.ndarray
     fraction: np.ndarray
+    fit: FitLayout | None = None
+
+
+@dataclass(frozen=True)
+class PseudoMinima:
+    """Smallest local p of every background-only pseudo-experiment, per cell and search.
+
+    Attributes:
+        scan, fit: per cell, ``(R, n_cells)`` (1 where a cell has no tested window).
+    """
+
+    scan: np.ndarray
+    fit: np.ndarray
+
+    @property
+    def overall(self) -> np.ndarray:
+        """Over both searches and every cell, ``(R,)``."""
+        return np.minimum(self.of("scan"), self.of("fit"))
+
+    def of(self, search: SearchKind) -> np.ndarray:
+        """Over every cell of one search, ``(R,)``."""
+        per_cell = self.scan if search == "scan" else self.fit
+        return per_cell.min(axis=1, initial=1.0)
 
 
 def _edges(a: str, b: str, low: float, high: float, width_sigma: float) -> np.ndarray:
@@ -442,14 +581,15 @@ class LandscapeModel:
             return empty.astype(int), empty.astype(int), empty, empty, empty.astype(int)
         return tuple(np.concatenate(x) for x in (first, stop, b, sigma, owner))
 
-    def pseudo_minima(self, *, rounds: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """Smallest local p per background-only pseudo-experiment: over the whole landscape
-        ``(R,)`` and per cell ``(R, n_cells)`` (1 for cells without a tested window)."""
+    def pseudo_minima(self, *, rounds: int, seed: int) -> PseudoMinima:
+        """Smallest local p per background-only pseudo-experiment, per cell, of the scan and
+        of the bump hunt (every pseudo-experiment refitted, batched per cell)."""
         first, stop, b, sigma, owner = self._window_arrays()
         n_cells = len(self.layouts)
-        overall, per_cell = np.ones(rounds), np.ones((rounds, n_cells))
-        if rounds == 0 or len(first) == 0:
-            return overall, per_cell
+        scan_min, fit_min = np.ones((rounds, n_cells)), np.ones((rounds, n_cells))
+        fitted = [i for i, layout in enumerate(self.layouts) if layout.fit is not None]
+        if rounds == 0 or (len(first) == 0 and not fitted):
+            return PseudoMinima(scan=scan_min, fit=fit_min)
         rows = np.flatnonzero(np.diff(self.matrix.indptr) > 0)
         transposed = self.matrix[rows].T.tocsr()
         mean = np.maximum(self.weights[rows], 0.0)
@@ -463,17 +603,32 @@ class LandscapeModel:
                 counts = rng.poisson(mean, size=(size, len(rows))).astype(np.float64)
                 bins = np.asarray(transposed @ counts.T).T
                 cumulative = np.concatenate([np.zeros((size, 1)), np.cumsum(bins, axis=1)], axis=1)
-                n = np.rint(cumulative[:, stop] - cumulative[:, first])
-                p = _local_p(n, b, sigma)
-                overall[begin : begin + size] = p.min(axis=1)
-                per_cell[begin : begin + size, owner[starts]] = np.minimum.reduceat(
-                    p, starts, axis=1
-                )
+                if len(first):
+                    n = np.rint(cumulative[:, stop] - cumulative[:, first])
+                    p = _local_p(n, b, sigma)
+                    scan_min[begin : begin + size, owner[starts]] = np.minimum.reduceat(
+                        p, starts, axis=1
+                    )
+                for i in fitted:
+                    fit_min[begin : begin + size, i] = self._fit(i, cumulative).p.min(axis=1)
                 progress.advance(task, size)
-        return overall, per_cell
+        return PseudoMinima(scan=scan_min, fit=fit_min)
+
+    def _fit(self, index: int, cumulative: np.ndarray) -> FitScan:
+        """Bump hunt of cell ``index`` from cumulative counts over the global bins ``(N, G+1)``."""
+        layout, offset = self.layouts[index], int(self.bin_offsets[index])
+        assert layout.fit is not None
+        n_fine = len(layout.edges) - 1
+        return fit_scan(
+            cumulative[:, offset : offset + n_fine + 1],
+            layout.fit,
+            exclude_p=self.options.fit_exclude_p,
+            min_events=self.options.fit_min_events,
+        )
 
     def scan(self, observed: ak.Array, *, seed: int, limits: bool = True) -> Landscape:
-        """Scan ``observed`` events against the prepared background.
+        """Scan ``observed`` events against the prepared background, and bump-hunt every
+        fitted cell.
 
         Args:
             observed: events of :mod:`searches.events` (weights: counts, normally 1 or
@@ -489,8 +644,8 @@ class LandscapeModel:
         codes = np.zeros(len(observed), dtype=np.int32) if classes is None else classes.codes
         weights = ak.to_numpy(observed["weight"]).astype(np.float64)
         rounds = self.options.pseudo_experiments
-        overall, per_cell = self.pseudo_minima(rounds=rounds, seed=seed)
-        counts, totals = [], []
+        pseudo = self.pseudo_minima(rounds=rounds, seed=seed)
+        counts, totals, fits = [], [], []
         for layout in self.layouts:
             pair = f"{layout.a}_{layout.b}"
             mask = _cell_masks(values, codes, names, pair, layout.event_class)
@@ -498,20 +653,41 @@ class LandscapeModel:
             cumulative = np.concatenate([[0.0], np.cumsum(content)])
             counts.append(cumulative[layout.stop] - cumulative[layout.first])
             totals.append(float(weights[mask].sum()))
+            fits.append(
+                None
+                if layout.fit is None
+                else fit_scan(
+                    cumulative[None, :],
+                    layout.fit,
+                    exclude_p=self.options.fit_exclude_p,
+                    min_events=self.options.fit_min_events,
+                )
+            )
         statistics = self._window_statistics(
             np.concatenate(counts) if counts else np.zeros(0), limits=limits
         )
         cells = [
-            self._cell(layout, counts[i], totals[i], per_cell[:, i], *statistics[i])
+            self._cell(
+                layout,
+                counts[i],
+                totals[i],
+                (pseudo.scan[:, i], pseudo.fit[:, i]),
+                *statistics[i],
+                fits[i],
+            )
             for i, layout in enumerate(self.layouts)
         ]
-        p_values = [c.best_p_local for c in cells]
-        best = int(np.argmin(p_values)) if cells and min(p_values) < 1.0 else None
-        p_min = 1.0 if best is None else float(p_values[best])
+        summaries = {
+            search: _summary(cells, search, pseudo.of(search) if rounds else None)
+            for search in ("scan", "fit")
+        }
+        best_search = min(summaries, key=lambda k: summaries[k].p_local_min)
+        best = summaries[best_search].best_cell
+        p_min = summaries[best_search].p_local_min
         p_global = z_global = None
         if rounds and best is not None:
-            p_global = lee.p_tilde(p_min, overall)
-            z_global = float(significance(min(p_global, rounds / (rounds + 1))))
+            p_global = lee.p_tilde(p_min, pseudo.overall)
+            z_global = _z_global(p_global, rounds)
         return Landscape(
             objects=tuple(o for o in OBJECT_TYPES if o in self.options.objects),
             pairs=self.pairs,
@@ -523,6 +699,9 @@ class LandscapeModel:
             z_global=z_global,
             n_pseudo=rounds,
             options=self.options.model_dump(mode="json"),
+            best_search=None if best is None else best_search,
+            scan=summaries["scan"],
+            fit=summaries["fit"],
         )
 
     def _window_statistics(
@@ -555,10 +734,11 @@ class LandscapeModel:
         layout: _Layout,
         n: np.ndarray,
         observed: float,
-        pseudo: np.ndarray,
+        pseudo: tuple[np.ndarray, np.ndarray],
         p: np.ndarray,
         observed_fb: np.ndarray,
         expected_fb: np.ndarray,
+        fit: FitScan | None,
     ) -> LandscapeCell:
         b, sigma, fraction = layout.background, layout.uncertainty, layout.fraction
         best_mass, best_p = None, 1.0
@@ -573,8 +753,8 @@ class LandscapeModel:
             nearest = inside[np.argmin(np.abs(layout.masses[inside] - m_ref))]
             reference = float(expected_fb[nearest])
         p_tilde = None
-        if len(pseudo) and best_mass is not None:
-            p_tilde = lee.p_tilde(best_p, pseudo)
+        if len(pseudo[0]) and best_mass is not None:
+            p_tilde = lee.p_tilde(best_p, pseudo[0])
         return LandscapeCell(
             a=layout.a,
             b=layout.b,
@@ -596,7 +776,63 @@ class LandscapeModel:
             best_p_local=best_p,
             p_tilde=p_tilde,
             reference_limit_fb=reference,
+            **self._fit_fields(layout, fit, pseudo[1]),
         )
+
+    def _fit_fields(
+        self, layout: _Layout, fit: FitScan | None, pseudo: np.ndarray
+    ) -> dict[str, Any]:
+        """The ``fit_*`` fields of a cell from its observed bump hunt (one dataset)."""
+        if self.options.fit_function is None:
+            return {"fit_status": "off"}
+        if fit is None or layout.fit is None:
+            return {"fit_status": "few_bins"}
+        if not fit.tested[0]:
+            return {"fit_status": "few_events"}
+        windows = layout.fit
+        p = fit.p[0]
+        best = int(np.argmin(p))
+        best_mass = None
+        if p[best] < 1.0:
+            best_mass = float(0.5 * (windows.low[best] + windows.high[best]))
+        mu, counts = fit.fit.mu[0], fit.counts[0]
+        return {
+            "fit_status": "fitted",
+            "fit_edges": _floats(windows.edges),
+            "fit_counts": _floats(counts),
+            "fit_background": _floats(mu),
+            "fit_low": _floats(windows.low),
+            "fit_high": _floats(windows.high),
+            "fit_observed_counts": _floats(fit.observed[0]),
+            "fit_background_window": _floats(fit.expected[0]),
+            "fit_uncertainty": _floats(fit.sigma[0]),
+            "fit_p_local": _floats(p),
+            "fit_best_mass": best_mass,
+            "fit_best_p_local": float(p[best]),
+            "fit_p_tilde": None
+            if best_mass is None or not len(pseudo)
+            else lee.p_tilde(float(p[best]), pseudo),
+            "fit_chi2": float(np.sum((counts - mu) ** 2 / np.maximum(mu, 1e-12))),
+            "fit_ndf": int(len(counts) - windows.design.shape[1]),
+        }
+
+
+def _summary(
+    cells: Sequence[LandscapeCell], search: SearchKind, pseudo: np.ndarray | None
+) -> SearchSummary:
+    """The most significant excess of one search, corrected over all its windows."""
+    p_values = [cell.best_of(search)[0] for cell in cells]
+    best = int(np.argmin(p_values)) if cells and min(p_values) < 1.0 else None
+    p_min = 1.0 if best is None else float(p_values[best])
+    p_global = z_global = None
+    if pseudo is not None and best is not None:
+        p_global = lee.p_tilde(p_min, pseudo)
+        z_global = _z_global(p_global, len(pseudo))
+    return SearchSummary(best_cell=best, p_local_min=p_min, p_global=p_global, z_global=z_global)
+
+
+def _z_global(p_global: float, rounds: int) -> float:
+    return float(significance(min(p_global, rounds / (rounds + 1))))
 
 
 def _floats(values: np.ndarray) -> tuple[float, ...]:
@@ -652,6 +888,19 @@ def prepare(
             sumw, _ = np.histogram(x, bins=edges, weights=weights[rows])
             sumw2, _ = np.histogram(x, bins=edges, weights=weights[rows] ** 2)
             first, stop, masses, bkg, sigma, fraction = _windows(a, b, edges, sumw, sumw2, options)
+            fit = None
+            if options.fit_function is not None:
+                fit = fit_layout(
+                    edges,
+                    sumw,
+                    function=options.fit_function,
+                    bin_width_sigma=options.bin_width_sigma,
+                    fit_bin_sigma=options.fit_bin_sigma,
+                    fit_bin_count=options.fit_bin_count,
+                    window_bins=options.fit_window_bins,
+                    min_expected=options.min_expected,
+                    sqrt_s=options.sqrt_s,
+                )
             layouts.append(
                 _Layout(
                     a=a,
@@ -666,6 +915,7 @@ def prepare(
                     background=bkg,
                     uncertainty=sigma,
                     fraction=fraction,
+                    fit=fit,
                 )
             )
             event_rows.append(rows)

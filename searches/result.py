@@ -31,8 +31,10 @@ def register_model_scorer(kind: str, scorer: ModelScorer) -> None:
 class ModelCut:
     """A trained selection: events whose model score passes ``threshold`` are kept.
 
-    ``weights`` is the path of a torch state dict (loaded with ``weights_only=True``),
-    relative to the campaign store; ``architecture`` holds what rebuilds the network.
+    ``weights`` is the path of a torch state dict (loaded with ``weights_only=True``). In a
+    campaign store's ``results.json`` it is the file name, relative to the folder of that
+    file, which ``campaign.tasks.load_results`` resolves wherever the store is read from;
+    ``architecture`` holds what rebuilds the network.
     """
 
     kind: str

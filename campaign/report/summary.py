@@ -514,7 +514,21 @@ def landscape_section(store: Store) -> dict[str, Any] | None:
                 shade = None if limit is None else 1.0 - (np.log10(limit) - low) / span
                 entry["shade"] = None if shade is None else float(shade)
     best = landscape.best
-    cells = sorted(landscape.cells, key=lambda c: (c.best_p_local, c.name))
+    cells = sorted(landscape.cells, key=lambda c: (min(c.best_p_local, c.fit_best_p_local), c.name))
+    searches = {
+        kind: None
+        if summary is None
+        else {
+            "cell": None if summary.best_cell is None else landscape.cells[summary.best_cell].name,
+            "mass": None
+            if summary.best_cell is None
+            else landscape.cells[summary.best_cell].best_of(kind)[1],
+            "p_local_min": summary.p_local_min,
+            "p_global": _finite(summary.p_global),
+            "z_global": _finite(summary.z_global),
+        }
+        for kind, summary in (("scan", landscape.scan), ("fit", landscape.fit))
+    }
     return {
         "objects": list(landscape.objects),
         "n_pairs": len(landscape.pairs),
@@ -528,13 +542,17 @@ def landscape_section(store: Store) -> dict[str, Any] | None:
         "z_local": _finite(landscape.z_local),
         "p_global": _finite(landscape.p_global),
         "z_global": _finite(landscape.z_global),
+        "fit_function": landscape.options.get("fit_function"),
+        "n_fitted": sum(cell.fitted for cell in landscape.cells),
+        "searches": searches,
         "best": None
         if best is None
         else {
             "cell": best.name,
             "pair": best.pair,
             "event_class": best.event_class,
-            "mass": best.best_mass,
+            "search": landscape.best_search,
+            "mass": best.best_of(landscape.best_search or "scan")[1],
         },
         "table": table,
         "cells": [
@@ -551,6 +569,12 @@ def landscape_section(store: Store) -> dict[str, Any] | None:
                 "z_local": _finite(cell.z_local),
                 "p_tilde": _finite(cell.p_tilde),
                 "reference_limit_fb": _finite(cell.reference_limit_fb),
+                "fit_status": cell.fit_status,
+                "fit_best_mass": cell.fit_best_mass,
+                "fit_p_local": cell.fit_best_p_local,
+                "fit_z_local": _finite(cell.fit_z_local),
+                "fit_p_tilde": _finite(cell.fit_p_tilde),
+                "fit_chi2_ndf": None if not cell.fit_ndf else _finite(cell.fit_chi2 / cell.fit_ndf),
                 "curve": _curve(cell),
             }
             for cell in cells

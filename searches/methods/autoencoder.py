@@ -22,7 +22,13 @@ from pydantic import Field
 from searches.methods.base import ClassSlice, MethodOptions
 from searches.ml import features, scorers
 from searches.ml.kfold import fold_labels
-from searches.ml.search import build_result, mass_values, scan_spectrum, spectrum_edges
+from searches.ml.search import (
+    SIDE_BAND_BINS,
+    build_result,
+    mass_values,
+    scan_spectrum,
+    spectrum_edges,
+)
 from searches.ml.training import TrainingOptions, predict, train_autoencoder
 from searches.progress import track
 from searches.result import ModelCut, SearchResult
@@ -56,6 +62,15 @@ class AutoencoderMethod:
         events = data.observed
         x, names = features.build(events, options.features)
         weights = ak.to_numpy(events["weight"]).astype(np.float64)
+        mass = mass_values(events, options.observable, data.signatures)
+        edges = spectrum_edges(mass, options.observable, width_in_sigma=options.width_in_sigma)
+        needed = options.window_bins + 2 * SIDE_BAND_BINS
+        if len(edges) - 1 < needed:
+            raise ValueError(
+                f"{data.event_class}: the {options.observable!r} spectrum has "
+                f"{len(edges) - 1} bins above its peak; windows of {options.window_bins} bins "
+                f"with {SIDE_BAND_BINS} side-band bins each side need at least {needed}"
+            )
         folds = fold_labels(len(x), options.n_folds, seed)
         scores = np.full(len(x), np.nan)
         models = []
@@ -66,8 +81,6 @@ class AutoencoderMethod:
             )
             scores[folds == k] = predict(model, x[folds == k])
             models.append(model)
-        mass = mass_values(events, options.observable, data.signatures)
-        edges = spectrum_edges(mass, options.observable, width_in_sigma=options.width_in_sigma)
 
         def scan(mask: np.ndarray) -> tuple[np.ndarray, list]:
             counts, _ = np.histogram(

@@ -182,21 +182,44 @@ def window_uncertainty(
     return expected, np.sqrt(np.maximum(variance, 0.0))
 
 
-def _fit_and_scan(
+def fit_and_scan(
     counts: np.ndarray,
     design: np.ndarray,
     widths: np.ndarray,
     windows: regions.RegionSet,
     exclude_below: float,
+    *,
+    excess_only: bool = False,
 ) -> tuple[FitResult, np.ndarray, np.ndarray, np.ndarray]:
     """Fit ``counts (N, B)``, p-value every window; refit without the best window if p is small.
 
-    Returns the final fit and ``expected, sigma, pvalues`` of shape ``(N, W)``.
+    Args:
+        counts: spectra, shape ``(N, B)`` (pseudo-experiments in one batch).
+        design, widths: the fit basis ``(B, P)`` and bin widths ``(B,)``.
+        windows: the windows over the ``B`` bins.
+        exclude_below: refit without the best window's bins when its p is below this.
+        excess_only: deficits get ``p = 1`` (a resonance search), so neither the best window
+            nor the refit is driven by a deficit; default: both directions, as in
+            :func:`~searches.stats.pvalues.local_pvalue`.
+
+    Returns:
+        The final fit and ``expected, sigma, pvalues`` of shape ``(N, W)``; a window whose
+        fitted background is not finite (a diverged fit) gets ``p = 1``, ``expected = sigma =
+        0``, so one bad pseudo-experiment cannot stop a batch.
     """
     n_w = regions.region_sums(counts, windows)
+
+    def scan(fit: FitResult) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        expected, sigma = window_uncertainty(fit, design, windows)
+        finite = np.isfinite(expected) & np.isfinite(sigma)
+        expected, sigma = np.where(finite, expected, 0.0), np.where(finite, sigma, 0.0)
+        use = finite & (n_w >= expected) if excess_only else finite
+        pvalues = np.ones_like(expected)
+        pvalues[use] = local_pvalue(n_w[use], expected[use], sigma[use])
+        return expected, sigma, pvalues
+
     fit = fit_spectrum(counts, design, widths)
-    expected, sigma = window_uncertainty(fit, design, windows)
-    pvalues = local_pvalue(n_w, expected, sigma)
+    expected, sigma, pvalues = scan(fit)
     best = np.argmin(pvalues, axis=1)
     refit = pvalues[np.arange(len(counts)), best] < exclude_below
     if np.any(refit):
@@ -207,8 +230,7 @@ def _fit_and_scan(
         )
         mask[~refit] = True
         fit = fit_spectrum(counts, design, widths, mask=mask)
-        expected, sigma = window_uncertainty(fit, design, windows)
-        pvalues = local_pvalue(n_w, expected, sigma)
+        expected, sigma, pvalues = scan(fit)
     return fit, expected, sigma, pvalues
 
 
@@ -245,7 +267,7 @@ def hunt(
     )
     if len(windows) == 0:
         raise ValueError("bump hunt: no window passes 'min_expected'; lower it or widen bins")
-    fit, expected_w, sigma_w, pvalues = _fit_and_scan(
+    fit, expected_w, sigma_w, pvalues = fit_and_scan(
         observed[None, :], design, widths, windows, options.exclude_window_p
     )
     mu = fit.mu[0]
@@ -254,7 +276,7 @@ def hunt(
     if options.pseudo_rounds:
         rng = np.random.default_rng(seed)
         pseudo = rng.poisson(mu, size=(options.pseudo_rounds, len(mu))).astype(np.float64)
-        pseudo_fit, _, _, pseudo_p = _fit_and_scan(
+        pseudo_fit, _, _, pseudo_p = fit_and_scan(
             pseudo, design, widths, windows, options.exclude_window_p
         )
         minima = pseudo_p.min(axis=1)

@@ -62,7 +62,11 @@ class SupervisedOptions(MethodOptions):
         default=0.1, ge=0, lt=1, description="relative, per window"
     )
     min_background: float = Field(default=1.0, gt=0, description="weighted bkg kept by the cut")
-    artifacts_dir: str = "ml-models"
+    artifacts_dir: str | None = Field(
+        default=None,
+        description="where the trained selection is saved (a campaign stores it in its store; "
+        "required outside a campaign)",
+    )
 
 
 @dataclass(frozen=True)
@@ -190,6 +194,11 @@ class SupervisedMethod:
         self.trial_runner = trial_runner
 
     def run(self, data: ClassSlice, *, options: SupervisedOptions, seed: int) -> list[SearchResult]:
+        if options.artifacts_dir is None:
+            raise ValueError(
+                f"supervised on {data.event_class}: option 'artifacts_dir' is not set; the "
+                "trained selection must be saved (a campaign sets it to its store)"
+            )
         config = signatures.SignatureConfig.model_validate(dict(data.signatures))
         signal = event_model.read_parquet(options.signal_path)
         signal = signal[signatures.class_mask(signal, data.event_class, config=config)]

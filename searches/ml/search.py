@@ -18,7 +18,7 @@ import numpy as np
 
 from searches import observables, signatures
 from searches.methods.base import ClassSlice
-from searches.ml.massfit import WindowTest, sidak, sliding_windows, window_test
+from searches.ml.massfit import SQRT_S, WindowTest, sidak, sliding_windows, window_test
 from searches.result import ModelCut, Region, SearchResult, Selection
 from searches.stats.workspace import build_workspace
 
@@ -37,22 +37,32 @@ def spectrum_edges(
     """Resolution-scaled edges from the spectrum's peak (where it starts to fall) upwards.
 
     A smooth falling fit only describes the spectrum above its turn-on, so the first edge is
-    the most populated fine bin; the last is at the ``top_quantile`` of the values.
+    the most populated fine bin; the last is at the ``top_quantile`` of the values, and below
+    √s, where the dijet function :mod:`~searches.ml.massfit` fits is defined (sums of pT
+    such as ``st`` can pass it in simulated tails).
     """
-    finite = values[np.isfinite(values) & (values > 0)]
+    finite = values[np.isfinite(values) & (values > 0) & (values < SQRT_S)]
     if len(finite) < 20:
-        raise ValueError(f"observable {observable!r}: fewer than 20 events with a finite value")
+        raise ValueError(
+            f"observable {observable!r}: fewer than 20 events with a finite value in "
+            f"(0, {SQRT_S:g}) GeV"
+        )
     hi = float(np.quantile(finite, top_quantile))
     fine = observables.resolution_binning((float(finite.min()), hi), observable, width_in_sigma=0.5)
     counts, _ = np.histogram(finite, bins=fine)
     low = float(fine[int(np.argmax(counts))])
-    return observables.resolution_binning(
+    edges = observables.resolution_binning(
         (low, hi), observable, width_in_sigma=width_in_sigma, max_bins=400
     )
+    return edges[edges < SQRT_S]
+
+
+SIDE_BAND_BINS = 2
+"""Bins each side of a window that the side-band fit needs at least."""
 
 
 def scan_spectrum(
-    edges: np.ndarray, counts: np.ndarray, *, window_bins: int, margin: int = 2
+    edges: np.ndarray, counts: np.ndarray, *, window_bins: int, margin: int = SIDE_BAND_BINS
 ) -> list[WindowTest]:
     """Window tests for every sliding window of ``window_bins`` bins (side bands both sides)."""
     return [

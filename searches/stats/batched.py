@@ -37,7 +37,7 @@ from searches.stats.robust import (
     robust_hypotest,
 )
 
-SUPPORTED = frozenset({"normsys", "histosys", "normfactor", "lumi", "staterror"})
+SUPPORTED = frozenset({"normsys", "histosys", "normfactor", "lumi", "staterror", "shapesys"})
 Backend = Literal["auto", "torch", "pyhf"]
 _CATEGORY = {"normsys": "alpha", "histosys": "alpha"}
 """A normsys and a histosys of the same name share one parameter α (as in pyhf)."""
@@ -110,11 +110,16 @@ def structure_key(spec: Mapping[str, Any]) -> str | None:
     be identical; samples may differ.
     """
     params: dict[str, str] = {}
+    shapesys: set[str] = set()
     for channel in spec["channels"]:
         for sample in channel["samples"]:
             for mod in sample["modifiers"]:
                 if mod["type"] not in SUPPORTED:
                     return None
+                if mod["type"] == "shapesys":
+                    if mod["name"] in shapesys:
+                        return None  # pyhf's semantics for a shared shapesys are not replicated
+                    shapesys.add(mod["name"])
                 category = _CATEGORY.get(mod["type"], mod["type"])
                 if params.setdefault(mod["name"], category) != category:
                     return None
@@ -137,7 +142,8 @@ class HistFactoryStack:
     Shapes: P parameters, G bins (all channels), J sample-bins (union of samples × bins),
     Eh histosys and En normsys entries (an α acting on a sample-bin in some hypothesis: the
     modifiers are stored sparsely), F multiplicative parameters (normfactor, lumi and one per
-    staterror bin), C Gaussian-constrained parameters.
+    staterror bin), C constrained parameters (Gaussian; Poisson for shapesys bins, with
+    auxiliary count τ = (nominal/σ)² as in pyhf).
     """
 
     names: tuple[str, ...]
@@ -148,9 +154,11 @@ class HistFactoryStack:
     upper: torch.Tensor  # [P]
     fixed: torch.Tensor  # [N, P] bool
     observed: torch.Tensor  # [G]
-    aux_init: torch.Tensor  # [C] nominal auxiliary data
+    aux_init: torch.Tensor  # [N, C] nominal auxiliary data
     constrained: torch.Tensor  # [C] parameter index
-    sigma: torch.Tensor  # [N, C]
+    sigma: torch.Tensor  # [N, C] Gaussian width (1 for Poisson entries)
+    poisson: torch.Tensor  # [C] bool: Poisson-constrained (shapesys) entry
+    tau: torch.Tensor  # [N, C] Poisson rate factor τ (1 for Gaussian entries)
     bin_of: torch.Tensor  # [J] sample-bin → bin
     nominal: torch.Tensor  # [N, J]
     hist_index: torch.Tensor  # [Eh] parameter of each histosys entry (one per α × sample-bin)
@@ -175,6 +183,8 @@ class HistFactoryStack:
         per_row = {
             "fixed",
             "sigma",
+            "aux_init",
+            "tau",
             "nominal",
             "hist_up",
             "hist_down",
@@ -245,7 +255,7 @@ def compile_stack(
                         with_hist.add(mod["name"])
                     elif mod["type"] == "normsys":
                         with_norm.add(mod["name"])
-                    if mod["type"] == "staterror":
+                    if mod["type"] in {"staterror", "shapesys"}:
                         stat_channel[mod["name"]] = channel["name"]
     row_start = {}
     j = 0
@@ -262,11 +272,11 @@ def compile_stack(
     index: dict[str, int] = {}
     for name in sorted(kinds):
         index[name] = len(par_names)
-        if kinds[name] == "staterror":
+        if kinds[name] in {"staterror", "shapesys"}:
             ch = stat_channel[name]
             for b in range(nbins[ch]):
                 par_names.append(f"{name}[{b}]")
-                par_kind.append("staterror")
+                par_kind.append(kinds[name])
                 par_bin.append(int(offset[ch]) + b)
         else:
             par_names.append(name)
@@ -282,7 +292,7 @@ def compile_stack(
         if name not in index:
             continue
         i = index[name]
-        size = nbins[stat_channel[name]] if kinds[name] == "staterror" else 1
+        size = nbins[stat_channel[name]] if kinds[name] in {"staterror", "shapesys"} else 1
         if "inits" in cfg:
             init[i : i + size] = cfg["inits"]
         if "bounds" in cfg:
@@ -295,8 +305,12 @@ def compile_stack(
 
     hist_pars = [index[name] for name in sorted(with_hist)]
     norm_pars = [index[name] for name in sorted(with_norm)]
-    factor_pars = [i for i, k in enumerate(par_kind) if k in {"normfactor", "lumi", "staterror"}]
-    constrained = [i for i, k in enumerate(par_kind) if k in {"alpha", "lumi", "staterror"}]
+    factor_pars = [
+        i for i, k in enumerate(par_kind) if k in {"normfactor", "lumi", "staterror", "shapesys"}
+    ]
+    constrained = [
+        i for i, k in enumerate(par_kind) if k in {"alpha", "lumi", "staterror", "shapesys"}
+    ]
     hpos = {i: a for a, i in enumerate(hist_pars)}
     npos = {i: a for a, i in enumerate(norm_pars)}
     fpos = {i: a for a, i in enumerate(factor_pars)}
@@ -316,6 +330,9 @@ def compile_stack(
         sigma_base[cpos[li]] = lumi_cfg.get("sigmas", [1.0])[0]
         aux_init[cpos[li]] = lumi_cfg.get("auxdata", [1.0])[0]
     sigma = np.tile(sigma_base, (n, 1))
+    aux_init = np.tile(aux_init, (n, 1))
+    tau = np.ones((n, len(constrained)))
+    poisson = np.array([par_kind[i] == "shapesys" for i in constrained], dtype=bool)
     fixed = np.tile(fixed_cfg, (n, 1))
     signal_yield = np.zeros(n)
     stat_nom = np.zeros((n, len(observed)))
@@ -349,6 +366,16 @@ def compile_stack(
                             factor_mask[h, fpos[i], cols] = 1.0
                             if kind == "normfactor" and mod["name"] == poi_name:
                                 signal_yield[h] += nom.sum()
+                        elif kind == "shapesys":
+                            unc = np.asarray(data, dtype=float)
+                            if unc.shape != nom.shape:
+                                raise ValueError("bins")
+                            for b in range(nb):
+                                factor_mask[h, fpos[i + b], start + b] = 1.0
+                                valid = nom[b] > 0 and unc[b] > 0
+                                factor = nom[b] ** 2 / unc[b] ** 2 if valid else 1.0
+                                tau[h, cpos[i + b]] = aux_init[h, cpos[i + b]] = factor
+                                fixed[h, i + b] |= not valid
                         else:
                             unc = np.asarray(data, dtype=float)
                             if unc.shape != nom.shape:
@@ -408,6 +435,8 @@ def compile_stack(
         aux_init=t(aux_init),
         constrained=t(np.asarray(constrained), torch.long),
         sigma=t(sigma),
+        poisson=t(poisson, torch.bool),
+        tau=t(tau),
         bin_of=t(np.asarray(bin_of), torch.long),
         nominal=t(nominal),
         hist_index=t(np.asarray(hist_pars, dtype=np.int64)[hist_k], torch.long),
@@ -521,12 +550,39 @@ def twice_nll(
     """
     rates = expected_rates(stack, theta)
     main = rates - torch.xlogy(data, rates)
-    pulls = (theta.index_select(1, stack.constrained) - aux) / stack.sigma
-    total = 2 * main.sum(1) + (pulls * pulls).sum(1)
+    value, _, _ = _constraint(stack, theta, aux)
+    total = 2 * main.sum(1) + value.sum(1)
     if constants:
         total = total + 2 * torch.lgamma(data + 1).sum(1)
-        total = total + (torch.log(2 * math.pi * stack.sigma**2)).sum(1)
+        gauss = torch.log(2 * math.pi * stack.sigma**2)
+        total = total + torch.where(stack.poisson, 2 * torch.lgamma(aux + 1), gauss).sum(1)
     return total
+
+
+def _constraint(
+    stack: HistFactoryStack, theta: torch.Tensor, aux: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """−2 log of each constraint term (constants dropped), its derivative and second
+    derivative in its parameter; each [N, C].
+
+    Gaussian: ((θ − a)/σ)². Poisson (shapesys): 2(τθ − a ln τθ), minimal at θ = a/τ.
+    """
+    x = theta.index_select(1, stack.constrained)
+    inv_var = 1 / stack.sigma**2
+    rate = stack.tau * x
+    value = torch.where(
+        stack.poisson, 2 * (rate - torch.xlogy(aux, rate)), (x - aux) ** 2 * inv_var
+    )
+    safe = torch.where(stack.poisson, x, torch.ones_like(x))
+    grad = torch.where(stack.poisson, 2 * (stack.tau - aux / safe), 2 * (x - aux) * inv_var)
+    curv = torch.where(stack.poisson, 2 * aux / safe**2, 2 * inv_var)
+    return value, grad, curv
+
+
+def asimov_aux(stack: HistFactoryStack, theta: torch.Tensor) -> torch.Tensor:
+    """Auxiliary data expected at ``theta`` [N, P] → [N, C] (θ, or τθ for Poisson entries)."""
+    x = theta.index_select(1, stack.constrained)
+    return torch.where(stack.poisson, stack.tau * x, x)
 
 
 # --------------------------------------------------------------------------------------------
@@ -612,12 +668,15 @@ def _derivatives(
     ad = (d_add * r_j.unsqueeze(1)) @ d_mult.transpose(1, 2)
     second = second + ad + ad.transpose(1, 2) + torch.diag_embed(norm_diag + hist_diag)
 
-    inv_var = 1 / stack.sigma**2
-    pulls = theta.index_select(1, stack.constrained) - aux
-    value = value + (pulls * pulls * inv_var).sum(1)
-    grad = grad.index_add(1, stack.constrained, 2 * pulls * inv_var)
-    diag = torch.diag_embed(zeros(n, p).index_add_(1, stack.constrained, 2 * inv_var))
+    c_value, c_grad, c_curv = _constraint(stack, theta, aux)
+    value = value + c_value.sum(1)
+    grad = grad.index_add(1, stack.constrained, c_grad)
+    diag = torch.diag_embed(zeros(n, p).index_add_(1, stack.constrained, c_curv))
     return value, grad, gn + second + diag, gn + diag
+
+
+ROUNDOFF = 1e-13
+"""Relative size of −2 log L changes below float64 round-off of its sum over bins."""
 
 
 def fit_stack(
@@ -629,6 +688,7 @@ def fit_stack(
     *,
     max_iter: int = 100,
     gtol: float = 1e-5,
+    decrement_tol: float = 1e-10,
 ) -> BatchFit:
     """Minimise −2 log L for every row at once within the parameter bounds.
 
@@ -661,8 +721,6 @@ def fit_stack(
         g = torch.where(free, grad, torch.zeros_like(grad))
         gm = g.abs().amax(1)
         value[rows], gmax[rows] = val, gm
-        done = (gm < gtol) | ~torch.isfinite(val)
-        converged[rows] = gm < gtol
         mask = free.unsqueeze(1) & free.unsqueeze(2)
         pad = eye.expand_as(hess_gn) * (~free).unsqueeze(1)
         h_exact = torch.where(mask, hess_exact, pad)
@@ -682,6 +740,10 @@ def fit_stack(
             chol[bad] = torch.where((info_b == 0).view(-1, 1, 1), shifted, chol_gn)
         step = -torch.cholesky_solve(g.unsqueeze(-1), chol).squeeze(-1)
         slope = (g * step).sum(1)
+        small = (gm < gtol) & (-slope < decrement_tol)
+        done = small | ~torch.isfinite(val)
+        converged[rows] = small
+        roundoff = (-slope < 1e3 * decrement_tol) & ~done
         t = torch.ones_like(val)
         accepted = done.clone()
         new_theta = th.clone()
@@ -689,7 +751,9 @@ def fit_stack(
             trial = torch.minimum(torch.maximum(th + t.unsqueeze(1) * step, lower), upper)
             trial = torch.where(fx, th, trial)
             tv = twice_nll(sub, trial, d, a)
-            ok = ~accepted & torch.isfinite(tv) & (tv <= val + 1e-4 * t * slope.clamp(max=0))
+            armijo = tv <= val + 1e-4 * t * slope.clamp(max=0)
+            level = roundoff & (t == 1) & (tv <= val + ROUNDOFF * val.abs().clamp(min=1.0))
+            ok = ~accepted & torch.isfinite(tv) & (armijo | level)
             new_theta[ok] = trial[ok]
             value[rows[ok]] = tv[ok]
             accepted |= ok
@@ -727,6 +791,7 @@ class StackCLs:
     signal_yield: np.ndarray  # [N]
     iterations: int
     twice_nll_free: np.ndarray  # [N]
+    theta: np.ndarray  # [4, N, P] best-fit parameters of the fits, in FIT_NAMES order
     scan_ok: np.ndarray  # [N] bool: profile-scan confirmation (only computed where requested)
     scan: tuple[Mapping[str, Any], ...]  # per hypothesis: scan details ({} where not scanned)
 
@@ -760,7 +825,7 @@ def _profile_scan(
     fixed[:, stack.poi] = True
     k = len(SCAN_POINTS)
     data = torch.cat([stack.observed.expand(m * k, -1), asimov[rows].repeat(k, 1)])
-    aux = torch.cat([stack.aux_init.expand(m * k, -1), asimov_aux[rows].repeat(k, 1)])
+    aux = torch.cat([stack.aux_init[rows].repeat(k, 1), asimov_aux[rows].repeat(k, 1)])
     fit = fit_stack(sub, data, aux, start, fixed)
     prof = fit.twice_nll.reshape(2, k, m)
     data_prof = (prof[0] - nll_free[rows]).cpu().numpy()  # [k, m]
@@ -786,6 +851,112 @@ def _profile_scan(
     return ok, info
 
 
+STARTS = ("background_fit", "suggested_init")
+"""Starts of every fit to data and of the μ-fixed fit to Asimov data; the lower −2 log L wins.
+
+Published likelihoods can have several minima (SUSY-2018-31 region A: a jet-energy-resolution
+nuisance parameter with near-symmetric variations has wells at ±0.71), and which one a fit
+finds depends on where it starts. Starting from both the background-only fit and the model's
+suggested init finds the deeper well in both places pyhf's own fits would start."""
+
+
+FLIP_PULL = 0.4
+"""Constrained parameters fitted further than this (in σ) from their centre are tried mirrored."""
+MAX_FLIPS = 16
+"""At most this many mirrored parameters (the largest pulls) are tried per fit."""
+
+
+def _flip_polish(
+    stack: HistFactoryStack,
+    fit: BatchFit,
+    data: torch.Tensor,
+    aux: torch.Tensor,
+    fixed: torch.Tensor,
+    rows: torch.Tensor,
+) -> BatchFit:
+    """Refit from each large pull mirrored through its constraint centre; keep what is lower.
+
+    Nuisance parameters with near-symmetric up/down variations have two wells at ±α (region A
+    of SUSY-2018-31 has three such jet-energy-resolution parameters near ±0.7–0.8), and a
+    local fit keeps whichever it fell into. Reflecting one pulled parameter at a time (the
+    others stay) and refitting reaches the other well of each in one batched pass. Only the
+    interpolated parameters (normsys, histosys) can make such wells; the γ factors of
+    staterror, shapesys and lumi enter a convex likelihood and are not tried.
+
+    Args:
+        fit: fits of ``len(rows)`` rows; rows index hypotheses of ``stack``; ``data``, ``aux``,
+            ``fixed`` are the fits' inputs, one row each.
+    """
+    index = stack.constrained
+    centre = stack.aux_init.index_select(0, rows)
+    sigma = stack.sigma.index_select(0, rows)
+    pull = ((fit.theta[:, index] - centre) / sigma).abs()
+    interpolated = torch.zeros(stack.lower.shape[0], dtype=torch.bool, device=index.device)
+    interpolated[stack.hist_index] = True
+    interpolated[stack.norm_index] = True
+    free = ~fixed[:, index] & interpolated[index]
+    pull = torch.where(free & fit.converged.unsqueeze(1), pull, torch.zeros_like(pull))
+    k = min(MAX_FLIPS, pull.shape[1])
+    if k == 0:
+        return fit
+    top, which = pull.topk(k, dim=1)
+    origin, slot = (top > FLIP_PULL).nonzero(as_tuple=True)
+    if origin.numel() == 0:
+        return fit
+    parameter = index[which[origin, slot]]
+    start = fit.theta[origin].clone()
+    position = torch.arange(origin.numel(), device=start.device)
+    start[position, parameter] = (
+        2 * centre[origin, which[origin, slot]] - start[position, parameter]
+    )
+    start = torch.minimum(torch.maximum(start, stack.lower), stack.upper)
+    flipped = fit_stack(stack.take(rows[origin]), data[origin], aux[origin], start, fixed[origin])
+    score = torch.where(
+        flipped.converged & torch.isfinite(flipped.twice_nll),
+        flipped.twice_nll,
+        torch.full_like(flipped.twice_nll, math.inf),
+    )
+    best = fit.twice_nll.clone()
+    best_flip = torch.full_like(best, -1, dtype=torch.long)
+    for i in torch.argsort(score).tolist():
+        r = int(origin[i])
+        if score[i] < best[r] - 1e-9 and best_flip[r] < 0:
+            best[r], best_flip[r] = score[i], i
+    take = best_flip >= 0
+    theta, value = fit.theta.clone(), fit.twice_nll.clone()
+    converged, gradient = fit.converged.clone(), fit.gradient.clone()
+    chosen = best_flip[take]
+    theta[take], value[take] = flipped.theta[chosen], flipped.twice_nll[chosen]
+    converged[take], gradient[take] = flipped.converged[chosen], flipped.gradient[chosen]
+    return BatchFit(
+        theta=theta,
+        twice_nll=value,
+        converged=converged,
+        gradient=gradient,
+        iterations=fit.iterations + flipped.iterations,
+    )
+
+
+def _lowest_of_starts(fit: BatchFit, n_starts: int) -> BatchFit:
+    """Per row, the converged start with the lowest −2 log L (rows are start-major)."""
+    value = fit.twice_nll.reshape(n_starts, -1)
+    converged = fit.converged.reshape(n_starts, -1)
+    score = torch.where(converged & torch.isfinite(value), value, torch.full_like(value, math.inf))
+    first_ok = converged[0] & torch.isfinite(value[0])
+    best = torch.where(
+        torch.isfinite(score).any(0), score.argmin(0), torch.zeros_like(first_ok, dtype=torch.long)
+    )
+    best = torch.where(first_ok & (score[0] <= score.min(0).values), torch.zeros_like(best), best)
+    pick = best * value.shape[1] + torch.arange(value.shape[1], device=value.device)
+    return BatchFit(
+        theta=fit.theta[pick],
+        twice_nll=fit.twice_nll[pick],
+        converged=fit.converged[pick],
+        gradient=fit.gradient[pick],
+        iterations=fit.iterations,
+    )
+
+
 def stack_cls(stack: HistFactoryStack, *, mu: float = 1.0, scan_below: float = 1e-6) -> StackCLs:
     """Asymptotic qtilde CLs at ``mu`` for all hypotheses of ``stack`` with three batched fits.
 
@@ -797,30 +968,43 @@ def stack_cls(stack: HistFactoryStack, *, mu: float = 1.0, scan_below: float = 1
     n, device = len(stack.names), stack.init.device
     poi = stack.poi
     data = stack.observed.expand(n, -1)
-    aux = stack.aux_init.expand(n, -1)
+    aux = stack.aux_init
     start = stack.init.expand(n, -1).clone()
     start[:, poi] = 0.0
     poi_fixed = stack.fixed.clone()
     poi_fixed[:, poi] = True
     background = fit_stack(stack, data, aux, start, poi_fixed)
+    background = _flip_polish(
+        stack, background, data, aux, poi_fixed, torch.arange(n, device=device)
+    )
     theta0 = background.theta
     with torch.no_grad():
         asimov = expected_rates(stack, theta0)
-        asimov_aux = theta0.index_select(1, stack.constrained)
-        free_asimov = twice_nll(stack, theta0, asimov, asimov_aux)
+        aux_asimov = asimov_aux(stack, theta0)
+        free_asimov = twice_nll(stack, theta0, asimov, aux_asimov)
 
-    rows = torch.arange(n, device=device).repeat(3)
+    rows = torch.arange(n, device=device).repeat(3 * len(STARTS))
     big = stack.take(rows)
-    init = theta0.repeat(3, 1)
-    init[n:, poi] = mu
+    starts = []
+    origins = {"background_fit": theta0, "suggested_init": stack.init.expand(n, -1)}
+    for origin in STARTS:
+        init = origins[origin].repeat(3, 1)
+        init[n:, poi] = mu
+        starts.append(init)
     fixed = torch.cat([stack.fixed, poi_fixed, poi_fixed])
-    fits = fit_stack(
-        big,
-        torch.cat([data, data, asimov]),
-        torch.cat([aux, aux, asimov_aux]),
-        init,
-        fixed,
+    fit_data = torch.cat([data, data, asimov])
+    fit_aux = torch.cat([aux, aux, aux_asimov])
+    fits = _lowest_of_starts(
+        fit_stack(
+            big,
+            fit_data.repeat(len(STARTS), 1),
+            fit_aux.repeat(len(STARTS), 1),
+            torch.cat(starts),
+            fixed.repeat(len(STARTS), 1),
+        ),
+        len(STARTS),
     )
+    fits = _flip_polish(stack, fits, fit_data, fit_aux, fixed, rows[: 3 * n])
     nll = fits.twice_nll.reshape(3, n)
     mu_hat = fits.theta[:n, poi]
     q_obs = torch.where(mu_hat > mu, torch.zeros_like(mu_hat), nll[1] - nll[0])
@@ -847,11 +1031,12 @@ def stack_cls(stack: HistFactoryStack, *, mu: float = 1.0, scan_below: float = 1
     scan_info: list[Mapping[str, Any]] = [{} for _ in range(n)]
     weak = ((q_asimov <= scan_below) & (q_asimov > 0)).nonzero().squeeze(1)
     if weak.numel():
-        ok, info = _profile_scan(stack, weak, theta0, asimov, asimov_aux, nll[0], q_asimov, mu)
+        ok, info = _profile_scan(stack, weak, theta0, asimov, aux_asimov, nll[0], q_asimov, mu)
         for r, good, item in zip(weak.tolist(), ok, info, strict=True):
             scan_ok[r], scan_info[r] = good, item
     return StackCLs(
         twice_nll_free=nll[0].cpu().numpy(),
+        theta=thetas.cpu().numpy(),
         scan_ok=scan_ok,
         scan=tuple(scan_info),
         cls_obs=np.asarray(cls_obs, dtype=float),
@@ -898,6 +1083,7 @@ def evaluate_patches(
     region: str = "",
     progress: Callable[[int], None] | None = None,
     batch_size: int = BATCH_SIZE,
+    check_bounds: bool = True,
 ) -> list[CLsResult]:
     """CLs (observed and expected band) at ``mu`` for every signal patch of one background.
 
@@ -915,6 +1101,8 @@ def evaluate_patches(
         region: Copied into each result.
         progress: Called with the number of patches just finished.
         batch_size: Hypotheses fitted together in one stack (see :data:`BATCH_SIZE`).
+        check_bounds: Passed to :func:`~searches.stats.robust.robust_hypotest` for the
+            hypotheses that fall back to plain pyhf.
 
     Returns:
         One :class:`~searches.stats.robust.CLsResult` per patch, in input order. Hypotheses whose
@@ -954,7 +1142,15 @@ def evaluate_patches(
             for i in members:
                 name, params, _ = items[i]
                 report(
-                    i, robust_hypotest(specs[i], name=name, parameters=params, region=region, mu=mu)
+                    i,
+                    robust_hypotest(
+                        specs[i],
+                        name=name,
+                        parameters=params,
+                        region=region,
+                        mu=mu,
+                        check_bounds=check_bounds,
+                    ),
                 )
             continue
         try:
@@ -965,7 +1161,15 @@ def evaluate_patches(
             for i in members:
                 name, params, _ = items[i]
                 report(
-                    i, robust_hypotest(specs[i], name=name, parameters=params, region=region, mu=mu)
+                    i,
+                    robust_hypotest(
+                        specs[i],
+                        name=name,
+                        parameters=params,
+                        region=region,
+                        mu=mu,
+                        check_bounds=check_bounds,
+                    ),
                 )
             continue
         label = f"batched-torch:{dev.type}"
@@ -1027,6 +1231,7 @@ def evaluate_patches(
                         mu=mu,
                         earlier_problems=problems,
                         earlier_backend=label,
+                        check_bounds=check_bounds,
                     ),
                 )
                 continue

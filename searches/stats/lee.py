@@ -78,11 +78,12 @@ class GlobalSignificance:
             data (``p_global = 1``, Z = −∞), where the largest p below 1 that the rounds resolve,
             ``R/(R + 1)``, stands in (a bound, so results stay JSON numbers).
         p_sidak: the Šidák cross-check ``1 − (1 − p̃_min)^N``.
-        n_searches: searches combined (those with pseudo-experiments).
+        n_searches: searches combined (those with a ``p̃``).
         n_rounds: global pseudo-rounds used.
         resolution_limited: the data beat every pseudo-experiment of that search (``p̃`` at
-            its floor ``1/(R+1)``): the true ``p̃`` is smaller, ``p_global`` is an upper bound
-            and ``z_global`` a lower bound; more rounds would sharpen both.
+            its floor ``1/(R+1)``) or every pseudo-campaign (``p_global`` at its floor): the
+            true value is smaller, ``p_global`` is an upper bound and ``z_global`` a lower
+            bound; more rounds would sharpen both.
     """
 
     p_tilde_min: float
@@ -95,45 +96,59 @@ class GlobalSignificance:
     resolution_limited: bool = False
 
 
+DEFAULT_ROUNDS = 10_000
+"""Global pseudo-rounds when no search stored pseudo-experiments of its own."""
+
+
 def global_significance(
     results: Sequence[SearchResult], *, seed: int, rounds: int | None = None
 ) -> GlobalSignificance:
     """Global p-value of the smallest ``p̃`` among ``results``.
 
+    A pseudo-campaign pairs one background-only round of every search at random (searches
+    are treated as independent). A search that stored its pseudo-experiment minima
+    (``pseudo_p_min``) contributes the ``p̃`` each of its rounds would get in the place of the
+    data; a search that only reports a calibrated ``p̃`` (the machine-learning searches: a
+    Šidák bound over their windows and selections, valid but conservative) contributes a
+    uniform draw — what a calibrated p-value is under background only (a conservative ``p̃``
+    is at least as large, so the global p-value stays conservative).
+
     Args:
-        results: searches with ``p_tilde`` and ``pseudo_p_min`` filled (others are ignored).
+        results: searches; those without ``p_tilde`` are ignored.
         seed: seed of the random pairing of rounds across searches.
-        rounds: global pseudo-rounds; default the largest per-search round count. A search
-            with fewer rounds contributes its pseudo-``p̃`` values resampled with replacement.
+        rounds: global pseudo-rounds; default the largest per-search round count
+            (:data:`DEFAULT_ROUNDS` when none has rounds). A search with fewer rounds
+            contributes its pseudo-``p̃`` values resampled with replacement.
 
     Returns:
         The global significance.
 
     Raises:
-        ValueError: when no result has pseudo-experiments.
+        ValueError: when no result has a ``p_tilde``.
     """
-    usable = [
-        (i, r) for i, r in enumerate(results) if r.p_tilde is not None and len(r.pseudo_p_min)
-    ]
+    usable = [(i, r) for i, r in enumerate(results) if r.p_tilde is not None]
     if not usable:
-        raise ValueError(
-            "global_significance: no SearchResult has 'p_tilde' and 'pseudo_p_min' filled"
-        )
-    n_rounds = rounds or max(len(r.pseudo_p_min) for _, r in usable)
+        raise ValueError("global_significance: no SearchResult has a 'p_tilde'")
+    n_rounds = rounds or max((len(r.pseudo_p_min) for _, r in usable), default=0)
+    n_rounds = n_rounds or DEFAULT_ROUNDS
     rng = np.random.default_rng(seed)
     smallest = np.ones(n_rounds)
     for _, result in usable:
-        values = pseudo_p_tilde(result.pseudo_p_min, observed_min=result.p_local)
-        if len(values) == n_rounds:
-            draws = rng.permutation(values)
+        if not len(result.pseudo_p_min):
+            draws = rng.uniform(size=n_rounds)
         else:
-            draws = rng.choice(values, size=n_rounds, replace=True)
+            values = pseudo_p_tilde(result.pseudo_p_min, observed_min=result.p_local)
+            if len(values) == n_rounds:
+                draws = rng.permutation(values)
+            else:
+                draws = rng.choice(values, size=n_rounds, replace=True)
         np.minimum(smallest, draws, out=smallest)
     observed = np.array([r.p_tilde for _, r in usable], dtype=np.float64)
     best = int(np.argmin(observed))
     p_min = float(observed[best])
     k = int(np.count_nonzero(smallest <= p_min))
     p_global = (k + 1) / (n_rounds + 1)
+    own_rounds = len(usable[best][1].pseudo_p_min)
     return GlobalSignificance(
         p_tilde_min=p_min,
         search=usable[best][0],
@@ -143,6 +158,6 @@ def global_significance(
         n_searches=len(usable),
         n_rounds=n_rounds,
         resolution_limited=bool(
-            p_min <= 1.0 / (len(usable[best][1].pseudo_p_min) + 1) * (1 + 1e-12)
+            (own_rounds and p_min <= 1.0 / (own_rounds + 1) * (1 + 1e-12)) or k == 0
         ),
     )

@@ -57,9 +57,10 @@ def test_spec_section_is_optional_and_checked(tmp_path: Path) -> None:
         ("landscape.objects", "'W' not allowed; allowed: e, mu, tau, gamma, j, b, V, H, top, Zll"),
         (
             "landscape.pseudo",
-            "unknown key 'pseudo'; allowed: bin_width_sigma, classes, cpus, max_window_bins, "
-            "min_events, min_expected, objects, pseudo_experiments, reference_mass, seed, "
-            "systematic, width, window_bins",
+            "unknown key 'pseudo'; allowed: bin_width_sigma, classes, cpus, fit_bin_count, "
+            "fit_bin_sigma, fit_exclude_p, fit_function, fit_min_events, fit_window_bins, "
+            "max_window_bins, min_events, min_expected, objects, pseudo_experiments, "
+            "reference_mass, seed, sqrt_s, systematic, width, window_bins",
         ),
     ]
     files = _document(tmp_path / "s", **LANDSCAPE)
@@ -132,15 +133,23 @@ def test_landscape_task_is_stored_and_reported(tmp_path: Path) -> None:
         json.loads(json.dumps(summary, allow_nan=False))
     )
     section = summary["landscape"]
-    assert section["n_cells"] == landscape.n_cells and section["n_pairs"] == 19
+    assert section["n_cells"] == landscape.n_cells and section["n_pairs"] == 21
     assert section["n_sensitive"] == landscape.n_sensitive > 0
     assert section["p_global"] == landscape.p_global
     assert len(section["cells"]) == landscape.n_cells
     assert all(len(c["curve"]["mass"]) <= 24 for c in section["cells"])
+    assert section["fit_function"] == "dijet"
+    assert section["n_fitted"] == sum(c.fitted for c in landscape.cells) > 0
+    assert section["searches"]["fit"]["p_global"] == landscape.fit.p_global
+    assert section["searches"]["scan"]["p_local_min"] == landscape.scan.p_local_min
+    fitted = [c for c in section["cells"] if c["fit_status"] == "fitted"]
+    assert all(c["fit_chi2_ndf"] is not None for c in fitted)
     html = render_html(summary)
     assert (
         'id="landscape-table"' in html and f"{landscape.n_cells} cells (pair × event class)" in html
     )
+    assert 'id="landscape-searches"' in html and "bump hunt (smooth fit)" in html
+    assert f"({section['n_fitted']} cells fitted)" in html
 
 
 def test_report_without_landscape_says_so(tmp_path: Path) -> None:

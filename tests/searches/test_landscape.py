@@ -1,4 +1,5 @@
-"""The two-body landscape: composites, injected resonances, calibration, limits against pyhf."""
+"""The two-body landscape: composites, injected resonances, calibration, limits against pyhf,
+the smooth-function bump hunt of every cell."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import vector
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy import stats
+from scipy import integrate, stats
 
 from searches import composites
 from searches.events import concatenate, make_collection, make_events
@@ -21,8 +22,11 @@ from searches.landscape import (
     prepare,
     scan_landscape,
 )
+from searches.landscape_fit import FIT_MIN_BINS, fit_layout
+from searches.methods.bumphunt import fit_and_scan
 from searches.signatures import SignatureConfig
 from theory.models import resonance
+from theory.models.lhco import XToYZ
 from theory.simulate import FastSimulator, pseudo_data
 
 LUMINOSITY_FB = 0.001
@@ -37,6 +41,20 @@ def _simulator() -> FastSimulator:
 @pytest.fixture(scope="module")
 def background() -> ak.Array:
     return _simulator().background(n_events=30_000, luminosity_fb=LUMINOSITY_FB, seed=1)
+
+
+RICH_LUMINOSITY_FB = 0.01
+"""With 200k simulated events, weights ~0.1 where the fits are: the data, not the simulation's
+own fluctuations, dominate the scatter around a smooth function."""
+
+
+@pytest.fixture(scope="module")
+def rich_background() -> ak.Array:
+    return _simulator().background(n_events=200_000, luminosity_fb=RICH_LUMINOSITY_FB, seed=1)
+
+
+def _scaled(signal: ak.Array, events: float) -> ak.Array:
+    return ak.with_field(signal, signal["weight"] * events / ak.sum(signal["weight"]), "weight")
 
 
 def _one_event(jets, electrons=(), fatjets=None) -> ak.Array:
@@ -97,7 +115,28 @@ def test_boosted_candidate_wins_and_its_jets_are_not_paired_with_it() -> None:
     masses = composites.pair_masses(event, SignatureConfig(), ("j", "V", "H"))
     assert masses["j_V"][0] == pytest.approx((_p4(*fat[:4]) + _p4(*away[:4])).mass, rel=1e-5)
     assert np.isnan(masses["j_H"][0])
-    assert "V_V" not in masses and composites.pair_names(("V", "j")) == [("j", "j"), ("j", "V")]
+    assert np.isnan(masses["V_V"][0])
+    assert composites.pair_names(("V", "j")) == [("j", "j"), ("j", "V"), ("V", "V")]
+
+
+def test_same_type_composites_never_share_constituents() -> None:
+    fat_1, fat_2 = (500.0, 0.1, 0.5, 85.0, 0.3, 0.8), (450.0, -0.7, -2.6, 92.0, 0.4, 0.8)
+    two_fat = _one_event([(490.0, 0.12, 0.52, 40.0, False)], fatjets=[fat_1, fat_2])
+    masses = composites.pair_masses(two_fat, SignatureConfig(), ("V",))
+    assert masses["V_V"][0] == pytest.approx((_p4(*fat_1[:4]) + _p4(*fat_2[:4])).mass, rel=1e-5)
+    dphi = float(np.arccos(1.0 - 80.0**2 / (2 * 100.0**2)))
+    w_1 = [(100.0, 0.0, 0.0, 0.0, False), (100.0, 0.0, dphi, 0.0, False)]
+    w_2 = [(90.0, 1.5, 2.5, 0.0, False), (90.0, 1.5, 2.5 + 0.95 * dphi, 0.0, False)]
+    resolved = _one_event(w_1 + w_2)
+    masses = composites.pair_masses(resolved, SignatureConfig(), ("V",))
+    four = sum((_p4(*j[:4]) for j in w_1[1:] + w_2), _p4(*w_1[0][:4]))
+    assert masses["V_V"][0] == pytest.approx(four.mass, rel=1e-5)
+    three = _one_event(w_1 + w_2[:1])
+    assert np.isnan(composites.pair_masses(three, SignatureConfig(), ("V",))["V_V"][0])
+    near = (300.0, 0.05, 0.05, 80.0, 0.3, 0.8)
+    overlapping = _one_event(w_1, fatjets=[near])
+    jets_inside = composites.pair_masses(overlapping, SignatureConfig(), ("V",))
+    assert np.isnan(jets_inside["V_V"][0])
 
 
 def test_bad_configuration_gives_one_clear_error() -> None:
@@ -142,8 +181,10 @@ def test_injected_tau_b_and_gamma_b_resonances_are_found_in_their_cells(backgrou
     window = int(np.argmin(best.p_local))
     assert best.low[window] <= 800.0 < best.high[window]
     assert abs(best.best_mass - 800.0) < 0.1 * 800.0
-    assert landscape.p_global == pytest.approx(1 / 301)
-    assert landscape.z_global == pytest.approx(stats.norm.isf(1 / 301), rel=1e-6)
+    assert landscape.best_search == "scan" and landscape.scan.best_cell == landscape.best_cell
+    assert landscape.scan.p_global == pytest.approx(1 / 301)
+    assert landscape.scan.z_global == pytest.approx(stats.norm.isf(1 / 301), rel=1e-6)
+    assert 1 / 301 <= landscape.p_global <= 3 / 301
     ranked = sorted(landscape.cells, key=lambda c: c.best_p_local)
     assert {c.pair for c in ranked[:3]} == {"gamma_b", "tau_b"}
     tau_b = next(c for c in ranked if c.pair == "tau_b")
@@ -155,6 +196,158 @@ def test_injected_tau_b_and_gamma_b_resonances_are_found_in_their_cells(backgrou
 
 
 @pytest.mark.slow
+def test_bump_hunt_finds_gamma_b_and_the_same_type_cell_finds_x_to_vv(rich_background) -> None:
+    sim = _simulator()
+    gamma_b = sim.signal(
+        resonance("gamma", "b"),
+        {"mass": 800.0, "g": 0.5, "width": 0.0},
+        n_events=2000,
+        luminosity_fb=RICH_LUMINOSITY_FB,
+        seed=3,
+    )
+    vv = sim.signal(
+        XToYZ(m_z=85.0),
+        {"m_X": 1500.0, "m_Y": 85.0},
+        n_events=2000,
+        luminosity_fb=RICH_LUMINOSITY_FB,
+        seed=7,
+    )
+    injected = concatenate([rich_background, _scaled(gamma_b, 60.0), _scaled(vv, 40.0)])
+    observed = pseudo_data(injected, seed=4)
+    rounds = 100
+    landscape = scan_landscape(
+        rich_background,
+        observed,
+        config=SignatureConfig(),
+        options=LandscapeOptions(
+            objects=("gamma", "b", "V"), pseudo_experiments=rounds, min_events=50
+        ),
+        luminosity_fb=RICH_LUMINOSITY_FB,
+        seed=5,
+    )
+    assert landscape.fit is not None and landscape.fit.best_cell is not None
+    best_fit = landscape.cells[landscape.fit.best_cell]
+    assert best_fit.pair == "gamma_b" and best_fit.fitted
+    assert abs(best_fit.fit_best_mass - 800.0) < 0.08 * 800.0
+    window = int(np.argmin(best_fit.fit_p_local))
+    assert best_fit.fit_low[window] <= 800.0 < best_fit.fit_high[window]
+    assert best_fit.fit_z_local > 5.0 and best_fit.fit_p_tilde == pytest.approx(1 / (rounds + 1))
+    assert landscape.fit.p_global == pytest.approx(1 / (rounds + 1))
+    assert landscape.p_global == pytest.approx(1 / (rounds + 1))
+    fitted = [c for c in landscape.cells if c.fitted]
+    quiet = [c.fit_p_tilde for c in fitted if c.pair != "gamma_b" and c.fit_p_tilde is not None]
+    assert len(fitted) >= 5 and min(quiet) > 0.01
+    assert all(0.2 < c.fit_chi2 / c.fit_ndf < 3.0 for c in fitted if c.pair != "gamma_b")
+    vv_cell = next(c for c in landscape.cells if c.name == "V_V/inclusive")
+    assert vv_cell.mc_events >= 50
+    p_vv, mass_vv = min(vv_cell.best_of("scan"), vv_cell.best_of("fit"))
+    assert abs(mass_vv - 1500.0) < 0.1 * 1500.0 and stats.norm.isf(p_vv) > 4.0
+    table = landscape.table()
+    assert table["objects"] == ["gamma", "b", "V"] and table["cells"][2][2]["pair"] == "V_V"
+    assert table["cells"][0][1]["fit_best_class"] == best_fit.event_class
+    assert Landscape.from_json(landscape.to_json()) == landscape
+
+
+def _reference_p(n: float, b: float, sigma: float) -> float:
+    """P(N >= n) for N ~ Poisson(μ), μ ~ Gaussian(b, σ) truncated at 0, by scipy quadrature."""
+
+    def integrand(mu: float) -> float:
+        return stats.poisson.sf(n - 1, mu) * stats.norm.pdf(mu, b, sigma)
+
+    value, _ = integrate.quad(integrand, max(0.0, b - 12 * sigma), b + 12 * sigma, limit=200)
+    return value / stats.norm.sf(0.0, b, sigma)
+
+
+@pytest.mark.slow
+def test_fitted_windows_match_an_independent_reference(rich_background) -> None:
+    observed = pseudo_data(rich_background, seed=11)
+    landscape = scan_landscape(
+        rich_background,
+        observed,
+        config=SignatureConfig(),
+        options=LandscapeOptions(objects=("gamma", "b"), pseudo_experiments=0, min_events=50),
+        luminosity_fb=RICH_LUMINOSITY_FB,
+        seed=0,
+    )
+    cell = next(c for c in landscape.cells if c.name == "gamma_b/inclusive")
+    assert cell.fitted and len(cell.fit_edges) >= FIT_MIN_BINS + 1
+    p = np.asarray(cell.fit_p_local)
+    n, b = np.asarray(cell.fit_observed_counts), np.asarray(cell.fit_background_window)
+    sigma = np.asarray(cell.fit_uncertainty)
+    assert np.all(p[n < b] == 1.0) and np.any(n < b)
+    excess = np.flatnonzero(n >= b)
+    picks = sorted({int(np.argmin(p)), *excess[:: max(1, len(excess) // 4)].tolist()})
+    for i in picks:
+        assert p[i] == pytest.approx(_reference_p(n[i], b[i], sigma[i]), rel=1e-4)
+    edges = np.asarray(cell.fit_edges)
+    counts = np.asarray(cell.fit_counts)
+    model = prepare(
+        rich_background,
+        config=SignatureConfig(),
+        options=LandscapeOptions(objects=("gamma", "b"), pseudo_experiments=0, min_events=50),
+        luminosity_fb=RICH_LUMINOSITY_FB,
+    )
+    layout = next(
+        lay.fit
+        for lay in model.layouts
+        if (lay.a, lay.b, lay.event_class) == ("gamma", "b", "inclusive")
+    )
+    assert layout is not None and np.array_equal(layout.edges, edges)
+    _, expected, uncertainty, direct = fit_and_scan(
+        counts[None, :], layout.design, layout.widths, layout.windows, 0.01, excess_only=True
+    )
+    np.testing.assert_allclose(direct[0], p, rtol=1e-12)
+    np.testing.assert_allclose(expected[0], b, rtol=1e-12)
+    np.testing.assert_allclose(uncertainty[0], sigma, rtol=1e-12)
+    first, stop = np.searchsorted(edges, cell.fit_low), np.searchsorted(edges, cell.fit_high)
+    cumulative = np.r_[0.0, np.cumsum(cell.fit_background)]
+    np.testing.assert_allclose(cumulative[stop] - cumulative[first], b, rtol=1e-9)
+
+
+def test_fit_layout_merges_bins_and_refuses_short_spectra() -> None:
+    fine = np.linspace(100.0, 400.0, 61)
+    falling = 200.0 * np.exp(-np.arange(60) / 12.0)
+    layout = fit_layout(
+        fine,
+        falling,
+        function="dijet",
+        bin_width_sigma=0.5,
+        fit_bin_sigma=1.0,
+        fit_bin_count=2.0,
+        window_bins=3,
+        min_expected=0.5,
+        sqrt_s=13_000.0,
+    )
+    assert layout is not None and layout.groups[0] == 0
+    assert np.all(layout.expected >= 2.0) and np.all(np.diff(layout.groups) >= 2)
+    assert np.all(np.diff(layout.groups) * 0.5 <= 4.0)
+    rising = np.r_[np.linspace(1.0, 300.0, 20), falling[:40]]
+    assert fit_layout(
+        fine,
+        rising,
+        function="expo",
+        bin_width_sigma=0.5,
+        fit_bin_sigma=1.0,
+        fit_bin_count=2.0,
+        window_bins=3,
+        min_expected=0.5,
+        sqrt_s=13_000.0,
+    ).edges[0] == pytest.approx(fine[18])
+    short = fit_layout(
+        fine[:9],
+        falling[:8],
+        function="dijet",
+        bin_width_sigma=0.5,
+        fit_bin_sigma=1.0,
+        fit_bin_count=2.0,
+        window_bins=3,
+        min_expected=0.5,
+        sqrt_s=13_000.0,
+    )
+    assert short is None
+
+
+@pytest.mark.slow
 def test_global_p_value_is_uniform_without_injection(background) -> None:
     options = LandscapeOptions(
         objects=("e", "mu", "tau", "gamma", "j", "b"), pseudo_experiments=49, min_events=50
@@ -162,16 +355,21 @@ def test_global_p_value_is_uniform_without_injection(background) -> None:
     model = prepare(
         background, config=SignatureConfig(), options=options, luminosity_fb=LUMINOSITY_FB
     )
-    p_global = np.array(
-        [
-            model.scan(pseudo_data(background, seed=100 + i), seed=1000 + i, limits=False).p_global
-            for i in range(60)
-        ]
-    )
+    landscapes = [
+        model.scan(pseudo_data(background, seed=5000 + i), seed=6000 + i, limits=False)
+        for i in range(60)
+    ]
+    p_global = np.array([landscape.p_global for landscape in landscapes])
     assert stats.kstest(p_global, "uniform").pvalue > 0.01
     small = int(np.count_nonzero(p_global <= 0.2))
     assert stats.binomtest(small, 60, 0.2).pvalue > 0.01
-    again = model.scan(pseudo_data(background, seed=100), seed=1000, limits=False)
+    for search in ("scan", "fit"):
+        alone = np.array([getattr(landscape, search).p_global for landscape in landscapes])
+        assert stats.kstest(alone, "uniform").pvalue > 0.01
+    held_by_fit = sum(landscape.best_search == "fit" for landscape in landscapes)
+    assert 5 <= held_by_fit <= 55
+    assert all(sum(c.fitted for c in landscape.cells) >= 5 for landscape in landscapes)
+    again = model.scan(pseudo_data(background, seed=5000), seed=6000, limits=False)
     assert again.p_global == p_global[0]
 
 
@@ -253,10 +451,26 @@ def test_json_round_trip_and_schema_version(background) -> None:
         seed=3,
     )
     data = landscape.to_dict()
-    assert data["schema_version"] == "1" and data["cells"][0]["a"] == "j"
+    assert data["schema_version"] == "2" and data["cells"][0]["a"] == "j"
+    assert data["scan"]["p_local_min"] == landscape.scan.p_local_min
     assert Landscape.from_dict(data) == landscape
-    with pytest.raises(ValueError, match="schema_version '0' not supported"):
+    with pytest.raises(ValueError, match="schema_version '0' not supported; allowed: '1', '2'"):
         Landscape.from_dict({**data, "schema_version": "0"})
+    fit_keys = [k for k in data["cells"][0] if k.startswith("fit_")]
+    version_1 = {
+        **{k: v for k, v in data.items() if k not in ("best_search", "scan", "fit")},
+        "schema_version": "1",
+        "p_local_min": landscape.scan.p_local_min,
+        "p_global": landscape.scan.p_global,
+        "z_global": landscape.scan.z_global,
+        "best_cell": landscape.scan.best_cell,
+        "cells": [{k: v for k, v in c.items() if k not in fit_keys} for c in data["cells"]],
+    }
+    old = Landscape.from_dict(version_1)
+    assert old.scan == landscape.scan and old.fit.best_cell is None
+    assert old.p_global == landscape.scan.p_global and old.best_search == "scan"
+    assert all(c.fit_status == "off" for c in old.cells)
+    assert [c.p_local for c in old.cells] == [c.p_local for c in landscape.cells]
     with pytest.raises(ValueError, match="luminosity_fb = 0"):
         prepare(small, config=SignatureConfig(), options=LandscapeOptions(), luminosity_fb=0)
 

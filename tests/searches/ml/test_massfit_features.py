@@ -7,7 +7,8 @@ from scipy import stats
 
 from searches.events import make_collection, make_events
 from searches.ml import features
-from searches.ml.massfit import _bin_expectation, fit_background, sidak, window_test
+from searches.ml.massfit import SQRT_S, _bin_expectation, fit_background, sidak, window_test
+from searches.ml.search import spectrum_edges
 
 EDGES = np.geomspace(1500.0, 5000.0, 21)
 TRUE = np.array([np.log(2e7), 8.0, 4.0, 0.0])
@@ -95,3 +96,13 @@ def test_objects_and_rmm_shapes_and_values():
     assert m[1, 2] == pytest.approx(mass / 13000.0, rel=1e-4)
     with pytest.raises(ValueError, match="allowed"):
         features.build(events, "images")
+
+
+def test_spectrum_edges_stay_below_sqrt_s():
+    """Sums of pT pass √s in simulated tails; the dijet function is only defined below it."""
+    rng = np.random.default_rng(2)
+    values = np.concatenate([rng.exponential(2000.0, 5000) + 500.0, [14_000.0, 20_000.0]])
+    edges = spectrum_edges(values, "st")
+    assert edges[-1] < SQRT_S and np.all(np.diff(edges) > 0)
+    with pytest.raises(ValueError, match=r"fewer than 20 events .* in \(0, 13000\) GeV"):
+        spectrum_edges(np.full(30, 15_000.0), "st")

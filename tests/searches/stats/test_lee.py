@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -121,9 +123,29 @@ def test_global_stays_valid_with_many_searches_and_few_rounds():
     assert np.mean(globals_ <= 1 / (rounds + 1)) < 0.05
 
 
-def test_global_needs_pseudo_experiments():
-    with pytest.raises(ValueError, match="pseudo_p_min"):
-        lee.global_significance([result_with(0.1, np.empty(0))], seed=0)
+def test_global_needs_a_p_tilde():
+    unusable = dataclasses.replace(result_with(0.1, np.empty(0)), p_tilde=None)
+    with pytest.raises(ValueError, match="p_tilde"):
+        lee.global_significance([unusable], seed=0)
+
+
+def test_searches_without_rounds_enter_as_calibrated_p_values():
+    """Machine-learning searches report a (Šidák-bounded) p̃ but no pseudo-rounds: they
+    enter as uniform draws, so a campaign of only such searches gets Šidák's closed form."""
+    n_searches = 12
+    results = [result_with(0.3, np.empty(0), f"ml{i}") for i in range(n_searches)]
+    results[4] = result_with(0.002, np.empty(0), "best")
+    outcome = lee.global_significance(results, seed=3)
+    sidak = 1 - (1 - 0.002) ** n_searches
+    assert outcome.n_rounds == lee.DEFAULT_ROUNDS and outcome.search == 4
+    error = np.sqrt(sidak * (1 - sidak) / lee.DEFAULT_ROUNDS)
+    assert abs(outcome.p_global - sidak) < 4 * error + 1 / lee.DEFAULT_ROUNDS
+    rng = np.random.default_rng(8)
+    mixed = [result_with(0.3, rng.uniform(size=2000), f"scan{i}") for i in range(6)]
+    outcome = lee.global_significance(mixed + results, seed=3)
+    sidak = 1 - (1 - 0.002) ** (n_searches + 6)
+    assert outcome.n_searches == n_searches + 6 and outcome.n_rounds == 2000
+    assert abs(outcome.p_global - sidak) < 4 * np.sqrt(sidak * (1 - sidak) / 2000) + 1 / 2000
 
 
 def test_global_z_stays_finite_when_every_round_beats_the_data():
