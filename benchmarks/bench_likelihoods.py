@@ -33,6 +33,7 @@ from searches.datapath import missing_reason, shared_data_dir
 from searches.likelihoods import PublishedLikelihood, load_likelihoods
 from searches.progress import progress_bar
 from searches.stats.robust import CLS_LEVEL, FitSettings, build_model, pyhf_cls
+from searches.testing import lamppost_best_fits, reference_cls
 
 TARBALL = "likelihoods/atlas-susy-2018-31-sbottom/pyhf-ins1748602-probability-models.tar.gz"
 README_EXCLUDED = {"RegionA": (137, 217), "RegionB": (25, 218), "RegionC": (49, 215)}
@@ -123,102 +124,6 @@ def run_plain(path: Path, regions: tuple[PublishedLikelihood, ...], processes: i
 
 def _plain_tight(task: tuple[str, str]) -> dict[str, Any]:
     return _plain_one(task, TIGHT)
-
-
-def _best_of(fits: list[tuple[Any, Any]]) -> tuple[np.ndarray, float]:
-    pars, twice = min(fits, key=lambda f: float(np.ravel(f[1])[0]))
-    return np.asarray(pars), float(np.ravel(twice)[0])
-
-
-def reference_cls(
-    model: pyhf.Model, data: Any, *, mu: float = 1.0, extra_starts: tuple[np.ndarray, ...] = ()
-) -> dict[str, Any]:
-    """Asymptotic qtilde CLs from pyhf alone, converged as far as pyhf can be pushed.
-
-    Three differences from ``pyhf.infer.hypotest`` at its defaults, each removing an
-    optimizer artefact rather than changing the statistics: (1) the scipy optimizer at
-    tolerance 1e-10; (2) every fit to data and the μ-fixed fit to Asimov data run from two
-    starts — pyhf's suggested init and the background-only fit — keeping the lower −2 log L
-    (likelihoods with a double-well nuisance parameter have several minima); (3) the free fit
-    to the Asimov data is not fitted: its minimum is the Asimov point itself (every Poisson
-    and Gaussian term is maximal there), so ``q_A`` is the μ-fixed fit minus pyhf's −2 log L
-    at that point. Test statistics go through pyhf's own asymptotic distributions.
-
-    ``extra_starts`` (parameter vectors in pyhf's order, e.g. Lamppost's best fits) are added
-    to the starts of every fit: pyhf then decides, with its own likelihood and optimizer,
-    whether a minimum found elsewhere is deeper than the ones it finds by itself.
-    """
-    pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer(tolerance=TIGHT.tolerance))
-    init = np.asarray(model.config.suggested_init(), dtype=float)
-    bounds, fixed = model.config.suggested_bounds(), model.config.suggested_fixed()
-    poi = model.config.poi_index
-    asimov, background = pyhf.infer.calculators.generate_asimov_data(
-        0.0, data, model, init.tolist(), bounds, fixed, return_fitted_pars=True
-    )
-    background = np.asarray(background, dtype=float)
-    starts = [init, background, *(np.asarray(x, dtype=float) for x in extra_starts)]
-
-    def at(start: np.ndarray, value: float) -> list[float]:
-        out = start.copy()
-        out[poi] = value
-        return out.tolist()
-
-    free, twice_free = _best_of(
-        [
-            pyhf.infer.mle.fit(data, model, s.tolist(), bounds, fixed, return_fitted_val=True)
-            for s in starts
-        ]
-    )
-    _, twice_fixed = _best_of(
-        [
-            pyhf.infer.mle.fixed_poi_fit(
-                mu, data, model, at(s, mu), bounds, fixed, return_fitted_val=True
-            )
-            for s in starts
-        ]
-    )
-    _, twice_asimov_fixed = _best_of(
-        [
-            pyhf.infer.mle.fixed_poi_fit(
-                mu, asimov, model, at(s, mu), bounds, fixed, return_fitted_val=True
-            )
-            for s in starts
-        ]
-    )
-    twice_asimov_min = float(np.ravel(pyhf.infer.mle.twice_nll(background, asimov, model))[0])
-    mu_hat = float(free[poi])
-    q_obs = 0.0 if mu_hat > mu else max(twice_fixed - twice_free, 0.0)
-    q_asimov = max(twice_asimov_fixed - twice_asimov_min, 0.0)
-    calculator = pyhf.infer.calculators.AsymptoticCalculator(data, model, test_stat="qtilde")
-    calculator.sqrtqmuA_v = math.sqrt(q_asimov)
-    sqrt_q, sqrt_qa = math.sqrt(q_obs), math.sqrt(q_asimov)
-    teststat = sqrt_q - sqrt_qa if sqrt_q <= sqrt_qa else (q_obs - q_asimov) / (2 * sqrt_qa)
-    signal_plus_background, background_only = calculator.distributions(mu)
-    _, _, cls_obs = calculator.pvalues(teststat, signal_plus_background, background_only)
-    _, _, cls_exp = calculator.expected_pvalues(signal_plus_background, background_only)
-    return {
-        "cls_obs": float(cls_obs),
-        "cls_exp": [float(v) for v in cls_exp],
-        "mu_hat": mu_hat,
-        "q_obs": q_obs,
-        "q_asimov": q_asimov,
-    }
-
-
-def lamppost_best_fits(spec: dict, name: str, model: pyhf.Model) -> tuple[np.ndarray, ...]:
-    """Lamppost's four best fits of one hypothesis as parameter vectors in pyhf's order."""
-    from searches.stats.batched import compile_stack, stack_cls
-
-    stack = compile_stack([spec], [name], device="cpu")
-    theta = stack_cls(stack).theta[:, 0, :]
-    starts = np.tile(np.asarray(model.config.suggested_init(), dtype=float), (len(theta), 1))
-    for column, par in enumerate(stack.par_names):
-        base, _, rest = par.partition("[")
-        if base not in model.config.par_map:
-            raise ValueError(f"{name}: parameter {par!r} of the batched stack not in pyhf's model")
-        where = model.config.par_slice(base)
-        starts[:, where.start + (int(rest[:-1]) if rest else 0)] = theta[:, column]
-    return tuple(starts)
 
 
 def _reference_one(task: tuple[str, str], with_lamppost: bool = False) -> dict[str, Any]:
