@@ -23,6 +23,7 @@ import multiprocessing as mp
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -151,24 +152,47 @@ def _reference_one(task: tuple[str, str], with_lamppost: bool = False) -> dict[s
     }
 
 
-def run_tight(path: Path, disputed: list[tuple[str, str]], processes: int) -> dict:
-    """Tightly converged plain pyhf on the patches where Lamppost and plain pyhf differ."""
-    cache = cache_path().with_name(f"sbottom_tight_pyhf{pyhf.__version__}_v{CACHE_VERSION}.json")
+def _cached_rows(
+    cache: Path,
+    tasks: list[tuple[str, str]],
+    worker: Callable[[tuple[str, str]], dict[str, Any]],
+    *,
+    label: str,
+    header: dict[str, Any],
+    path: Path,
+    processes: int,
+) -> dict:
+    """``worker`` on the ``tasks`` not yet in ``cache`` (a pool of ``processes``), the cache
+    extended with them; every row by ``(region, name)``."""
     done = json.loads(cache.read_text()) if cache.is_file() else {"rows": []}
     have = {(r["region"], r["name"]) for r in done["rows"]}
-    todo = [task for task in disputed if task not in have]
+    todo = [task for task in tasks if task not in have]
     rows = list(done["rows"])
     if todo:
         with (
             mp.get_context("spawn").Pool(processes, _init_worker, (str(path),)) as pool,
             progress_bar() as progress,
         ):
-            bar = progress.add_task("tight pyhf", total=len(todo))
-            for row in pool.imap_unordered(_plain_tight, todo, chunksize=1):
+            bar = progress.add_task(label, total=len(todo))
+            for row in pool.imap_unordered(worker, todo, chunksize=1):
                 rows.append(row)
                 progress.advance(bar)
-        cache.write_text(json.dumps({"settings": TIGHT.label, "rows": rows}))
+        cache.write_text(json.dumps({**header, "rows": rows}))
     return {(r["region"], r["name"]): r for r in rows}
+
+
+def run_tight(path: Path, disputed: list[tuple[str, str]], processes: int) -> dict:
+    """Tightly converged plain pyhf on the patches where Lamppost and plain pyhf differ."""
+    cache = cache_path().with_name(f"sbottom_tight_pyhf{pyhf.__version__}_v{CACHE_VERSION}.json")
+    return _cached_rows(
+        cache,
+        disputed,
+        _plain_tight,
+        label="tight pyhf",
+        header={"settings": TIGHT.label},
+        path=path,
+        processes=processes,
+    )
 
 
 def _reference_with_lamppost(task: tuple[str, str]) -> dict[str, Any]:
@@ -186,21 +210,15 @@ def run_reference(path: Path, disputed: list[tuple[str, str]], processes: int) -
 
     engine = hashlib.sha256(Path(batched.__file__).read_bytes()).hexdigest()[:12]
     cache = cache_path().with_name(f"sbottom_reference_pyhf{pyhf.__version__}_{engine}.json")
-    done = json.loads(cache.read_text()) if cache.is_file() else {"rows": []}
-    have = {(r["region"], r["name"]) for r in done["rows"]}
-    todo = [task for task in disputed if task not in have]
-    rows = list(done["rows"])
-    if todo:
-        with (
-            mp.get_context("spawn").Pool(processes, _init_worker, (str(path),)) as pool,
-            progress_bar() as progress,
-        ):
-            bar = progress.add_task("pyhf reference", total=len(todo))
-            for row in pool.imap_unordered(_reference_with_lamppost, todo, chunksize=1):
-                rows.append(row)
-                progress.advance(bar)
-        cache.write_text(json.dumps({"engine": engine, "rows": rows}))
-    return {(r["region"], r["name"]): r for r in rows}
+    return _cached_rows(
+        cache,
+        disputed,
+        _reference_with_lamppost,
+        label="pyhf reference",
+        header={"engine": engine},
+        path=path,
+        processes=processes,
+    )
 
 
 def _max_rel(ours: dict, reference: dict) -> float:

@@ -40,6 +40,7 @@ from campaign.coverage import (
 )
 from campaign.spec import CampaignSpec, ModelSpace
 from campaign.store import Store, TaskRecord
+from searches.result import SearchResult
 from searches.signatures import SignatureConfig
 from theory.active import ActiveOptions, ModelArm, PoolHistory, choose_model, learn_box, learn_pool
 from theory.models import get_model
@@ -100,6 +101,7 @@ def evaluation_task(
         "point": rounded,
         "events": spec.theory.events,
         "max_fits": spec.theory.max_fits,
+        "pyhf_attempts": spec.theory.pyhf_attempts,
         "threshold": spec.theory.threshold,
         "searches": searches.key,
         "seed": plan.derive_seed(spec.seed, "theory", label, json.dumps(rounded, sort_keys=True)),
@@ -116,23 +118,53 @@ def evaluation_task(
 
 def evaluate_point(payload: Mapping[str, Any], store: Store, staging: str) -> dict[str, Any]:
     """Task function: simulate the point's signal and reinterpret it against the campaign."""
+    from campaign.reinterpret import campaign_results
+
+    verdict = point_verdict(
+        store,
+        campaign_results(store),
+        model=payload["model"],
+        options=payload["options"],
+        point=dict(payload["point"]),
+        events=int(payload["events"]),
+        seed=int(payload["seed"]),
+        max_fits=int(payload["max_fits"]),
+        pyhf_attempts=payload.get("pyhf_attempts"),
+    )
+    relative = f"{staging}/verdict.json"
+    store.write_text(relative, json.dumps(verdict, sort_keys=True))
+    return {"artifacts": {"verdict": relative}}
+
+
+def point_verdict(
+    store: Store,
+    results: Sequence[SearchResult],
+    *,
+    model: str,
+    options: Mapping[str, Any],
+    point: Mapping[str, float],
+    events: int,
+    seed: int,
+    max_fits: int,
+    pyhf_attempts: int | None = None,
+) -> dict[str, Any]:
+    """What the loop learns at one point: CLs (observed, expected median) of the search with
+    the best expected sensitivity among the ``max_fits`` most sensitive, with which searches
+    exclude it. CLs is None where every fitted search failed, 1 where no search sees the
+    signal. Pure in ``seed``: the same point and seed give the same numbers."""
     from campaign.benchmark import signal_events
-    from campaign.reinterpret import campaign_results, reinterpret
+    from campaign.reinterpret import reinterpret
 
     signal, benchmark = signal_events(
-        store,
-        model=payload["model"],
-        point=dict(payload["point"]),
-        options=payload["options"],
-        n_events=int(payload["events"]),
-        seed=int(payload["seed"]),
+        store, model=model, point=dict(point), options=options, n_events=events, seed=seed
     )
     outcome = reinterpret(
-        campaign_results(store),
+        results,
         signal,
         benchmark=benchmark,
-        max_fits=payload["max_fits"],
+        max_fits=max_fits,
         max_combined=1,
+        pyhf_attempts=pyhf_attempts,
     )
     best = outcome.best_expected
     failures = "; ".join(
@@ -145,8 +177,8 @@ def evaluate_point(payload: Mapping[str, Any], store: Store, staging: str) -> di
     else:
         observed = expected = 1.0
         reason = "no search receives signal"
-    verdict = {
-        "point": payload["point"],
+    return {
+        "point": dict(point),
         "status": outcome.status,
         "cls_observed": None if math.isnan(observed) else observed,
         "cls_expected": None if math.isnan(expected) else expected,
@@ -155,9 +187,6 @@ def evaluate_point(payload: Mapping[str, Any], store: Store, staging: str) -> di
         "tested": sorted(v.search for v in outcome.searches if v.status in ("excluded", "allowed")),
         "reason": reason,
     }
-    relative = f"{staging}/verdict.json"
-    store.write_text(relative, json.dumps(verdict, sort_keys=True))
-    return {"artifacts": {"verdict": relative}}
 
 
 def _values(store: Store, finished: Mapping[str, TaskRecord], task: plan.Task) -> list[float]:

@@ -94,12 +94,17 @@ def _verdict(status_of_cls: float | None) -> Status:
 
 
 def evaluate_search(
-    result: SearchResult, signal: ak.Array, *, limits: bool = True
+    result: SearchResult,
+    signal: ak.Array,
+    *,
+    limits: bool = True,
+    pyhf_attempts: int | None = None,
 ) -> SearchVerdict:
     """CLs and limits of one search for the signal events (asymptotic ``qtilde``).
 
     The upper limit on ``mu`` costs a root search (tens of pyhf fits), so campaigns compute it
     for the best-expected search and the combination, and CLs for every search.
+    ``pyhf_attempts`` caps the plain-pyhf fallback (:func:`_test`).
     """
     yields, sumw2 = result.selection.histogram(signal)
     total = float(yields.sum())
@@ -118,6 +123,7 @@ def evaluate_search(
             name=result.event_class,
             limits=limits,
             expected_z=sensitivity(result, yields),
+            pyhf_attempts=pyhf_attempts,
         )
         return SearchVerdict(**common, **outcome)
     except Exception as err:
@@ -125,7 +131,12 @@ def evaluate_search(
 
 
 def _test(
-    workspace: Mapping[str, Any], *, name: str, limits: bool, expected_z: float
+    workspace: Mapping[str, Any],
+    *,
+    name: str,
+    limits: bool,
+    expected_z: float,
+    pyhf_attempts: int | None = None,
 ) -> dict[str, Any]:
     """CLs with its fits checked and retried: FAILED rather than a silent CLs = 1 or NaN.
 
@@ -135,9 +146,12 @@ def _test(
     accepted (``check_bounds=False``, see :func:`~searches.stats.robust.diagnose_fits`). A test
     that stays unresolved only because every attempt finds no expected sensitivity (Asimov
     statistic ≈ 0) is "allowed" with CLs = 1 when the independent estimate ``expected_z``
-    (:func:`sensitivity`) agrees that the signal is negligible.
+    (:func:`sensitivity`) agrees that the signal is negligible. ``pyhf_attempts`` caps the
+    fallback's pyhf attempts (default all: each can cost a minute on a campaign workspace).
     """
-    (tested,) = evaluate_patches(workspace, [(name, [])], check_bounds=False)
+    (tested,) = evaluate_patches(
+        workspace, [(name, [])], check_bounds=False, pyhf_attempts=pyhf_attempts
+    )
     if tested.status == "failed" or tested.cls_obs is None or tested.cls_exp is None:
         attempts = tested.diagnostics.get("attempts", [])
         insensitive = bool(attempts) and all(
@@ -220,6 +234,7 @@ def reinterpret(
     max_fits: int = MAX_FITS,
     max_combined: int = MAX_COMBINED,
     limits: bool = False,
+    pyhf_attempts: int | None = None,
 ) -> Reinterpretation:
     """The benchmark's verdict from the searches, the best-expected one and the combination.
 
@@ -228,7 +243,8 @@ def reinterpret(
     CLs; the rest are reported as "not evaluated" with their signal yield, since the
     fits of every search of a large campaign per benchmark add up. With
     ``limits`` the best-expected search and the combination also get the 95 % CL upper limit
-    on the signal strength (a root search over tens of pyhf fits each).
+    on the signal strength (a root search over tens of pyhf fits each). ``pyhf_attempts``
+    caps the plain-pyhf fallback of each search's fit (:func:`_test`; default: every retry).
     """
     ev.validate_events(signal, source=str(benchmark.get("source", "signal events")))
     for method in {r.method for r in results if r.selection.model is not None}:
@@ -242,7 +258,9 @@ def reinterpret(
     verdicts = []
     for index, (result, signal_yields) in enumerate(zip(results, yields, strict=True)):
         if index in fitted:
-            verdicts.append(evaluate_search(result, signal, limits=False))
+            verdicts.append(
+                evaluate_search(result, signal, limits=False, pyhf_attempts=pyhf_attempts)
+            )
             continue
         total = float(signal_yields.sum())
         covered = total >= MIN_SIGNAL_EVENTS

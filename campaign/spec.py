@@ -323,6 +323,10 @@ class TheorySpec(_Strict):
         stop_at: stop a model early once the expected misclassified fraction is this small.
         events: signal events simulated per point.
         max_fits: searches fitted with pyhf per point, the most sensitive first.
+        pyhf_attempts: plain-pyhf attempts for a fit the batched CLs engine cannot check
+            (:func:`searches.stats.robust.robust_hypotest`; each can cost a minute on a
+            campaign workspace); a search still unresolved is recorded ``failed``, and a point
+            whose every fitted search failed is skipped by the learner.
     """
 
     models: list[ModelSpace] = []
@@ -336,6 +340,7 @@ class TheorySpec(_Strict):
     stop_at: Annotated[float, Field(gt=0, lt=0.5)] | None = None
     events: Annotated[int, Field(ge=100)] = 5000
     max_fits: Annotated[int, Field(ge=1)] = 3
+    pyhf_attempts: Annotated[int, Field(ge=0, le=4)] = 1
 
 
 class ExecutionSpec(_Strict):

@@ -27,8 +27,11 @@ empty because nobody wrote that search. The landscape fills the whole table at o
   gets the local p of Poisson ⊗ the fit uncertainty, with a refit without the best window
   (:mod:`searches.landscape_fit`, which says which cells are fitted). It does not trust the
   simulated shape; the scan does not depend on a fit. The limits come from the scan.
-* **look-elsewhere** — the test statistic of the whole landscape is the smallest local p over
-  every window of every cell of *both* searches. Background-only pseudo-experiments of the
+* **look-elsewhere** — each search's statistic is its smallest local p over every window of
+  every cell, and the landscape's is the smaller of the two searches' ``p̃``, each calibrated
+  on the same pseudo-experiments (:func:`searches.stats.lee.joint_p_global`; combining raw
+  local p-values would let a search whose local p-values run small in every
+  pseudo-experiment hide the other). Background-only pseudo-experiments of the
   *whole* landscape resample the simulated events (each event enters with a Poisson count of
   mean equal to its weight), so a pseudo-experiment has exactly the overlaps of the real one:
   an event in several cells (inclusive and exclusive classes, several pairs) moves all of them
@@ -60,7 +63,14 @@ from scipy import sparse
 from scipy.special import ndtr
 
 from searches.composites import OBJECT_TYPES, pair_masses, pair_names, pair_resolution
-from searches.landscape_fit import FitFunction, FitLayout, FitScan, fit_layout, fit_scan
+from searches.landscape_fit import (
+    FitFunction,
+    FitLayout,
+    FitScan,
+    FitStatus,
+    fit_layout,
+    fit_scan,
+)
 from searches.progress import progress_bar
 from searches.signatures import SignatureConfig, classify
 from searches.stats import counting, lee
@@ -101,6 +111,9 @@ class LandscapeOptions(BaseModel):
         fit_window_bins: widest bump-hunt window in fit bins.
         fit_min_events: events a dataset needs in a cell's fit range for the cell to be fitted.
         fit_exclude_p: refit without the best window when its local p is below this (0: never).
+        fit_max_chi2_ndf: how well the function must describe the simulated background (χ²/ndf
+            with the data's Poisson variance); the fit range starts where it does, and a cell
+            where it nowhere does is not fitted.
         sqrt_s: centre-of-mass energy (GeV) of the dijet function.
     """
 
@@ -123,6 +136,7 @@ class LandscapeOptions(BaseModel):
     fit_window_bins: int = Field(3, ge=1, le=20)
     fit_min_events: int = Field(50, ge=1)
     fit_exclude_p: float = Field(0.01, ge=0.0, le=1.0)
+    fit_max_chi2_ndf: float = Field(1.0, gt=0.0)
     sqrt_s: float = Field(13_000.0, gt=0.0)
 
     @field_validator("objects")
@@ -175,7 +189,9 @@ class LandscapeCell:
         p_tilde: the cell's own look-elsewhere-corrected p-value (None without pseudo runs).
         reference_limit_fb: expected limit at the reference mass (None: no sensitivity there).
         fit_status: ``fitted``; ``few_events`` (fewer than ``fit_min_events`` observed in the
-            fit range); ``few_bins`` (too short a spectrum to fit); ``off`` (no bump hunt).
+            fit range); ``few_bins`` (too short a spectrum to fit); ``mismodelled`` (the
+            function cannot describe the simulated background at the data's precision
+            anywhere, :mod:`searches.landscape_fit`); ``off`` (no bump hunt).
         fit_edges, fit_counts, fit_background: fit bins ``(V_b + 1,)``, observed and fitted
             events per bin ``(V_b,)`` (empty unless fitted).
         fit_low, fit_high, fit_observed_counts, fit_background_window, fit_uncertainty,
@@ -282,15 +298,17 @@ class Landscape:
         pairs: every pair considered (``a_b``), scanned or not.
         cells: the scanned cells.
         luminosity_fb: the luminosity the limits are divided by.
-        best_cell: index in ``cells`` of the smallest local p of both searches (None: nothing
-            tested).
-        p_local_min: that smallest local p (1 when nothing tested).
+        best_cell: index in ``cells`` of the most significant excess of ``best_search``
+            (None: nothing tested).
+        p_local_min: its local p (1 when nothing tested).
         p_global, z_global: look-elsewhere-corrected over every window of every cell of both
-            searches (None without pseudo-experiments); ``z_global`` is finite even when
-            ``p_global = 1`` (the largest p below one the rounds resolve stands in).
+            searches: the global p of the smaller of the two searches' ``p̃`` (None without
+            pseudo-experiments); ``z_global`` is finite even when ``p_global = 1`` (the
+            largest p below one the rounds resolve stands in).
         n_pseudo: pseudo-experiments used.
         options: the :class:`LandscapeOptions` as data.
-        best_search: which search (``scan`` or ``fit``) holds the smallest local p.
+        best_search: which search (``scan`` or ``fit``) has the smaller ``p̃`` (without
+            pseudo-experiments: the smaller local p).
         scan, fit: each search alone (the scan's is what schema 1 called the landscape's).
     """
 
@@ -438,6 +456,7 @@ class _Layout:
     uncertainty: np.ndarray
     fraction: np.ndarray
     fit: FitLayout | None = None
+    fit_status: FitStatus = "off"
 
 
 @dataclass(frozen=True)
@@ -450,11 +469,6 @@ class PseudoMinima:
 
     scan: np.ndarray
     fit: np.ndarray
-
-    @property
-    def overall(self) -> np.ndarray:
-        """Over both searches and every cell, ``(R,)``."""
-        return np.minimum(self.of("scan"), self.of("fit"))
 
     def of(self, search: SearchKind) -> np.ndarray:
         """Over every cell of one search, ``(R,)``."""
@@ -677,17 +691,25 @@ class LandscapeModel:
             )
             for i, layout in enumerate(self.layouts)
         ]
+        kinds: tuple[SearchKind, ...] = ("scan", "fit")
         summaries = {
             search: _summary(cells, search, pseudo.of(search) if rounds else None)
-            for search in ("scan", "fit")
+            for search in kinds
         }
-        best_search = min(summaries, key=lambda k: summaries[k].p_local_min)
+        best_search = min(kinds, key=lambda k: summaries[k].p_local_min)
+        p_global = z_global = None
+        if rounds:
+            index, p_global = lee.joint_p_global(
+                [summaries[k].p_local_min for k in kinds], [pseudo.of(k) for k in kinds]
+            )
+            best_search = kinds[index]
+            if summaries[best_search].best_cell is None:
+                best_search = min(kinds, key=lambda k: summaries[k].best_cell is None)
+            z_global = _z_global(p_global, rounds)
         best = summaries[best_search].best_cell
         p_min = summaries[best_search].p_local_min
-        p_global = z_global = None
-        if rounds and best is not None:
-            p_global = lee.p_tilde(p_min, pseudo.overall)
-            z_global = _z_global(p_global, rounds)
+        if best is None:
+            p_global = z_global = None
         return Landscape(
             objects=tuple(o for o in OBJECT_TYPES if o in self.options.objects),
             pairs=self.pairs,
@@ -786,7 +808,7 @@ class LandscapeModel:
         if self.options.fit_function is None:
             return {"fit_status": "off"}
         if fit is None or layout.fit is None:
-            return {"fit_status": "few_bins"}
+            return {"fit_status": layout.fit_status}
         if not fit.tested[0]:
             return {"fit_status": "few_events"}
         windows = layout.fit
@@ -888,9 +910,9 @@ def prepare(
             sumw, _ = np.histogram(x, bins=edges, weights=weights[rows])
             sumw2, _ = np.histogram(x, bins=edges, weights=weights[rows] ** 2)
             first, stop, masses, bkg, sigma, fraction = _windows(a, b, edges, sumw, sumw2, options)
-            fit = None
+            fit, fit_status = None, "off"
             if options.fit_function is not None:
-                fit = fit_layout(
+                fit, fit_status = fit_layout(
                     edges,
                     sumw,
                     function=options.fit_function,
@@ -900,6 +922,7 @@ def prepare(
                     window_bins=options.fit_window_bins,
                     min_expected=options.min_expected,
                     sqrt_s=options.sqrt_s,
+                    max_chi2_ndf=options.fit_max_chi2_ndf,
                 )
             layouts.append(
                 _Layout(
@@ -916,6 +939,7 @@ def prepare(
                     uncertainty=sigma,
                     fraction=fraction,
                     fit=fit,
+                    fit_status=fit_status,
                 )
             )
             event_rows.append(rows)

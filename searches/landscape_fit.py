@@ -24,10 +24,21 @@ only chooses bin edges; the background *shape* always comes from the fit):
   (the sparse tail beyond is left to the scan);
 * **windows** — one to ``fit_window_bins`` neighbouring fit bins holding at least
   ``fit_min_expected`` simulated events;
+* **fit range start** — the function must describe the *simulated* background to within the
+  statistical precision of the data: fitted to the simulated yields, its Pearson χ² per degree
+  of freedom with the data's Poisson variance (the simulated yield of each bin) must not
+  exceed ``max_chi2_ndf``. The range starts at the lowest fit bin where that holds, so a
+  Standard-Model peak (the Z in e e, the top in j b) stays below it. A simulation too coarse
+  for the luminosity (each simulated event standing for many data events) fails this
+  everywhere: a smooth function cannot follow the simulated spectrum's own fluctuations at
+  the data's precision, every background-only pseudo-experiment — resampled from that
+  spectrum — would show "significant" bumps, and the bump hunt would have no power. Such a
+  cell is not fitted (``mismodelled``);
 * a cell is **fitted** when it has at least :data:`FIT_MIN_BINS` fit bins (four parameters
-  and four degrees of freedom), and, per dataset, when at least ``fit_min_events`` events
-  fall in the fit range. A dataset below that (the observed one or a pseudo-experiment) gets
-  ``p = 1`` in every window of the cell — the same rule for both, so ``p̃`` stays calibrated.
+  and four degrees of freedom) from that start, and, per dataset, when at least
+  ``fit_min_events`` events fall in the fit range. A dataset below that (the observed one or
+  a pseudo-experiment) gets ``p = 1`` in every window of the cell — the same rule for both,
+  so ``p̃`` stays calibrated.
 
 Only excesses count (deficits get ``p = 1``): the landscape searches for resonances.
 """
@@ -39,7 +50,7 @@ from typing import Literal
 
 import numpy as np
 
-from searches.methods.bumphunt import FitResult, design_matrix, fit_and_scan
+from searches.methods.bumphunt import FitResult, design_matrix, fit_and_scan, fit_spectrum
 from searches.stats import regions
 
 FitFunction = Literal["dijet", "expo"]
@@ -47,7 +58,7 @@ FIT_MIN_BINS = 8
 """Fit bins a cell needs to be fitted: four parameters and four degrees of freedom."""
 FIT_MAX_BIN_SIGMA = 4.0
 """Widest fit bin, in resolution units (the fit range stops before a wider one)."""
-FitStatus = Literal["fitted", "few_events", "few_bins", "off"]
+FitStatus = Literal["fitted", "few_events", "few_bins", "mismodelled", "off"]
 
 
 @dataclass(frozen=True)
@@ -111,8 +122,9 @@ def fit_layout(
     window_bins: int,
     min_expected: float,
     sqrt_s: float,
-) -> FitLayout | None:
-    """Fit bins and windows of a cell from its simulated background (None: not fittable).
+    max_chi2_ndf: float,
+) -> tuple[FitLayout | None, FitStatus]:
+    """Fit bins and windows of a cell from its simulated background.
 
     Args:
         fine_edges: the cell's resolution-scaled edges, ``(F + 1,)``.
@@ -130,7 +142,7 @@ def fit_layout(
     if coarse[-1] != len(sumw):
         coarse = np.append(coarse[:-1], len(sumw)) if len(coarse) > 1 else coarse
     if len(coarse) < 2:
-        return None
+        return None, "few_bins"
     cumulative = np.concatenate([[0.0], np.cumsum(sumw)])
     content = np.diff(cumulative[coarse])
     density = content / np.diff(fine_edges[coarse])
@@ -154,7 +166,17 @@ def fit_layout(
     if function == "dijet":
         groups = groups[fine_edges[groups] < sqrt_s]
     if len(groups) < FIT_MIN_BINS + 1:
-        return None
+        return None, "few_bins"
+    start = _described_from(
+        fine_edges[groups],
+        np.diff(cumulative[groups]),
+        function=function,
+        sqrt_s=sqrt_s,
+        max_chi2_ndf=max_chi2_ndf,
+    )
+    if start is None:
+        return None, "mismodelled"
+    groups = groups[start:]
     edges = fine_edges[groups]
     expected = np.diff(cumulative[groups])
     centres = 0.5 * (edges[1:] + edges[:-1])
@@ -168,8 +190,8 @@ def fit_layout(
         min_expected=min_expected,
     )
     if len(windows) == 0:
-        return None
-    return FitLayout(
+        return None, "few_bins"
+    layout = FitLayout(
         groups=groups,
         edges=edges,
         design=design,
@@ -177,6 +199,46 @@ def fit_layout(
         windows=windows,
         expected=expected,
     )
+    return layout, "fitted"
+
+
+def simulation_chi2_ndf(
+    edges: np.ndarray, expected: np.ndarray, *, function: FitFunction, sqrt_s: float
+) -> np.ndarray:
+    """χ²/ndf of the function fitted to the simulated yields from each possible first bin.
+
+    Entry ``s`` fits bins ``s, s+1, …`` (at least :data:`FIT_MIN_BINS`); the variance of a bin
+    is its simulated yield, the data's Poisson variance at the campaign luminosity, so the
+    number says how far the function misses the simulation in units of the data's noise.
+    Shape ``(B − FIT_MIN_BINS + 1,)`` for ``B`` bins (empty when there are fewer).
+    """
+    n_bins = len(expected)
+    starts = np.arange(max(n_bins - FIT_MIN_BINS + 1, 0))
+    if not len(starts):
+        return np.zeros(0)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    design = design_matrix(function, centres, sqrt_s=sqrt_s, low=edges[0], high=edges[-1])
+    use = np.arange(n_bins)[None, :] >= starts[:, None]
+    yields = np.broadcast_to(np.maximum(expected, 0.0), use.shape)
+    fit = fit_spectrum(yields, design, np.diff(edges), mask=use)
+    mu = np.where(use, fit.mu, yields)
+    chi2 = np.sum((yields - mu) ** 2 / np.maximum(mu, 1e-12), axis=1)
+    return chi2 / (n_bins - starts - design.shape[1])
+
+
+def _described_from(
+    edges: np.ndarray,
+    expected: np.ndarray,
+    *,
+    function: FitFunction,
+    sqrt_s: float,
+    max_chi2_ndf: float,
+) -> int | None:
+    """The lowest first fit bin from which the function describes the simulation (None: none)."""
+    good = np.flatnonzero(
+        simulation_chi2_ndf(edges, expected, function=function, sqrt_s=sqrt_s) <= max_chi2_ndf
+    )
+    return int(good[0]) if good.size else None
 
 
 def fit_scan(

@@ -1084,6 +1084,7 @@ def evaluate_patches(
     progress: Callable[[int], None] | None = None,
     batch_size: int = BATCH_SIZE,
     check_bounds: bool = True,
+    pyhf_attempts: int | None = None,
 ) -> list[CLsResult]:
     """CLs (observed and expected band) at ``mu`` for every signal patch of one background.
 
@@ -1101,8 +1102,9 @@ def evaluate_patches(
         region: Copied into each result.
         progress: Called with the number of patches just finished.
         batch_size: Hypotheses fitted together in one stack (see :data:`BATCH_SIZE`).
-        check_bounds: Passed to :func:`~searches.stats.robust.robust_hypotest` for the
-            hypotheses that fall back to plain pyhf.
+        check_bounds, pyhf_attempts: Passed to :func:`~searches.stats.robust.robust_hypotest`
+            (as ``check_bounds`` and ``attempts``) for the hypotheses that fall back to plain
+            pyhf.
 
     Returns:
         One :class:`~searches.stats.robust.CLsResult` per patch, in input order. Hypotheses whose
@@ -1137,21 +1139,26 @@ def evaluate_patches(
         if progress is not None:
             progress(1)
 
+    def plain_pyhf(i: int, **earlier: Any) -> None:
+        name, params, _ = items[i]
+        report(
+            i,
+            robust_hypotest(
+                specs[i],
+                name=name,
+                parameters=params,
+                region=region,
+                mu=mu,
+                check_bounds=check_bounds,
+                attempts=pyhf_attempts,
+                **earlier,
+            ),
+        )
+
     for key, members in stacks:
         if key is None:
             for i in members:
-                name, params, _ = items[i]
-                report(
-                    i,
-                    robust_hypotest(
-                        specs[i],
-                        name=name,
-                        parameters=params,
-                        region=region,
-                        mu=mu,
-                        check_bounds=check_bounds,
-                    ),
-                )
+                plain_pyhf(i)
             continue
         try:
             stack = compile_stack(
@@ -1159,18 +1166,7 @@ def evaluate_patches(
             )
         except ValueError:
             for i in members:
-                name, params, _ = items[i]
-                report(
-                    i,
-                    robust_hypotest(
-                        specs[i],
-                        name=name,
-                        parameters=params,
-                        region=region,
-                        mu=mu,
-                        check_bounds=check_bounds,
-                    ),
-                )
+                plain_pyhf(i)
             continue
         label = f"batched-torch:{dev.type}"
         out = stack_cls(stack, mu=mu)
@@ -1221,19 +1217,7 @@ def evaluate_patches(
                 )
                 continue
             if problems:
-                report(
-                    i,
-                    robust_hypotest(
-                        specs[i],
-                        name=name,
-                        parameters=params,
-                        region=region,
-                        mu=mu,
-                        earlier_problems=problems,
-                        earlier_backend=label,
-                        check_bounds=check_bounds,
-                    ),
-                )
+                plain_pyhf(i, earlier_problems=problems, earlier_backend=label)
                 continue
             report(
                 i,

@@ -59,6 +59,39 @@ def pseudo_p_tilde(pseudo_min: ArrayLike, *, observed_min: float | None = None) 
     return (at_most + (observed_min <= pseudo)) / (len(pseudo) + 1)
 
 
+def joint_p_global(
+    observed_min: Sequence[float], pseudo_min: Sequence[ArrayLike]
+) -> tuple[int, float]:
+    """Global p-value of the smallest ``p̃`` among searches run on the *same* pseudo-experiments.
+
+    Round ``i`` of every search is one background-only dataset, so the searches' correlation is
+    kept, unlike :func:`global_significance`, which pairs rounds of independent searches at
+    random. Each search is first calibrated on its own (:func:`p_tilde` for the data,
+    :func:`pseudo_p_tilde` for every round), then the smallest ``p̃`` of the data is ranked
+    among the smallest ``p̃`` of the rounds. Combining calibrated ``p̃`` rather than raw local
+    p-values keeps one search's scale from swamping the other's: a search whose statistic is
+    degenerate (the same in the data and every round) has ``p̃ = 1`` everywhere and drops out,
+    leaving the other search's global p-value.
+
+    Args:
+        observed_min: the data's smallest local p of each search, ``(S,)``.
+        pseudo_min: per search, the smallest local p of each round, ``(R,)`` each.
+
+    Returns:
+        The index of the search with the smallest ``p̃`` (the first on ties) and the global
+        p-value ``(k + 1)/(R + 1)``.
+    """
+    if not len(observed_min) or len(observed_min) != len(pseudo_min):
+        raise ValueError("joint_p_global: give one array of pseudo minima per search (>= 1)")
+    observed = [p_tilde(o, p) for o, p in zip(observed_min, pseudo_min, strict=True)]
+    rounds = np.min(
+        [pseudo_p_tilde(p, observed_min=o) for o, p in zip(observed_min, pseudo_min, strict=True)],
+        axis=0,
+    )
+    best = int(np.argmin(observed))
+    return best, p_tilde(observed[best], rounds)
+
+
 def sidak(p_min: float, n_searches: int) -> float:
     """Probability that the smallest of ``n_searches`` independent uniform p-values is ``<= p_min``."""
     if p_min >= 1.0:

@@ -497,9 +497,9 @@ def scan_check(
         prof = profile_scan(model, data, grid, optimizer=optimizer)  # type: ignore[arg-type]
         asimov = model.expected_data(fits.pars["asimov"])
         prof_a = profile_scan(model, asimov, [0.0, mu], optimizer=optimizer)  # type: ignore[arg-type]
-    at_mu = float(prof[np.argmin(np.abs(grid - mu))])
-    q_scan = 0.0 if fits.mu_hat > mu else at_mu - min(fits.nll["free"], float(np.min(prof)))
-    q_a_scan = float(prof_a[1] - prof_a[0])
+        at_mu = float(prof[np.argmin(np.abs(grid - mu))])
+        q_scan = 0.0 if fits.mu_hat > mu else at_mu - min(fits.nll["free"], float(np.min(prof)))
+        q_a_scan = float(prof_a[1] - prof_a[0])
     info = {
         "scan_mu": grid.tolist(),
         "scan_twice_nll_minus_free": (prof - fits.nll["free"]).tolist(),
@@ -546,6 +546,7 @@ def robust_hypotest(
     earlier_problems: Sequence[str] = (),
     earlier_backend: str = "",
     check_bounds: bool = True,
+    attempts: int | None = None,
 ) -> CLsResult:
     """Plain pyhf with checks; on a failed check, retry (:data:`RETRIES`) and confirm by scan.
 
@@ -558,6 +559,10 @@ def robust_hypotest(
         earlier_backend: What produced the earlier attempt, for the diagnostics.
         check_bounds: Count nuisance parameters on their bounds as a problem
             (see :func:`diagnose_fits`).
+        attempts: pyhf attempts at most — the plain fit, then :data:`RETRIES` in order
+            (default: all). On a large campaign workspace each costs up to a minute, so a loop
+            over many points may cap it; ``0`` leaves the verdict to ``earlier_problems``
+            (``failed``).
 
     Returns:
         ``ok`` (plain pyhf passed every check and nothing failed before), ``recovered`` (a retry
@@ -580,7 +585,8 @@ def robust_hypotest(
             diagnostics=diagnostics,
         )
     first_problems = list(earlier_problems)
-    for attempt, settings in enumerate((PLAIN, *RETRIES)):
+    tried = (PLAIN, *RETRIES)[: len(RETRIES) + 1 if attempts is None else max(attempts, 0)]
+    for attempt, settings in enumerate(tried):
         label = f"pyhf-numpy:{settings.label}"
         try:
             fits = plain_hypotest(model, data, mu=mu, settings=settings)
@@ -650,7 +656,7 @@ def robust_hypotest(
     return _failed(
         name,
         parameters,
-        f"{reason} — unresolved after {len(RETRIES) + 1} pyhf attempts",
+        f"{reason} — unresolved after {len(tried)} pyhf attempt{'s' * (len(tried) != 1)}",
         region=region,
         diagnostics=diagnostics,
     )

@@ -21,11 +21,16 @@ LANDSCAPE = {
     "pseudo_experiments": 50,
     "min_events": 30,
 }
+LUMINOSITY_FB = 2e-4
+"""Simulated events weigh ~2 data events, so the bump hunt's function can describe the
+simulated spectra at the data's precision and cells are fitted (at the small campaign's 140 fb⁻¹
+each simulated event stands for thousands and no cell is, :mod:`searches.landscape_fit`)."""
 
 
 def _document(store: Path, **landscape: Any) -> dict[str, Any]:
     document = small_campaign(
         store,
+        luminosity_fb=LUMINOSITY_FB,
         data={
             "background": {"simulator": "builtin", "events": 20000},
             "observed": {"pseudo": True},
@@ -58,7 +63,8 @@ def test_spec_section_is_optional_and_checked(tmp_path: Path) -> None:
         (
             "landscape.pseudo",
             "unknown key 'pseudo'; allowed: bin_width_sigma, classes, cpus, fit_bin_count, "
-            "fit_bin_sigma, fit_exclude_p, fit_function, fit_min_events, fit_window_bins, "
+            "fit_bin_sigma, fit_exclude_p, fit_function, fit_max_chi2_ndf, fit_min_events, "
+            "fit_window_bins, "
             "max_window_bins, min_events, min_expected, objects, pseudo_experiments, "
             "reference_mass, seed, sqrt_s, systematic, width, window_bins",
         ),

@@ -22,7 +22,7 @@ from searches.landscape import (
     prepare,
     scan_landscape,
 )
-from searches.landscape_fit import FIT_MIN_BINS, fit_layout
+from searches.landscape_fit import FIT_MIN_BINS, fit_layout, simulation_chi2_ndf
 from searches.methods.bumphunt import fit_and_scan
 from searches.signatures import SignatureConfig
 from theory.models import resonance
@@ -304,47 +304,88 @@ def test_fitted_windows_match_an_independent_reference(rich_background) -> None:
     np.testing.assert_allclose(cumulative[stop] - cumulative[first], b, rtol=1e-9)
 
 
-def test_fit_layout_merges_bins_and_refuses_short_spectra() -> None:
-    fine = np.linspace(100.0, 400.0, 61)
-    falling = 200.0 * np.exp(-np.arange(60) / 12.0)
-    layout = fit_layout(
+def _fit_layout(fine: np.ndarray, sumw: np.ndarray, *, function: str = "dijet"):
+    return fit_layout(
         fine,
-        falling,
-        function="dijet",
+        sumw,
+        function=function,
         bin_width_sigma=0.5,
         fit_bin_sigma=1.0,
         fit_bin_count=2.0,
         window_bins=3,
         min_expected=0.5,
         sqrt_s=13_000.0,
+        max_chi2_ndf=1.0,
     )
-    assert layout is not None and layout.groups[0] == 0
+
+
+FINE = np.linspace(100.0, 400.0, 61)
+FALLING = 200.0 * np.exp(-np.arange(60) / 12.0)
+
+
+def test_fit_layout_merges_bins_and_refuses_short_spectra() -> None:
+    layout, status = _fit_layout(FINE, FALLING)
+    assert status == "fitted" and layout is not None and layout.groups[0] == 0
     assert np.all(layout.expected >= 2.0) and np.all(np.diff(layout.groups) >= 2)
     assert np.all(np.diff(layout.groups) * 0.5 <= 4.0)
-    rising = np.r_[np.linspace(1.0, 300.0, 20), falling[:40]]
-    assert fit_layout(
-        fine,
-        rising,
-        function="expo",
-        bin_width_sigma=0.5,
-        fit_bin_sigma=1.0,
-        fit_bin_count=2.0,
-        window_bins=3,
-        min_expected=0.5,
-        sqrt_s=13_000.0,
-    ).edges[0] == pytest.approx(fine[18])
-    short = fit_layout(
-        fine[:9],
-        falling[:8],
-        function="dijet",
-        bin_width_sigma=0.5,
-        fit_bin_sigma=1.0,
-        fit_bin_count=2.0,
-        window_bins=3,
-        min_expected=0.5,
-        sqrt_s=13_000.0,
+    rising = np.r_[np.linspace(1.0, 300.0, 20), FALLING[:40]]
+    layout, _ = _fit_layout(FINE, rising, function="expo")
+    assert layout is not None and layout.edges[0] == pytest.approx(FINE[18])
+    assert _fit_layout(FINE[:9], FALLING[:8]) == (None, "few_bins")
+
+
+def test_fit_range_starts_above_a_peak_the_function_cannot_follow() -> None:
+    """A Standard-Model peak on a falling spectrum (a Z in e e) stays below the fit range,
+    and the function describes the simulation there to within the data's noise."""
+    centres = 0.5 * (FINE[1:] + FINE[:-1])
+    peaked = 50.0 * FALLING + 2.0e4 * np.exp(-0.5 * ((centres - 130.0) / 6.0) ** 2)
+    layout, status = _fit_layout(FINE, peaked)
+    assert status == "fitted" and layout is not None
+    assert layout.edges[0] > 130.0 + 3 * 6.0
+    chi2_ndf = simulation_chi2_ndf(layout.edges, layout.expected, function="dijet", sqrt_s=13_000.0)
+    assert chi2_ndf[0] <= 1.0
+    fine_edges_only, _ = _fit_layout(FINE, 50.0 * FALLING)
+    assert fine_edges_only is not None and fine_edges_only.edges[0] == FINE[0]
+
+
+def test_a_simulation_too_coarse_for_the_luminosity_is_not_fitted() -> None:
+    """Simulated events each standing for ~10⁴ data events: the simulated spectrum's own
+    fluctuations are ~100 times the data's noise, which no smooth function follows."""
+    rng = np.random.default_rng(3)
+    weight = 1.0e4
+    coarse = weight * rng.poisson(FALLING)
+    assert _fit_layout(FINE, coarse) == (None, "mismodelled")
+    fine = rng.poisson(FALLING * 100) / 100
+    assert _fit_layout(FINE, fine)[1] == "fitted"
+
+
+def test_a_coarse_simulation_leaves_the_landscape_to_the_scan() -> None:
+    """The demo's situation: every simulated event stands for ~80 data events, so no smooth
+    function follows the simulated spectrum at the data's precision. No cell is fitted; forced
+    to fit anyway, the bump hunt finds p = 0 in the data and in every pseudo-experiment, and
+    the landscape's global p-value must still be the scan's, not 1."""
+    coarse = _simulator().background(n_events=30_000, luminosity_fb=1.0, seed=1)
+    observed = pseudo_data(coarse, seed=5)
+    objects = ("e", "mu", "gamma", "j", "b")
+    model = prepare(
+        coarse,
+        config=SignatureConfig(),
+        options=LandscapeOptions(objects=objects, pseudo_experiments=49, min_events=50),
+        luminosity_fb=1.0,
     )
-    assert short is None
+    assert {layout.fit_status for layout in model.layouts} <= {"mismodelled", "few_bins"}
+    landscape = model.scan(observed, seed=6, limits=False)
+    assert landscape.p_global == landscape.scan.p_global
+    forced = prepare(
+        coarse,
+        config=SignatureConfig(),
+        options=LandscapeOptions(
+            objects=objects, pseudo_experiments=49, min_events=50, fit_max_chi2_ndf=1e12
+        ),
+        luminosity_fb=1.0,
+    ).scan(observed, seed=6, limits=False)
+    assert forced.fit.p_local_min == 0.0 and forced.fit.p_global == 1.0
+    assert forced.best_search == "scan" and forced.p_global == landscape.scan.p_global
 
 
 @pytest.mark.slow

@@ -2,6 +2,8 @@ import dataclasses
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from searches.result import SearchResult, Selection
@@ -166,3 +168,61 @@ def test_a_search_beating_every_round_makes_the_global_numbers_bounds():
     assert outcome.p_tilde_min == pytest.approx(1 / 100)
     assert outcome.resolution_limited
     assert not lee.global_significance([ordinary], seed=0).resolution_limited
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    rounds=st.integers(5, 60),
+    correlation=st.floats(0.0, 1.0),
+    ties=st.booleans(),
+)
+def test_joint_p_global_is_valid_for_correlated_searches(seed, rounds, correlation, ties):
+    """Each of ``R + 1`` exchangeable datasets taken in turn as the data: at most ``k`` of them
+    get a joint global p ``<= k/(R + 1)`` — exact validity, whatever the correlation of the
+    searches and however tied their statistics."""
+    rng = np.random.default_rng(seed)
+    shared = rng.normal(size=rounds + 1)
+    statistics = [
+        stats.norm.sf(
+            correlation * shared + np.sqrt(1 - correlation**2) * rng.normal(size=rounds + 1)
+        )
+        for _ in range(2)
+    ]
+    if ties:
+        statistics[1] = np.round(statistics[1], 1)
+    p = []
+    for data in range(rounds + 1):
+        others = np.arange(rounds + 1) != data
+        p.append(
+            lee.joint_p_global([s[data] for s in statistics], [s[others] for s in statistics])[1]
+        )
+    p = np.asarray(p)
+    grid = np.arange(1, rounds + 2) / (rounds + 1)
+    assert np.all(
+        np.count_nonzero(p[None, :] <= grid[:, None] + 1e-12, axis=1) <= np.arange(1, rounds + 2)
+    )
+
+
+def test_joint_p_global_ignores_a_degenerate_search():
+    """A search whose local p is 0 in the data and every round (a fit that can never describe
+    the background) has p̃ = 1 everywhere: the joint p is the other search's own p̃."""
+    rng = np.random.default_rng(1)
+    scan = rng.uniform(size=199)
+    for observed in (1e-4, 0.02, 0.3):
+        best, p = lee.joint_p_global([observed, 0.0], [scan, np.zeros(199)])
+        assert best == 0 and p == pytest.approx(lee.p_tilde(observed, scan))
+
+
+def test_joint_p_global_pays_for_two_independent_searches():
+    """Two independent searches: the joint p of the smaller p̃ is Šidák's ``1 − (1 − p̃)²`` up
+    to the rounds' resolution."""
+    rng = np.random.default_rng(2)
+    a, b = rng.uniform(size=(2, 20_000))
+    best, p = lee.joint_p_global([0.01, 0.5], [a, b])
+    assert best == 0 and p == pytest.approx(lee.sidak(0.01, 2), abs=0.003)
+
+
+def test_joint_p_global_needs_one_array_per_search():
+    with pytest.raises(ValueError, match="one array of pseudo minima per search"):
+        lee.joint_p_global([0.1, 0.2], [np.ones(3)])

@@ -101,6 +101,19 @@ def test_stalled_fit_is_detected_and_recovered():
     assert result.excluded is (good.cls_obs < 0.05)
 
 
+def test_capped_attempts_leave_an_unchecked_fit_failed():
+    """A loop over many points caps the pyhf fallback: with no attempt the earlier problems
+    decide (failed, never a CLs); with one, the plain fit is tried but not the retries."""
+    spec = _simple_spec(signal=8.0, observed=45.0)
+    problems = ["fit never moved from its start"]
+    none = robust_hypotest(spec, name="toy", earlier_problems=problems, attempts=0)
+    assert none.status == "failed" and none.cls_obs is None
+    assert "after 0 pyhf attempts" in none.reason and len(none.diagnostics["attempts"]) == 1
+    one = robust_hypotest(spec, name="toy", earlier_problems=problems, attempts=1)
+    assert [a["backend"] for a in one.diagnostics["attempts"][1:]] == ["pyhf-numpy:scipy"]
+    assert one.status == "recovered"
+
+
 def test_unresolved_is_failed_never_allowed():
     spec = _simple_spec(signal=0.0, signal2=0.0)
     result = robust_hypotest(spec, name="empty")

@@ -1,0 +1,339 @@
+"""Continuous active-learning benchmark on the campaign's own searches (issue 5).
+
+The oracle is what the theory loop of :mod:`campaign.loop` learns: at a parameter point,
+simulate the model's signal with the built-in simulator, weight it to the campaign's
+luminosity and reinterpret it against every search of a real (small) campaign — the observed
+and expected CLs of the best-expected search (:func:`campaign.loop.point_verdict`, batched CLs
+engine, pyhf fallback capped as in the loop). Two built-in models:
+
+* ``zprime`` (mass, g), 2-D;
+* ``resonance`` X → e μ (mass, g, width), 3-D.
+
+For each model a dense regular reference scan of the same oracle gives the truth (observed
+CLs < 0.05); :func:`theory.active.learn_box` then runs with random points (same GP labels) and
+each acquisition, sequential and batch 10, several seeds, and the table counts evaluations
+until ≤ 5 % and ≤ 2 % of the reference scan is misclassified. The signal seed of a point is
+derived from the point, so the learners and the reference scan see the same CLs at the same
+point.
+
+The campaign is the test suite's small one (:func:`campaign.testing.small_campaign`: built-in
+simulation, 60k background events at 140 fb⁻¹, electrons and muons, ``st`` and ``minv``), with
+background-only pseudo-data (no injected signal, so the contour is the campaign's expected
+reach up to the data's fluctuations); it is run once with ``lamppost run`` into ``--workdir`` and
+reused, and so is the reference scan.
+
+Usage:
+    nice -n 10 python benchmarks/bench_active_campaign.py [--seeds 5] [--processes 2]
+        [--workdir DIR] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from bench_active import TOLERANCES, initial_size, needed, summarise, targets
+
+from searches.progress import track
+from theory.space import Parameter, ParameterSpace
+
+SIGNAL_EVENTS = 2000
+MAX_FITS = 3
+PYHF_ATTEMPTS = 1
+"""As the theory loop's default (``theory.pyhf_attempts``)."""
+POINT_SEED = 20_261_123
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A built-in model over a box, with its reference grid (points per axis)."""
+
+    model: str
+    space: ParameterSpace
+    grid: tuple[int, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+    budget: int = 100
+
+    @property
+    def title(self) -> str:
+        options = ",".join(f"{k}={v}" for k, v in self.options.items())
+        label = f"{self.model}[{options}]" if options else self.model
+        return (
+            f"{label} ({', '.join(self.space.names)}) vs dense scan {'×'.join(map(str, self.grid))}"
+        )
+
+    def reference(self) -> np.ndarray:
+        axes = [(np.arange(n) + 0.5) / n for n in self.grid]
+        unit = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(axes))
+        return self.space.from_unit(unit)
+
+
+def _mass(low: float, high: float) -> Parameter:
+    return Parameter(name="mass", low=low, high=high, log=True, unit="GeV")
+
+
+PROBLEMS = (
+    Problem(
+        model="zprime",
+        space=ParameterSpace(
+            parameters=(_mass(500.0, 6000.0), Parameter(name="g", low=0.01, high=1.0, log=True))
+        ),
+        grid=(12, 12),
+        budget=80,
+    ),
+    Problem(
+        model="resonance",
+        options={"a": "e", "b": "mu"},
+        space=ParameterSpace(
+            parameters=(
+                _mass(500.0, 6000.0),
+                Parameter(name="g", low=0.01, high=1.0, log=True),
+                Parameter(name="width", low=0.0, high=0.15),
+            )
+        ),
+        grid=(7, 7, 5),
+        budget=120,
+    ),
+)
+
+METHODS = [("random", "random", 5)] + [
+    (f"{acquisition} ×{batch}", acquisition, batch)
+    for acquisition in ("straddle", "misclassification", "information_gain")
+    for batch in (1, 10)
+]
+
+_STATE: dict[str, Any] = {}
+
+
+def _init_worker(store: str) -> None:
+    import torch
+
+    from campaign.reinterpret import campaign_results
+    from campaign.store import Store
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    _STATE["store"] = Store(store)
+    _STATE["results"] = campaign_results(_STATE["store"])
+
+
+def oracle(problem: Problem, points: np.ndarray) -> np.ndarray:
+    """(k, d) points → (k, 2) observed and expected CLs (NaN where every fit failed)."""
+    from campaign.loop import point_verdict
+
+    out = []
+    for row in np.atleast_2d(points):
+        point = {name: float(f"{v:.10g}") for name, v in zip(problem.space.names, row, strict=True)}
+        verdict = point_verdict(
+            _STATE["store"],
+            _STATE["results"],
+            model=problem.model,
+            options=problem.options,
+            point=point,
+            events=SIGNAL_EVENTS,
+            seed=_point_seed(problem, point),
+            max_fits=MAX_FITS,
+            pyhf_attempts=PYHF_ATTEMPTS,
+        )
+        out.append(
+            [
+                np.nan if verdict[k] is None else float(verdict[k])
+                for k in ("cls_observed", "cls_expected")
+            ]
+        )
+    return np.asarray(out, dtype=np.float64).reshape(-1, 2)
+
+
+def _point_seed(problem: Problem, point: dict[str, float]) -> int:
+    text = json.dumps([POINT_SEED, problem.model, problem.options, point], sort_keys=True)
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+
+
+def _reference_chunk(job: tuple[int, np.ndarray]) -> tuple[int, np.ndarray, float]:
+    index, points = job
+    cpu = time.process_time()
+    values = oracle(PROBLEMS[index], points)
+    return index, values, time.process_time() - cpu
+
+
+def _learn(job: dict[str, Any]) -> dict[str, Any]:
+    from theory.active import learn_box
+
+    problem = PROBLEMS[job["problem"]]
+    reference = np.asarray(job["reference"])
+    truth = np.asarray(job["truth"])
+    calls = {"points": 0, "failed": 0}
+
+    def evaluate(points: np.ndarray) -> np.ndarray:
+        values = oracle(problem, points)
+        calls["points"] += len(values)
+        calls["failed"] += int(np.count_nonzero(np.isnan(values[:, 0])))
+        return values
+
+    cpu = time.process_time()
+    batch = job["batch"]
+    history = learn_box(
+        problem.space,
+        evaluate,
+        budget=problem.budget,
+        batch_size=batch,
+        initial=None if job["acquisition"] == "random" else initial_size(batch, problem.space.dim),
+        seed=job["seed"],
+        acquisition=job["acquisition"],
+        reference=reference,
+        n_candidates=1000,
+        until=lambda step: np.mean(step.excluded != truth) <= min(TOLERANCES),
+    )
+    return {
+        **job["key"],
+        "reached": needed(history.n_evaluated, history.misclassified(truth)),
+        "cpu_s": time.process_time() - cpu,
+        **calls,
+    }
+
+
+def campaign_store(workdir: Path) -> Path:
+    """Run the benchmark campaign once (``lamppost run``); reuse it while its file is unchanged."""
+    from campaign.testing import small_campaign, write_campaign
+
+    document = small_campaign(
+        Path("store"),
+        data={
+            "background": {"simulator": "builtin", "events": 60000},
+            "observed": {"pseudo": True},
+        },
+    )
+    digest = hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:12]
+    base = workdir / f"campaign-{digest}"
+    store = base / "store"
+    if (base / "done").is_file():
+        return store
+    base.mkdir(parents=True, exist_ok=True)
+    path = write_campaign(base / "campaign.yaml", {**document, "store": str(store)})
+    t0 = time.perf_counter()
+    subprocess.run(
+        ["lamppost", "run", str(path)],
+        check=True,
+        env={**os.environ, "CI": "true"},
+        stdout=subprocess.DEVNULL,
+    )
+    (base / "done").write_text(f"{time.perf_counter() - t0:.0f} s\n")
+    return store
+
+
+def reference_scans(store: Path, processes: int) -> list[dict[str, Any]]:
+    """Observed and expected CLs on every problem's reference grid (cached per campaign)."""
+    cache = store.parent / f"reference-{SIGNAL_EVENTS}-{MAX_FITS}-{PYHF_ATTEMPTS}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())["problems"]
+    grids = [problem.reference() for problem in PROBLEMS]
+    jobs = [
+        (index, chunk)
+        for index, points in enumerate(grids)
+        for chunk in np.array_split(points, max(1, len(points) // 4))
+    ]
+    values: list[list[np.ndarray]] = [[] for _ in PROBLEMS]
+    cpu = [0.0 for _ in PROBLEMS]
+    t0 = time.perf_counter()
+    with mp.get_context("spawn").Pool(processes, _init_worker, (str(store),)) as pool:
+        for index, chunk_values, seconds in track(
+            pool.imap(_reference_chunk, jobs), total=len(jobs), description="reference scans"
+        ):
+            values[index].append(chunk_values)
+            cpu[index] += seconds
+    problems = [
+        {
+            "points": points.tolist(),
+            "cls": [[None if np.isnan(v) else float(v) for v in row] for row in np.concatenate(v)],
+            "cpu_s": seconds,
+        }
+        for points, v, seconds in zip(grids, values, cpu, strict=True)
+    ]
+    cache.write_text(
+        json.dumps({"wall_s": time.perf_counter() - t0, "problems": problems}, allow_nan=False)
+    )
+    return problems
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument(
+        "--workdir", type=Path, default=Path.home() / ".cache" / "lamppost-bench" / "active"
+    )
+    parser.add_argument("--json", type=Path, help="write every run's result here")
+    args = parser.parse_args()
+
+    start = time.perf_counter()
+    store = campaign_store(args.workdir)
+    print(f"campaign: {store} ({(store.parent / 'done').read_text().strip()} to run)", flush=True)
+    scans = reference_scans(store, args.processes)
+    jobs = []
+    for index, (problem, scan) in enumerate(zip(PROBLEMS, scans, strict=True)):
+        cls = np.array([[np.nan if v is None else v for v in row] for row in scan["cls"]])
+        keep = np.isfinite(cls[:, 0])
+        reference, truth = np.asarray(scan["points"])[keep], cls[keep, 0] < 0.05
+        print(
+            f"{problem.title}: {keep.sum()} reference points ({(~keep).sum()} failed dropped), "
+            f"{truth.mean():.0%} excluded, {scan['cpu_s']:.0f} CPU-s "
+            f"({scan['cpu_s'] / len(keep):.2f} s per point)",
+            flush=True,
+        )
+        for label, acquisition, batch in METHODS:
+            for seed in range(args.seeds):
+                jobs.append(
+                    {
+                        "key": {"problem": problem.title, "method": label, "seed": seed},
+                        "problem": index,
+                        "reference": reference.tolist(),
+                        "truth": truth.tolist(),
+                        "acquisition": acquisition,
+                        "batch": batch,
+                        "seed": seed,
+                    }
+                )
+    jobs.sort(key=lambda j: j["batch"] != 1)
+    done: list[dict[str, Any]] = []
+    with mp.get_context("spawn").Pool(args.processes, _init_worker, (str(store),)) as pool:
+        for out in track(pool.imap_unordered(_learn, jobs), total=len(jobs), description="runs"):
+            done.append(out)
+    print(
+        f"\nmachine: {platform.platform()}, {os.cpu_count()} cores, {args.processes} workers; "
+        f"{len(jobs)} runs, total {time.perf_counter() - start:.0f} s wall"
+    )
+    order = {label: i for i, (label, _, _) in enumerate(METHODS)}
+    for problem in PROBLEMS:
+        mine = [d for d in done if d["problem"] == problem.title]
+        results: dict[str, list[list[float]]] = {}
+        for d in sorted(mine, key=lambda d: (order[d["method"]], d["seed"])):
+            results.setdefault(d["method"], []).append(d["reached"])
+        cpu = sum(d["cpu_s"] for d in mine)
+        failed = sum(d["failed"] for d in mine)
+        evaluated = sum(d["points"] for d in mine)
+        header = (
+            f"{problem.title}, cap {problem.budget} ({cpu:.0f} CPU-s; "
+            f"{failed} of {evaluated} learner evaluations failed)"
+        )
+        print(summarise(header, results, problem.budget))
+        print(targets(results), flush=True)
+    if args.json:
+        finite = [
+            {**d, "reached": [v if np.isfinite(v) else None for v in d["reached"]]} for d in done
+        ]
+        args.json.write_text(json.dumps({"schema_version": 1, "runs": finite}, indent=1))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
