@@ -254,6 +254,21 @@ BOX_METHODS = [("random", "random", BASELINE_STEP)] + [
 ]
 
 
+def by_method(runs: list[dict[str, Any]], labels: list[str]) -> dict[str, list[list[float]]]:
+    """Each method's ``reached`` rows, methods in ``labels`` order and seeds ascending."""
+    order = {label: i for i, label in enumerate(dict.fromkeys(labels))}
+    results: dict[str, list[list[float]]] = {}
+    for run in sorted(runs, key=lambda d: (order[d["method"]], d["seed"])):
+        results.setdefault(run["method"], []).append(run["reached"])
+    return results
+
+
+def write_runs(path: Path, runs: list[dict[str, Any]]) -> None:
+    """Every run as JSON (schema 1); ``inf`` (tolerance never reached) becomes null."""
+    finite = [{**d, "reached": [v if np.isfinite(v) else None for v in d["reached"]]} for d in runs]
+    path.write_text(json.dumps({"schema_version": 1, "runs": finite}, indent=1))
+
+
 def summarise(title: str, results: dict[str, list[list[float]]], budget: int) -> str:
     lines = [
         f"\n#### {title}",
@@ -358,9 +373,7 @@ def main() -> None:
             workers.imap_unordered(run, jobs), total=len(jobs), description="active runs"
         ):
             done.append(out)
-    order: dict[str, int] = {}
-    for label, _, _ in pool_methods() + BOX_METHODS:
-        order.setdefault(label, len(order))
+    labels = [label for label, _, _ in pool_methods() + BOX_METHODS]
     titles = [p.name for p in pools] + [
         f"box {toy} vs dense scan ({n} per axis)" for toy, n in box_problems
     ]
@@ -370,9 +383,7 @@ def main() -> None:
     )
     for title in titles:
         mine = [d for d in done if d["problem"] == title]
-        results: dict[str, list[list[float]]] = {}
-        for d in sorted(mine, key=lambda d: (order[d["method"]], d["seed"])):
-            results.setdefault(d["method"], []).append(d["reached"])
+        results = by_method(mine, labels)
         pool = next((p for p in pools if p.name == title), None)
         budget = mine[0]["budget"]
         cpu = sum(d["cpu_s"] for d in mine)
@@ -387,10 +398,7 @@ def main() -> None:
         print(summarise(header, results, budget))
         print(targets(results), flush=True)
     if args.json:
-        finite = [
-            {**d, "reached": [v if np.isfinite(v) else None for v in d["reached"]]} for d in done
-        ]
-        args.json.write_text(json.dumps({"schema_version": 1, "runs": finite}, indent=1))
+        write_runs(args.json, done)
 
 
 if __name__ == "__main__":

@@ -43,15 +43,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_active import TOLERANCES, initial_size, needed, summarise, targets
+from bench_active import (
+    TOLERANCES,
+    by_method,
+    initial_size,
+    needed,
+    summarise,
+    targets,
+    write_runs,
+)
 
 from searches.progress import track
 from theory.space import Parameter, ParameterSpace
 
 SIGNAL_EVENTS = 2000
 MAX_FITS = 3
-PYHF_ATTEMPTS = 1
-"""As the theory loop's default (``theory.pyhf_attempts``)."""
+PYHF_ATTEMPTS = 0
+"""No plain-pyhf fallback (``theory.pyhf_attempts: 0``): a point whose fits the batched engine
+cannot check is recorded failed and skipped by the learner. With the loop's default of one
+attempt, the learners' proposals near the contour hit the fallback often enough (tens of
+seconds each) that one run took tens of minutes."""
 POINT_SEED = 20_261_123
 
 
@@ -90,7 +101,7 @@ PROBLEMS = (
             parameters=(_mass(500.0, 6000.0), Parameter(name="g", low=0.01, high=1.0, log=True))
         ),
         grid=(12, 12),
-        budget=80,
+        budget=60,
     ),
     Problem(
         model="resonance",
@@ -103,15 +114,17 @@ PROBLEMS = (
             )
         ),
         grid=(7, 7, 5),
-        budget=120,
+        budget=90,
     ),
 )
 
 METHODS = [("random", "random", 5)] + [
     (f"{acquisition} ×{batch}", acquisition, batch)
-    for acquisition in ("straddle", "misclassification", "information_gain")
+    for acquisition in ("misclassification", "information_gain")
     for batch in (1, 10)
 ]
+"""Straddle and entropy are left out for time (on the pool benchmark entropy ranks candidates
+exactly as misclassification does, and straddle was never the best)."""
 
 _STATE: dict[str, Any] = {}
 
@@ -304,21 +317,20 @@ def main() -> None:
                         "seed": seed,
                     }
                 )
-    jobs.sort(key=lambda j: j["batch"] != 1)
+    jobs.sort(key=lambda j: j["seed"])  # complete seeds first: a cut-short run still compares
     done: list[dict[str, Any]] = []
     with mp.get_context("spawn").Pool(args.processes, _init_worker, (str(store),)) as pool:
         for out in track(pool.imap_unordered(_learn, jobs), total=len(jobs), description="runs"):
             done.append(out)
+            if args.json:
+                write_runs(args.json, done)
     print(
         f"\nmachine: {platform.platform()}, {os.cpu_count()} cores, {args.processes} workers; "
         f"{len(jobs)} runs, total {time.perf_counter() - start:.0f} s wall"
     )
-    order = {label: i for i, (label, _, _) in enumerate(METHODS)}
     for problem in PROBLEMS:
         mine = [d for d in done if d["problem"] == problem.title]
-        results: dict[str, list[list[float]]] = {}
-        for d in sorted(mine, key=lambda d: (order[d["method"]], d["seed"])):
-            results.setdefault(d["method"], []).append(d["reached"])
+        results = by_method(mine, [label for label, _, _ in METHODS])
         cpu = sum(d["cpu_s"] for d in mine)
         failed = sum(d["failed"] for d in mine)
         evaluated = sum(d["points"] for d in mine)
@@ -328,11 +340,6 @@ def main() -> None:
         )
         print(summarise(header, results, problem.budget))
         print(targets(results), flush=True)
-    if args.json:
-        finite = [
-            {**d, "reached": [v if np.isfinite(v) else None for v in d["reached"]]} for d in done
-        ]
-        args.json.write_text(json.dumps({"schema_version": 1, "runs": finite}, indent=1))
 
 
 if __name__ == "__main__":
