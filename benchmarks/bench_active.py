@@ -211,28 +211,40 @@ def box_job(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from theory import toys
-    from theory.active import learn_box
 
     torch.set_num_threads(1)
     toy = getattr(toys, job["toy"])()
     reference = toy.reference_scan(job["n_per_dim"])
-    truth = toy.excluded(reference)
-    batch = job["batch"]
     t0 = time.process_time()
+    reached = box_reached(toy.space, toy.cls, reference, toy.excluded(reference), job)
+    return {**job["key"], "reached": reached, "cpu_s": time.process_time() - t0}
+
+
+def box_reached(
+    space: Any,
+    evaluate: Callable[[np.ndarray], np.ndarray],
+    reference: np.ndarray,
+    truth: np.ndarray,
+    job: dict[str, Any],
+) -> list[float]:
+    """Evaluations until each tolerance of misclassified ``reference`` points, for one
+    ``learn_box`` run (``job``: budget, acquisition, batch, seed); stops at the smallest."""
+    from theory.active import learn_box
+
+    batch = job["batch"]
     history = learn_box(
-        toy.space,
-        toy.cls,
+        space,
+        evaluate,
         budget=job["budget"],
         batch_size=batch,
-        initial=None if job["acquisition"] == "random" else initial_size(batch, toy.space.dim),
+        initial=None if job["acquisition"] == "random" else initial_size(batch, space.dim),
         seed=job["seed"],
         acquisition=job["acquisition"],
         reference=reference,
         n_candidates=1000,
         until=lambda step: np.mean(step.excluded != truth) <= min(TOLERANCES),
     )
-    reached = needed(history.n_evaluated, history.misclassified(truth))
-    return {**job["key"], "reached": reached, "cpu_s": time.process_time() - t0}
+    return needed(history.n_evaluated, history.misclassified(truth))
 
 
 def run(job: dict[str, Any]) -> dict[str, Any]:
