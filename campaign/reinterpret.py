@@ -144,9 +144,10 @@ def _test(
     of the exact pyhf likelihood, tested against pyhf) with plain pyhf as its fallback —
     :func:`~searches.stats.robust.robust_hypotest` with nuisance parameters on their bounds
     accepted (``check_bounds=False``, see :func:`~searches.stats.robust.diagnose_fits`). A test
-    that stays unresolved only because every attempt finds no expected sensitivity (Asimov
-    statistic ≈ 0) is "allowed" with CLs = 1 when the independent estimate ``expected_z``
-    (:func:`sensitivity`) agrees that the signal is negligible. ``pyhf_attempts`` caps the
+    that stays unresolved only because every attempt, the engine's included, finds no expected
+    sensitivity (Asimov statistic ≈ 0) is "allowed" with CLs = 1 when the independent estimate
+    ``expected_z`` (:func:`sensitivity`) agrees that the signal is negligible; counting the
+    engine's attempt keeps that verdict when the pyhf fallback is capped at no attempts. ``pyhf_attempts`` caps the
     fallback's pyhf attempts (default all: each can cost a minute on a campaign workspace).
     """
     (tested,) = evaluate_patches(

@@ -324,9 +324,12 @@ class TheorySpec(_Strict):
         events: signal events simulated per point.
         max_fits: searches fitted with pyhf per point, the most sensitive first.
         pyhf_attempts: plain-pyhf attempts for a fit the batched CLs engine cannot check
-            (:func:`searches.stats.robust.robust_hypotest`; each can cost a minute on a
-            campaign workspace); a search still unresolved is recorded ``failed``, and a point
-            whose every fitted search failed is skipped by the learner.
+            (:func:`searches.stats.robust.robust_hypotest`); a search still unresolved is
+            recorded ``failed``, and a point whose every fitted search failed is skipped by the
+            learner. Default 0: each attempt can cost a minute on a campaign workspace, and
+            proposals near the contour land there often (with one attempt, the continuous
+            benchmark of ``benchmarks/bench_active_campaign.py`` had not finished after an
+            hour); a skipped point costs the learner one evaluation, not the campaign an hour.
     """
 
     models: list[ModelSpace] = []
@@ -340,7 +343,7 @@ class TheorySpec(_Strict):
     stop_at: Annotated[float, Field(gt=0, lt=0.5)] | None = None
     events: Annotated[int, Field(ge=100)] = 5000
     max_fits: Annotated[int, Field(ge=1)] = 3
-    pyhf_attempts: Annotated[int, Field(ge=0, le=4)] = 1
+    pyhf_attempts: Annotated[int, Field(ge=0, le=4)] = 0
 
 
 class ExecutionSpec(_Strict):

@@ -1217,7 +1217,15 @@ def evaluate_patches(
                 )
                 continue
             if problems:
-                plain_pyhf(i, earlier_problems=problems, earlier_backend=label)
+                plain_pyhf(
+                    i,
+                    earlier_problems=problems,
+                    earlier_backend=label,
+                    earlier_statistics={
+                        "q_obs_raw": float(out.q_obs_raw[row]),
+                        "q_asimov_raw": float(out.q_asimov_raw[row]),
+                    },
+                )
                 continue
             report(
                 i,

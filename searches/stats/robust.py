@@ -545,6 +545,7 @@ def robust_hypotest(
     mu: float = 1.0,
     earlier_problems: Sequence[str] = (),
     earlier_backend: str = "",
+    earlier_statistics: Mapping[str, float] | None = None,
     check_bounds: bool = True,
     attempts: int | None = None,
 ) -> CLsResult:
@@ -557,6 +558,9 @@ def robust_hypotest(
         earlier_problems: Checks that an earlier attempt (e.g. the batched engine) failed; the
             result is then at best ``recovered``, and only after a profile-scan confirmation.
         earlier_backend: What produced the earlier attempt, for the diagnostics.
+        earlier_statistics: The earlier attempt's raw test statistics (``q_obs_raw``,
+            ``q_asimov_raw``), recorded with it so that a caller can tell "no expected
+            sensitivity anywhere" from a fit that failed, whatever the number of pyhf attempts.
         check_bounds: Count nuisance parameters on their bounds as a problem
             (see :func:`diagnose_fits`).
         attempts: pyhf attempts at most — the plain fit, then :data:`RETRIES` in order
@@ -572,7 +576,11 @@ def robust_hypotest(
     diagnostics: dict[str, Any] = {"attempts": []}
     if earlier_problems:
         diagnostics["attempts"].append(
-            {"backend": earlier_backend, "problems": list(earlier_problems)}
+            {
+                "backend": earlier_backend,
+                "problems": list(earlier_problems),
+                **dict(earlier_statistics or {}),
+            }
         )
     try:
         model, data = build_model(spec)

@@ -50,12 +50,12 @@ def test_evaluation_tasks_are_content_keyed(tmp_path: Path) -> None:
     assert other.key != first.key and other.payload["seed"] != first.payload["seed"]
     moved = plan.Task(key="abd", kind="lee", name="look-elsewhere", payload={})
     assert evaluation_task(spec, spec.theory.models[0], point, moved).key != first.key
-    assert first.payload["pyhf_attempts"] == 1
-    capped = CampaignSpec.model_validate(
-        small_campaign(tmp_path / "store", theory={**THEORY, "pyhf_attempts": 0})
+    assert first.payload["pyhf_attempts"] == 0
+    retried = CampaignSpec.model_validate(
+        small_campaign(tmp_path / "store", theory={**THEORY, "pyhf_attempts": 1})
     )
-    task = evaluation_task(capped, capped.theory.models[0], point, searches)
-    assert task.payload["pyhf_attempts"] == 0 and task.key != first.key
+    task = evaluation_task(retried, retried.theory.models[0], point, searches)
+    assert task.payload["pyhf_attempts"] == 1 and task.key != first.key
 
 
 def test_unknown_model_is_refused_with_the_allowed_names(tmp_path: Path) -> None:

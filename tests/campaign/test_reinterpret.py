@@ -10,7 +10,7 @@ import pyhf
 import pytest
 
 from campaign.benchmark import signal_events
-from campaign.reinterpret import campaign_results, reinterpret
+from campaign.reinterpret import _test, campaign_results, reinterpret
 from campaign.store import Store
 from campaign.testing import lamppost
 from searches.events import make_collection, make_events, write_parquet
@@ -91,3 +91,65 @@ def test_bad_benchmarks_give_one_clear_error(tmp_path: Path, reference_run: Path
     assert unknown.returncode == 2 and "allowed:" in unknown.stderr
     both = lamppost("reinterpret", str(tmp_path), "--model", "zprime")
     assert both.returncode == 2 and "not a campaign store" in both.stderr
+
+
+def _one_bin_pair(signal: list[float]) -> dict:
+    return {
+        "channels": [
+            {
+                "name": "sr",
+                "samples": [
+                    {
+                        "name": "signal",
+                        "data": signal,
+                        "modifiers": [{"name": "mu", "type": "normfactor", "data": None}],
+                    },
+                    {
+                        "name": "background",
+                        "data": [50.0, 20.0],
+                        "modifiers": [{"name": "unc", "type": "shapesys", "data": [5.0, 3.0]}],
+                    },
+                ],
+            }
+        ],
+        "observations": [{"name": "sr", "data": [52.0, 19.0]}],
+        "measurements": [{"name": "m", "config": {"poi": "mu", "parameters": []}}],
+        "version": "1.0.0",
+    }
+
+
+@pytest.mark.parametrize("pyhf_attempts", [0, 1, None])
+@pytest.mark.parametrize("signal", [[0.0, 0.0], [1e-9, 1e-9], [1e-6, 0.0]])
+def test_a_search_without_expected_sensitivity_is_allowed_not_failed(
+    signal: list[float], pyhf_attempts: int | None
+) -> None:
+    """The engine's own q_A ≈ 0 counts, so capping the pyhf fallback keeps the verdict."""
+    verdict = _test(
+        _one_bin_pair(signal),
+        name="s",
+        limits=False,
+        expected_z=0.0,
+        pyhf_attempts=pyhf_attempts,
+    )
+    assert verdict["status"] == "allowed"
+    assert verdict["cls_observed"] == 1.0
+    assert verdict["reason"].startswith("no expected sensitivity")
+
+    unsure = _test(
+        _one_bin_pair(signal),
+        name="s",
+        limits=False,
+        expected_z=1.0,
+        pyhf_attempts=pyhf_attempts,
+    )
+    assert unsure["status"] == "failed"
+
+
+def test_a_sensitive_search_gets_its_cls_from_the_fit() -> None:
+    spec = _one_bin_pair([10.0, 8.0])
+    verdict = _test(spec, name="s", limits=False, expected_z=0.0, pyhf_attempts=0)
+    workspace = pyhf.Workspace(spec)
+    model = workspace.model()
+    reference = float(pyhf.infer.hypotest(1.0, workspace.data(model), model, test_stat="qtilde"))
+    assert verdict["status"] in ("excluded", "allowed")
+    assert verdict["cls_observed"] == pytest.approx(reference, rel=1e-3)

@@ -1,0 +1,54 @@
+"""Tests of theory.active.surrogate: the exact GP's kernel and its fallback."""
+
+from __future__ import annotations
+
+import gpytorch
+import numpy as np
+import pytest
+from botorch.exceptions.errors import ModelFittingError
+
+import theory.active.surrogate as surrogate_module
+from theory.active import fit_surrogate
+
+
+def _data(n: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    x = np.random.default_rng(seed).random((n, 2))
+    return x, np.sin(3.0 * x[:, 0]) + x[:, 1] ** 2
+
+
+def _kernel(fitted: surrogate_module.Surrogate) -> gpytorch.kernels.Kernel:
+    return fitted.outputs[0].model.covar_module
+
+
+def test_exact_surrogate_is_a_matern_gp_that_interpolates() -> None:
+    x, y = _data()
+    fitted = fit_surrogate(x, y, seed=0, backend="exact")
+    kernel = _kernel(fitted)
+    assert isinstance(kernel, gpytorch.kernels.ScaleKernel)
+    assert isinstance(kernel.base_kernel, gpytorch.kernels.MaternKernel)
+    assert kernel.base_kernel.nu == 2.5
+    test_x, test_y = _data(200, seed=1)
+    mean, var = fitted.predict(test_x)
+    assert np.sqrt(np.mean((mean[:, 0] - test_y) ** 2)) < 0.05
+    assert (var > 0).all()
+
+
+def test_a_failed_matern_fit_falls_back_to_botorchs_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = surrogate_module.fit_gpytorch_mll
+    calls = []
+
+    def first_fails(mll, **kwargs):
+        calls.append(type(mll.model.covar_module).__name__)
+        if len(calls) == 1:
+            raise ModelFittingError("All attempts to fit the model have failed.")
+        return real(mll, **kwargs)
+
+    monkeypatch.setattr(surrogate_module, "fit_gpytorch_mll", first_fails)
+    x, y = _data()
+    fitted = fit_surrogate(x, y, seed=0, backend="exact")
+    assert calls == ["ScaleKernel", "RBFKernel"]
+    assert isinstance(_kernel(fitted), gpytorch.kernels.RBFKernel)
+    mean, _ = fitted.predict(x)
+    assert np.sqrt(np.mean((mean[:, 0] - y) ** 2)) < 0.05
