@@ -61,8 +61,8 @@ had not finished after an hour."""
 POINT_SEED = 20_261_123
 REPLICA_SEED = 20_261_124
 """Signal seed family of a second reference scan: the fraction of reference labels that flip
-between the two is the oracle's own label noise (signal Monte Carlo statistics), the floor below
-which no learner that evaluates other points than the reference grid can go."""
+between the two is the oracle's own label noise (signal Monte Carlo statistics), which a learner
+labelling the reference grid from other points cannot be expected to beat."""
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,7 @@ def design_reached(
         for j, tolerance in enumerate(TOLERANCES):
             if error <= tolerance and not np.isfinite(reached[j]):
                 reached[j] = float(size)
-        if np.isfinite(reached[1]):
+        if np.isfinite(reached[-1]):
             break
     return reached
 
