@@ -147,8 +147,9 @@ def _test(
     that stays unresolved only because every attempt, the engine's included, finds no expected
     sensitivity (Asimov statistic ≈ 0) is "allowed" with CLs = 1 when the independent estimate
     ``expected_z`` (:func:`sensitivity`) agrees that the signal is negligible; counting the
-    engine's attempt keeps that verdict when the pyhf fallback is capped at no attempts. ``pyhf_attempts`` caps the
-    fallback's pyhf attempts (default all: each can cost a minute on a campaign workspace).
+    engine's attempt keeps that verdict when the pyhf fallback is capped at no attempts.
+    ``pyhf_attempts`` caps the fallback's pyhf attempts (default all: each can cost a minute on
+    a campaign workspace).
     """
     (tested,) = evaluate_patches(
         workspace, [(name, [])], check_bounds=False, pyhf_attempts=pyhf_attempts

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyhf
@@ -93,7 +94,7 @@ def test_bad_benchmarks_give_one_clear_error(tmp_path: Path, reference_run: Path
     assert both.returncode == 2 and "not a campaign store" in both.stderr
 
 
-def _one_bin_pair(signal: list[float]) -> dict:
+def _one_bin_pair(signal: list[float]) -> dict[str, Any]:
     return {
         "channels": [
             {
