@@ -41,6 +41,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,9 +85,12 @@ class Problem:
         )
 
     def reference(self) -> np.ndarray:
-        axes = [(np.arange(n) + 0.5) / n for n in self.grid]
-        unit = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(axes))
-        return self.space.from_unit(unit)
+        return self.space.from_unit(_regular_grid([(np.arange(n) + 0.5) / n for n in self.grid]))
+
+
+def _regular_grid(axes: list[np.ndarray]) -> np.ndarray:
+    """(∏ len(axis), d) points: every combination of the axes' values."""
+    return np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(axes))
 
 
 def _mass(low: float, high: float) -> Parameter:
@@ -132,40 +136,32 @@ probability, so one-at-a-time it proposes exactly the points misclassification d
 tables show identical rows); in a batch the two can differ."""
 DESIGNS = [("grid", "grid"), ("lhs (one-shot)", "lhs")]
 """Model-free designs labelled by the same GP: a regular grid with k points per axis (edges
-included; k = 3, 4, … up to the cap; one deterministic run), and a fresh Latin hypercube of
-each size in :func:`design_sizes` per seed."""
+included; k = 3, 4, … up to the cap; one deterministic run), and a fresh Latin hypercube of a
+quarter, a half and all of the cap per seed."""
+RUNS = [*METHODS, *((label, kind, 0) for label, kind in DESIGNS)]
+"""(table label, acquisition or design, batch) of every row."""
 
 
-def design_sizes(problem: Problem, kind: str) -> list[int]:
-    """Design sizes tried for a fixed-design baseline, up to the problem's cap."""
-    d = problem.space.dim
-    if kind == "grid":
-        return [k**d for k in range(3, 20) if k**d <= problem.budget]
-    return [problem.budget // 4, problem.budget // 2, problem.budget]
-
-
-def design_points(problem: Problem, kind: str, size: int, seed: int) -> np.ndarray:
-    """(size, d) unit-cube points of one fixed design."""
+def fixed_designs(problem: Problem, kind: str, seed: int) -> list[np.ndarray]:
+    """The unit-cube designs of one fixed-design baseline, smallest first, up to the cap."""
     from theory.active.design import latin_hypercube
 
-    d = problem.space.dim
+    d, cap = problem.space.dim, problem.budget
     if kind == "grid":
-        k = round(size ** (1.0 / d))
-        axis = np.linspace(0.0, 1.0, k)
-        return np.stack(np.meshgrid(*([axis] * d), indexing="ij"), -1).reshape(-1, d)
-    return latin_hypercube(size, d, seed=seed)
+        return [_regular_grid([np.linspace(0.0, 1.0, k)] * d) for k in range(3, 20) if k**d <= cap]
+    return [latin_hypercube(size, d, seed=seed) for size in (cap // 4, cap // 2, cap)]
 
 
 def design_reached(
     problem: Problem,
-    evaluate: Any,
+    evaluate: Callable[[np.ndarray], np.ndarray],
     reference: np.ndarray,
     truth: np.ndarray,
     *,
     kind: str,
     seed: int,
 ) -> list[float]:
-    """Evaluations until each tolerance for a fixed-design baseline: the smallest design size
+    """Evaluations until each tolerance for a fixed-design baseline: the smallest design
     whose GP labels (fitted as the learners' are) misclassify at most that fraction."""
     from theory.active import ActiveOptions
     from theory.active.engine import fit_step, posterior
@@ -173,15 +169,14 @@ def design_reached(
     opts = ActiveOptions()
     reference_unit = problem.space.to_unit(reference)
     reached = [np.inf] * len(TOLERANCES)
-    for size in design_sizes(problem, kind):
-        unit = design_points(problem, kind, size, seed)
+    for unit in fixed_designs(problem, kind, seed):
         values = evaluate(problem.space.from_unit(unit))
         fit = fit_step(unit, values, opts=opts, seed=seed, step=1)
         p_excluded, _ = posterior(fit, reference_unit, opts=opts)
         error = float(np.mean((p_excluded > 0.5) != truth))
         for j, tolerance in enumerate(TOLERANCES):
             if error <= tolerance and not np.isfinite(reached[j]):
-                reached[j] = float(size)
+                reached[j] = float(len(unit))
         if np.isfinite(reached[-1]):
             break
     return reached
@@ -369,8 +364,7 @@ def main() -> None:
             f"{flips} of {both.sum()} labels flip ({flips / max(both.sum(), 1):.1%})",
             flush=True,
         )
-        methods = [*METHODS, *((label, kind, 0) for label, kind in DESIGNS)]
-        for label, acquisition, batch in methods:
+        for label, acquisition, batch in RUNS:
             for seed in range(1 if acquisition == "grid" else args.seeds):
                 jobs.append(
                     {
@@ -396,7 +390,7 @@ def main() -> None:
     )
     for problem in PROBLEMS:
         mine = [d for d in done if d["problem"] == problem.title]
-        results = by_method(mine, [*(m[0] for m in METHODS), *(m[0] for m in DESIGNS)])
+        results = by_method(mine, [label for label, _, _ in RUNS])
         cpu = sum(d["cpu_s"] for d in mine)
         failed = sum(d["failed"] for d in mine)
         evaluated = sum(d["points"] for d in mine)
