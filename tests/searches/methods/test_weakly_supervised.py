@@ -23,14 +23,16 @@ FLOW = {"epochs": 10, "oversampling": 2}
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("method", "seeds"), [(CwolaMethod(), (1, 2, 3, 4, 5)), (CathodeMethod(), (1,))]
+    ("method", "seeds"), [(CwolaMethod(), (1, 2, 3, 4, 5)), (CathodeMethod(), (1, 2, 3, 4, 5))]
 )
 def test_finds_injected_resonance_at_the_right_mass(method, seeds, tmp_path):
     """X(2500) at S/sqrt(B) = 2 is found at the right mass, without sculpting.
 
-    One run's local significance varies with the random fold assignment (CWoLa on this
-    dataset, seeds 1-8: z = 2.6-6.0, mean 4.3, the same with permutation folds), so the cheap
-    CWoLa is held to the median of five seeds; CATHODE (one flow per window) to one seed.
+    One run's local significance varies with the random fold assignment and, for CATHODE, the
+    flow's training (CWoLa on this dataset, seeds 1-8: z = 2.6-6.0, mean 4.3, the same with
+    permutation folds; CATHODE with zuko 1.6 and scikit-learn 1.9, seeds 1-5: z = 2.86, 2.34,
+    4.02, 4.51, 3.99), so both are held to the median of five seeds. CATHODE was held to seed 1
+    alone until a fresh install brought these versions.
     """
     data, n_signal = dijet_slice(n_background=30_000, s_over_sqrt_b=2.0, seed=1)
     assert n_signal > 0
