@@ -8,6 +8,8 @@ CLs and the expected band from −2σ to +2σ (None where the README gives none)
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -66,8 +68,22 @@ SBOTTOM_REFERENCE: dict[tuple[str, str], tuple[float, tuple[float, ...] | None]]
 }
 
 
-def _best_of(fits: list[tuple[Any, Any]]) -> tuple[np.ndarray, float]:
-    pars, twice = min(fits, key=lambda f: float(np.ravel(f[1])[0]))
+def _best_of(fits: Iterable[Callable[[], tuple[Any, Any]]]) -> tuple[np.ndarray, float]:
+    """The deepest of several fits; a start whose fit pyhf reports as failed is no candidate.
+
+    scipy 1.17's SLSQP stops some of these fits with "Inequality constraints incompatible"
+    where earlier versions converged; another start of the same fit usually converges, and
+    pyhf's likelihood still decides between the ones that do.
+    """
+    done, error = [], None
+    for fit in fits:
+        try:
+            done.append(fit())
+        except pyhf.exceptions.FailedMinimization as failure:
+            error = failure
+    if not done:
+        raise error if error is not None else ValueError("no fit to run")
+    pars, twice = min(done, key=lambda f: float(np.ravel(f[1])[0]))
     return np.asarray(pars), float(np.ravel(twice)[0])
 
 
@@ -102,38 +118,58 @@ def _reference(
     init = np.asarray(model.config.suggested_init(), dtype=float)
     bounds, fixed = model.config.suggested_bounds(), model.config.suggested_fixed()
     poi = model.config.poi_index
-    asimov, background = pyhf.infer.calculators.generate_asimov_data(
-        0.0, data, model, init.tolist(), bounds, fixed, return_fitted_pars=True
-    )
-    background = np.asarray(background, dtype=float)
-    starts = [init, background, *(np.asarray(x, dtype=float) for x in extra_starts)]
+    extra = [np.asarray(x, dtype=float) for x in extra_starts]
 
     def at(start: np.ndarray, value: float) -> list[float]:
         out = start.copy()
         out[poi] = value
         return out.tolist()
 
+    background, _ = _best_of(
+        partial(
+            pyhf.infer.mle.fixed_poi_fit,
+            0.0,
+            data,
+            model,
+            at(s, 0.0),
+            bounds,
+            fixed,
+            return_fitted_val=True,
+        )
+        for s in [init, *extra]
+    )
+    asimov = model.expected_data(background)
+    starts = [init, background, *extra]
+
     free, twice_free = _best_of(
-        [
-            pyhf.infer.mle.fit(data, model, s.tolist(), bounds, fixed, return_fitted_val=True)
-            for s in starts
-        ]
+        partial(pyhf.infer.mle.fit, data, model, s.tolist(), bounds, fixed, return_fitted_val=True)
+        for s in starts
     )
     _, twice_fixed = _best_of(
-        [
-            pyhf.infer.mle.fixed_poi_fit(
-                mu, data, model, at(s, mu), bounds, fixed, return_fitted_val=True
-            )
-            for s in starts
-        ]
+        partial(
+            pyhf.infer.mle.fixed_poi_fit,
+            mu,
+            data,
+            model,
+            at(s, mu),
+            bounds,
+            fixed,
+            return_fitted_val=True,
+        )
+        for s in starts
     )
     _, twice_asimov_fixed = _best_of(
-        [
-            pyhf.infer.mle.fixed_poi_fit(
-                mu, asimov, model, at(s, mu), bounds, fixed, return_fitted_val=True
-            )
-            for s in starts
-        ]
+        partial(
+            pyhf.infer.mle.fixed_poi_fit,
+            mu,
+            asimov,
+            model,
+            at(s, mu),
+            bounds,
+            fixed,
+            return_fitted_val=True,
+        )
+        for s in starts
     )
     twice_asimov_min = float(np.ravel(pyhf.infer.mle.twice_nll(background, asimov, model))[0])
     mu_hat = float(free[poi])
