@@ -82,7 +82,7 @@ def _best_of(fits: Iterable[Callable[[], tuple[Any, Any]]]) -> tuple[np.ndarray,
         except pyhf.exceptions.FailedMinimization as failure:
             error = failure
     if not done:
-        raise error if error is not None else ValueError("no fit to run")
+        raise error
     pars, twice = min(done, key=lambda f: float(np.ravel(f[1])[0]))
     return np.asarray(pars), float(np.ravel(twice)[0])
 
@@ -94,9 +94,11 @@ def reference_cls(
 
     Three differences from ``pyhf.infer.hypotest`` at its defaults, each removing an
     optimizer artefact rather than changing the statistics: (1) the scipy optimizer at
-    tolerance 1e-10; (2) every fit to data and the μ-fixed fit to Asimov data run from two
-    starts — pyhf's suggested init and the background-only fit — keeping the lower −2 log L
-    (likelihoods with a double-well nuisance parameter have several minima); (3) the free fit
+    tolerance 1e-10; (2) every fit runs from several starts — pyhf's suggested init, the
+    background-only fit and ``extra_starts`` — keeping the lowest −2 log L (likelihoods with a
+    double-well nuisance parameter have several minima); the Asimov data are the expected data
+    of the deepest background-only fit, as ``pyhf.infer.utils.generate_asimov_data`` builds
+    them from its single fit; (3) the free fit
     to the Asimov data is not fitted: its minimum is the Asimov point itself (every Poisson
     and Gaussian term is maximal there), so ``q_A`` is the μ-fixed fit minus pyhf's −2 log L
     at that point. Test statistics go through pyhf's own asymptotic distributions.
@@ -125,19 +127,24 @@ def _reference(
         out[poi] = value
         return out.tolist()
 
-    background, _ = _best_of(
-        partial(
-            pyhf.infer.mle.fixed_poi_fit,
-            0.0,
-            data,
-            model,
-            at(s, 0.0),
-            bounds,
-            fixed,
-            return_fitted_val=True,
+    def fixed_fits(
+        value: float, observations: Any, starts: list[np.ndarray]
+    ) -> Iterable[Callable[[], tuple[Any, Any]]]:
+        return (
+            partial(
+                pyhf.infer.mle.fixed_poi_fit,
+                value,
+                observations,
+                model,
+                at(s, value),
+                bounds,
+                fixed,
+                return_fitted_val=True,
+            )
+            for s in starts
         )
-        for s in [init, *extra]
-    )
+
+    background, _ = _best_of(fixed_fits(0.0, data, [init, *extra]))
     asimov = model.expected_data(background)
     starts = [init, background, *extra]
 
@@ -145,32 +152,8 @@ def _reference(
         partial(pyhf.infer.mle.fit, data, model, s.tolist(), bounds, fixed, return_fitted_val=True)
         for s in starts
     )
-    _, twice_fixed = _best_of(
-        partial(
-            pyhf.infer.mle.fixed_poi_fit,
-            mu,
-            data,
-            model,
-            at(s, mu),
-            bounds,
-            fixed,
-            return_fitted_val=True,
-        )
-        for s in starts
-    )
-    _, twice_asimov_fixed = _best_of(
-        partial(
-            pyhf.infer.mle.fixed_poi_fit,
-            mu,
-            asimov,
-            model,
-            at(s, mu),
-            bounds,
-            fixed,
-            return_fitted_val=True,
-        )
-        for s in starts
-    )
+    _, twice_fixed = _best_of(fixed_fits(mu, data, starts))
+    _, twice_asimov_fixed = _best_of(fixed_fits(mu, asimov, starts))
     twice_asimov_min = float(np.ravel(pyhf.infer.mle.twice_nll(background, asimov, model))[0])
     mu_hat = float(free[poi])
     q_obs = 0.0 if mu_hat > mu else max(twice_fixed - twice_free, 0.0)
