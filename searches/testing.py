@@ -96,12 +96,12 @@ def reference_cls(
     optimizer artefact rather than changing the statistics: (1) the scipy optimizer at
     tolerance 1e-10; (2) every fit runs from several starts — pyhf's suggested init, the
     background-only fit and ``extra_starts`` — keeping the lowest −2 log L (likelihoods with a
-    double-well nuisance parameter have several minima); the Asimov data are the expected data
-    of the deepest background-only fit, as ``pyhf.infer.utils.generate_asimov_data`` builds
-    them from its single fit; (3) the free fit
-    to the Asimov data is not fitted: its minimum is the Asimov point itself (every Poisson
-    and Gaussian term is maximal there), so ``q_A`` is the μ-fixed fit minus pyhf's −2 log L
-    at that point. Test statistics go through pyhf's own asymptotic distributions.
+    double-well nuisance parameter have several minima), and the Asimov data are the expected
+    data of the deepest background-only fit, as ``pyhf.infer.calculators.generate_asimov_data``
+    builds them from its single fit; (3) the free fit to the Asimov data is not fitted: its
+    minimum is the Asimov point itself (every Poisson and Gaussian term is maximal there), so
+    ``q_A`` is the μ-fixed fit minus pyhf's −2 log L at that point. Test statistics go through
+    pyhf's own asymptotic distributions.
 
     ``extra_starts`` (parameter vectors in pyhf's order, e.g. Lamppost's best fits) are added
     to the starts of every fit: pyhf then decides, with its own likelihood and optimizer,
