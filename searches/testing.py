@@ -71,9 +71,10 @@ SBOTTOM_REFERENCE: dict[tuple[str, str], tuple[float, tuple[float, ...] | None]]
 def _best_of(fits: Iterable[Callable[[], tuple[Any, Any]]]) -> tuple[np.ndarray, float]:
     """The deepest of several fits; a start whose fit pyhf reports as failed is no candidate.
 
-    scipy 1.17's SLSQP stops some of these fits with "Inequality constraints incompatible"
-    where earlier versions converged; another start of the same fit usually converges, and
-    pyhf's likelihood still decides between the ones that do.
+    With scipy 1.17.1 SLSQP stops some of these fits with "Inequality constraints
+    incompatible" (exit mode 4, machine dependent: scipy#10740, pyhf#532) from pyhf's suggested
+    init; the same fit from another start converges, and pyhf's likelihood still decides
+    between the ones that do.
     """
     done, error = [], None
     for fit in fits:
