@@ -678,6 +678,9 @@ def _derivatives(
 ROUNDOFF = 1e-13
 """Relative size of −2 log L changes below float64 round-off of its sum over bins."""
 
+BOUND_SNAP = 1e-8
+"""Distance from a bound, as a fraction of the parameter's range, that counts as on it."""
+
 
 def fit_stack(
     stack: HistFactoryStack,
@@ -696,11 +699,19 @@ def fit_stack(
     outwards is held for that iteration; steps are backtracked until −2 log L decreases
     (Armijo). Rows stop when the free gradient is below ``gtol`` or no step helps.
 
+    A parameter within :data:`BOUND_SNAP` of its bound range, with the gradient pointing
+    outwards, is moved onto the bound and held too. A backtracked step can leave a parameter
+    a hair inside its bound; counted as free, the Newton step of the coupled parameters
+    pushes it out again, the projection clips that part at every step length, and the
+    projected direction need not descend. A campaign's dimuon S_T background-only fit stopped
+    that way at |∇| ≈ 8e4 with ``background_norm`` 4e-10 below its upper bound.
+
     Args:
         data: Observed counts [N, G]; aux: auxiliary data [N, C]; init: start [N, P];
             fixed: parameters held at their start [N, P] (bool).
     """
     lower, upper = stack.lower, stack.upper
+    snap = BOUND_SNAP * (upper - lower)
     theta = torch.minimum(torch.maximum(init.clone(), lower), upper)
     active = torch.ones(theta.shape[0], dtype=torch.bool, device=theta.device)
     converged = torch.zeros_like(active)
@@ -715,8 +726,12 @@ def fit_stack(
         sub = stack.take(rows) if rows.numel() != theta.shape[0] else stack
         th, d, a, fx = theta[rows], data[rows], aux[rows], fixed[rows]
         val, grad, hess_exact, hess_gn = _derivatives(sub, th, d, a)
-        at_lower = (th <= lower) & (grad > 0)
-        at_upper = (th >= upper) & (grad < 0)
+        at_lower = (th <= lower + snap) & (grad > 0) & ~fx
+        at_upper = (th >= upper - snap) & (grad < 0) & ~fx
+        onto = (at_lower & (th > lower)) | (at_upper & (th < upper))
+        if bool(onto.any()):
+            th = torch.where(at_lower, lower, torch.where(at_upper, upper, th))
+            val = twice_nll(sub, th, d, a)
         free = ~(fx | at_lower | at_upper)
         g = torch.where(free, grad, torch.zeros_like(grad))
         gm = g.abs().amax(1)

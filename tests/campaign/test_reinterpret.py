@@ -27,14 +27,9 @@ def test_injected_zprime_point_agrees_with_a_dedicated_pyhf_fit(reference_run: P
     signal, benchmark = signal_events(
         store, model="zprime", point={"mass": 1000.0, "g": 0.3}, n_events=5000, seed=3
     )
-    # pyhf_attempts=0, the loop's default: the second most sensitive search (2mu, scan, st) has
-    # no converged background-only fit for this pseudo-data (background_norm and four γ on
-    # their bounds, the engine stuck at |∇| ≈ 8e4), pyhf's four fallback attempts fail on it as
-    # well (minutes on a 2-core VM), and its verdict is "failed" either way. The ladder has
-    # its own tests (tests/searches/stats/test_robust.py and the insensitive-search test below).
-    outcome = reinterpret(
-        results, signal, benchmark=benchmark, max_fits=2, max_combined=2, pyhf_attempts=0
-    )
+    outcome = reinterpret(results, signal, benchmark=benchmark, max_fits=2, max_combined=2)
+    failed = [v for v in outcome.searches if v.status == "failed"]
+    assert not failed, "every search fitted converges (2mu/st once stalled a hair inside a bound)"
     best = outcome.best_expected
     assert best is not None and best.event_class in ("2mu", "2e", "2mu+NJet", "2e+NJet")
     assert best.cls_expected[2] < 0.05, "the campaign is sensitive to the injected model"

@@ -15,6 +15,7 @@ from searches.stats.batched import (
     _derivatives,
     compile_stack,
     evaluate_patches,
+    fit_stack,
     patched_spec,
     stack_cls,
     twice_nll,
@@ -270,3 +271,38 @@ def test_double_well_nuisance_parameters_reach_the_deeper_minimum(regions):
     )
     ours_fixed = pyhf.infer.mle.twice_nll(_to_pyhf(stack, model, out.theta[2, 0]), data, model)
     assert float(np.ravel(ours_fixed)[0]) < float(np.ravel(pyhf_fixed)[0]) - 0.03
+
+
+def test_a_parameter_a_hair_inside_its_bound_does_not_stall_the_fit():
+    """A background normalisation 4e-10 below its upper bound, pulled outwards: counted as free,
+    the Newton step pushes it out, the projection clips that at every step length, and the
+    projected direction ascended, so the fit stopped 2.8e4 above the minimum (|∇| 8.5e5).
+    Snapped onto the bound and held, the fit reaches pyhf's minimum (MINUIT)."""
+    import pyhf
+
+    expected = np.array([7.9e6, 2.5e4, 2.3e3])
+    spec = build_workspace(
+        observed=np.round(np.array([1.33, 2.5, 1.1]) * expected),
+        expected=expected,
+        sumw2=(np.array([0.01, 0.005, 0.03]) * expected) ** 2,
+        syst=0.05,
+    )
+    stack = compile_stack([spec], ["x"], device="cpu")
+    norm = stack.par_names.index("background_norm")
+    start = stack.init.expand(1, -1).clone()
+    start[0, stack.poi], start[0, norm] = 0.0, 5.0 - 4e-10
+    fixed = stack.fixed.clone()
+    fixed[:, stack.poi] = True
+    fit = fit_stack(stack, stack.observed.expand(1, -1), stack.aux_init, start, fixed)
+    assert bool(fit.converged[0]) and float(fit.gradient[0]) < 1e-5
+    assert float(fit.theta[0, norm]) == 5.0
+
+    model, data = build_model(spec)
+    backend = pyhf.get_backend()
+    pyhf.set_backend("numpy", "minuit")
+    try:
+        _, reference = pyhf.infer.mle.fixed_poi_fit(0.0, data, model, return_fitted_val=True)
+    finally:
+        pyhf.set_backend(*backend)
+    ours = pyhf.infer.mle.twice_nll(_to_pyhf(stack, model, fit.theta[0].numpy()), data, model)
+    assert float(np.ravel(ours)[0]) <= float(reference) + 1e-6
