@@ -699,12 +699,12 @@ def fit_stack(
     outwards is held for that iteration; steps are backtracked until −2 log L decreases
     (Armijo). Rows stop when the free gradient is below ``gtol`` or no step helps.
 
-    A parameter within :data:`BOUND_SNAP` of its bound range, with the gradient pointing
-    outwards, is moved onto the bound and held too. A backtracked step can leave a parameter
-    a hair inside its bound; counted as free, the Newton step of the coupled parameters
-    pushes it out again, the projection clips that part at every step length, and the
-    projected direction need not descend. A campaign's dimuon S_T background-only fit stopped
-    that way at |∇| ≈ 8e4 with ``background_norm`` 4e-10 below its upper bound.
+    A parameter closer to a bound than :data:`BOUND_SNAP` of its range, with the gradient
+    pointing outwards, is moved onto the bound and held too. A backtracked step can leave a
+    parameter a hair inside its bound; counted as free, the Newton step of the coupled
+    parameters pushes it out again, the projection clips that part at every step length, and
+    the projected direction need not descend. A campaign's dimuon S_T background-only fit
+    stopped that way at |∇| ≈ 8e4 with ``background_norm`` 4e-10 below its upper bound.
 
     Args:
         data: Observed counts [N, G]; aux: auxiliary data [N, C]; init: start [N, P];

@@ -16,7 +16,7 @@ from campaign.store import Store
 from campaign.testing import lamppost
 from searches.events import make_collection, make_events, write_parquet
 from searches.stats.workspace import with_signal
-from searches.testing import lamppost_best_fits, reference_cls
+from searches.testing import lamppost_best_fits, pyhf_minuit, reference_cls
 
 pytestmark = pytest.mark.slow
 
@@ -57,14 +57,10 @@ def test_injected_zprime_point_agrees_with_a_dedicated_pyhf_fit(reference_run: P
     # background-only fit inside generate_asimov_data stops with exit mode 4 ("Inequality
     # constraints incompatible", machine dependent: scipy#10740, pyhf#532). Plain pyhf with
     # MINUIT converges (observed CLs 0.1100 against the engine's 0.1084, measured).
-    previous = pyhf.get_backend()
-    pyhf.set_backend("numpy", "minuit")
-    try:
+    with pyhf_minuit():
         plain, _ = pyhf.infer.hypotest(
             1.0, data, model, test_stat="qtilde", return_expected_set=True
         )
-    finally:
-        pyhf.set_backend(*previous)
     assert abs(best.cls_observed - float(plain)) < 0.01, "and close to plain pyhf's minimum"
 
     stronger, _ = signal_events(

@@ -22,7 +22,7 @@ from searches.stats.batched import (
 )
 from searches.stats.robust import CLsResult, FitSettings, build_model, pyhf_cls
 from searches.stats.workspace import build_workspace, with_signal
-from searches.testing import SBOTTOM_REFERENCE, SBOTTOM_TARBALL
+from searches.testing import SBOTTOM_REFERENCE, SBOTTOM_TARBALL, pyhf_minuit
 
 TARBALL = SBOTTOM_TARBALL
 REFERENCE = SBOTTOM_REFERENCE
@@ -298,11 +298,7 @@ def test_a_parameter_a_hair_inside_its_bound_does_not_stall_the_fit():
     assert float(fit.theta[0, norm]) == 5.0
 
     model, data = build_model(spec)
-    backend = pyhf.get_backend()
-    pyhf.set_backend("numpy", "minuit")
-    try:
+    with pyhf_minuit():
         _, reference = pyhf.infer.mle.fixed_poi_fit(0.0, data, model, return_fitted_val=True)
-    finally:
-        pyhf.set_backend(*backend)
     ours = pyhf.infer.mle.twice_nll(_to_pyhf(stack, model, fit.theta[0].numpy()), data, model)
     assert float(np.ravel(ours)[0]) <= float(reference) + 1e-6
