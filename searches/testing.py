@@ -8,8 +8,7 @@ CLs and the expected band from −2σ to +2σ (None where the README gives none)
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
@@ -67,22 +66,6 @@ SBOTTOM_REFERENCE: dict[tuple[str, str], tuple[float, tuple[float, ...] | None]]
     ),
     ("RegionC", "sbottom_1600_850_60"): (0.711023707425625, None),
 }
-
-
-@contextmanager
-def pyhf_minuit() -> Iterator[None]:
-    """Plain pyhf on MINUIT for the block, the previous backend restored afterwards.
-
-    The second plain-pyhf opinion where scipy's SLSQP, pyhf's default, stops without a
-    minimum (with scipy 1.17.1, exit mode 4 "Inequality constraints incompatible" on campaign
-    workspaces).
-    """
-    previous = pyhf.get_backend()
-    pyhf.set_backend("numpy", "minuit")
-    try:
-        yield
-    finally:
-        pyhf.set_backend(*previous)
 
 
 def _best_of(fits: Iterable[Callable[[], tuple[Any, Any]]]) -> tuple[np.ndarray, float]:
