@@ -19,9 +19,8 @@ def built_once(tmp_path_factory: pytest.TempPathFactory) -> BuildOnce:
 
     A campaign store for a test takes minutes to make. Under pytest-xdist the first worker that
     asks builds it in the directory all workers share, holding a file lock, and the others wait
-    for it instead of building their own. Every worker then gets its own copy, because some
-    tests write into a store (a saved reinterpretation) and must not disturb a test running on
-    another worker.
+    for it instead of building their own. Every worker then gets its own copy, so that nothing
+    one worker does to a store can reach a test on another.
     """
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
@@ -49,5 +48,10 @@ def _run_small_campaign(directory: Path) -> None:
 
 @pytest.fixture(scope="session")
 def reference_run(built_once: BuildOnce) -> Path:
-    """An uninterrupted run of the small campaign on a local Ray (num_cpus=2)."""
+    """An uninterrupted run of the small campaign on a local Ray (num_cpus=2).
+
+    Shared by every test of a worker, so it is read-only: a test that writes into a store (a
+    saved reinterpretation) copies it first, or the reviewed store built from it would depend
+    on which tests ran before.
+    """
     return built_once("reference", _run_small_campaign) / "store"

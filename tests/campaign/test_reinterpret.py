@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -85,12 +86,14 @@ def test_signal_in_no_tested_class_is_not_covered(tmp_path: Path, reference_run:
         weight=np.full(n, 0.5),
     )
     path = write_parquet(events, tmp_path / "three-e-three-mu.parquet")
-    result = lamppost("reinterpret", str(reference_run), "--events", str(path), "--json")
+    store = tmp_path / "store"
+    shutil.copytree(reference_run, store)
+    result = lamppost("reinterpret", str(store), "--events", str(path), "--json")
     assert result.returncode == 0, result.stderr[-2000:]
     outcome = json.loads(result.stdout)
     assert outcome["status"] == "not covered"
     assert {v["status"] for v in outcome["searches"]} == {"not covered"}
-    assert (reference_run / outcome["saved"] / "searches.parquet").exists()
+    assert (store / outcome["saved"] / "searches.parquet").exists()
 
 
 def test_bad_benchmarks_give_one_clear_error(tmp_path: Path, reference_run: Path) -> None:

@@ -18,7 +18,14 @@ HOSTILE_CAMPAIGN = '<script>window.hostile=1</script> & "dimuon" <b>bold</b>'
 HOSTILE_MODEL = "<img src=x onerror=\"console.error('escaped?')\">"
 
 
-def _review(reference_run: Path) -> Callable[[Path], None]:
+@pytest.fixture(scope="session")
+def reviewed_store(reference_run: Path, built_once: Callable[..., Path]) -> Path:
+    """The small campaign plus what a review adds: a reinterpretation and a model's coverage.
+
+    The campaign and model names carry markup, so every test on the report also checks that
+    user text is escaped.
+    """
+
     def build(directory: Path) -> None:
         target = directory / "store"
         shutil.copytree(reference_run, target)
@@ -37,14 +44,4 @@ def _review(reference_run: Path) -> Callable[[Path], None]:
         )
         save_coverage(store, ModelCoverage.from_history(HOSTILE_MODEL, toy.space.names, history))
 
-    return build
-
-
-@pytest.fixture(scope="session")
-def reviewed_store(reference_run: Path, built_once: Callable[..., Path]) -> Path:
-    """The small campaign plus what a review adds: a reinterpretation and a model's coverage.
-
-    The campaign and model names carry markup, so every test on the report also checks that
-    user text is escaped.
-    """
-    return built_once("reviewed", _review(reference_run)) / "store"
+    return built_once("reviewed", build) / "store"

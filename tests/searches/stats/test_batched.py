@@ -307,12 +307,13 @@ def test_a_parameter_a_hair_inside_its_bound_does_not_stall_the_fit():
     stack = compile_stack([spec], ["x"], device="cpu")
     norm = stack.par_names.index("background_norm")
     start = stack.init.expand(1, -1).clone()
-    start[0, stack.poi], start[0, norm] = 0.0, 5.0 - 4e-10
+    bound = float(stack.upper[norm])
+    start[0, stack.poi], start[0, norm] = 0.0, bound - 4e-10
     fixed = stack.fixed.clone()
     fixed[:, stack.poi] = True
     fit = fit_stack(stack, stack.observed.expand(1, -1), stack.aux_init, start, fixed)
     assert bool(fit.converged[0]) and float(fit.gradient[0]) < 1e-5
-    assert float(fit.theta[0, norm]) == 5.0
+    assert float(fit.theta[0, norm]) == bound
 
     model, data = build_model(spec)
     reference = _minuit_background_fit(model, data)
