@@ -1,0 +1,200 @@
+"""Diagnostic for issue 5: how few evaluations could any acquisition need on the sbottom pools?
+
+``bench_active_surrogate.py`` showed that the learners' own hyperparameter fits cost a few
+evaluations against hyperparameters fitted to the whole pool. This script asks the next
+question: with those whole-pool hyperparameters held fixed, which is the best a learner could
+do with the same Gaussian process, and how close do the library's acquisitions come?
+
+Every run here conditions a Matérn-5/2 GP with the whole-pool hyperparameters (fitted once by
+the library, ``bench_active_surrogate.whole_pool_hyperparameters``) on the points evaluated so
+far; nothing is refitted, so each step is a few matrix products and every seed takes seconds.
+The methods differ only in which point comes next:
+
+* ``oracle-greedy`` — the point whose evaluation leaves the fewest *truly* misclassified pool
+  points (ties to the larger misclassification probability). It reads the answer, so no
+  learner can do this; it measures how many well-chosen points the surrogate needs to label
+  the pool, i.e. whether the ≥ 3× target is out of reach of this surrogate or of the choosing;
+* ``misclassification``, ``straddle``, ``information_gain`` — the library's criteria
+  (``theory.active.acquisition``), sequential;
+* ``random`` — a seeded permutation, labels from the same GP after every evaluation.
+
+Start, labels and metric are the learners': the library's Latin-hypercube initial design of
+2 d + 2 points, space filling (greedy maximin) until both labels have been seen, labels
+P(excluded) > ½ with evaluated points taking their measured label, evaluations until ≤ 5 % and
+≤ 2 % of the pool is misclassified.
+
+Usage:
+    python benchmarks/bench_active_bounds.py [--sbottom-cls auto|PATH] [--seeds 20]
+        [--regions RegionA,RegionB,RegionC] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from bench_active import (
+    TOLERANCES,
+    initial_size,
+    needed,
+    ratio_interval,
+    sbottom_oracle,
+    sbottom_pools,
+    summarise,
+    write_runs,
+)
+from bench_active_surrogate import whole_pool_hyperparameters
+
+from searches.progress import track
+from theory.active.acquisition import (
+    information_gain,
+    misclassification,
+    straddle,
+)
+from theory.active.design import latin_hypercube, nearest_unique
+from theory.active.engine import _INITIAL, _ORDER, maximin, stream
+from theory.active.options import ActiveOptions
+from theory.active.pool import pool_to_unit
+from theory.active.transforms import cls_to_latent, latent_threshold
+
+METHODS = ("oracle-greedy", "misclassification", "straddle", "information_gain", "random")
+CAP = 200
+
+
+def matern52(unit: np.ndarray, lengthscale: np.ndarray, outputscale: float) -> np.ndarray:
+    """The library's kernel (``surrogate.matern_kernel``) on every pair of pool points."""
+    scaled = unit / np.asarray(lengthscale, dtype=float).reshape(1, -1)
+    r = np.sqrt(np.maximum(((scaled[:, None, :] - scaled[None, :, :]) ** 2).sum(-1), 0.0))
+    s5 = np.sqrt(5.0) * r
+    return outputscale * (1.0 + s5 + s5**2 / 3.0) * np.exp(-s5)
+
+
+class FixedGP:
+    """Exact GP regression on a finite pool with fixed hyperparameters."""
+
+    def __init__(self, kernel: np.ndarray, noise: float, constant: float) -> None:
+        self.kernel, self.noise, self.constant = kernel, noise, constant
+
+    def posterior(self, rows: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean (n,) and covariance (n, n) of the latent over the whole pool."""
+        gram = self.kernel[np.ix_(rows, rows)] + self.noise * np.eye(rows.size)
+        chol = np.linalg.cholesky(gram)
+        cross = self.kernel[:, rows]
+        alpha = np.linalg.solve(chol.T, np.linalg.solve(chol, y[rows] - self.constant))
+        v = np.linalg.solve(chol, cross.T)
+        return self.constant + cross @ alpha, self.kernel - v.T @ v
+
+
+def run(
+    method: str, gp: FixedGP, unit: np.ndarray, y: np.ndarray, t: float, *, seed: int
+) -> list[float]:
+    """Evaluations to each tolerance for one (method, seed) on one pool."""
+    n, d = unit.shape
+    truth = y < t
+    opts = ActiveOptions()
+    first = initial_size(1, d)
+    order = np.random.default_rng(stream(seed, 0, _ORDER)).permutation(n)
+    if method == "random":
+        rows = order[:first]
+    else:
+        design = latin_hypercube(first, d, seed=stream(seed, 0, _INITIAL))
+        rows = nearest_unique(design, unit, np.ones(n, dtype=bool))
+    counts, errors = [], []
+    while True:
+        mean, cov = gp.posterior(rows, y)
+        var = np.maximum(np.diag(cov), 1e-12)
+        labels = mean < t
+        labels[rows] = truth[rows]
+        counts.append(rows.size)
+        errors.append(float(np.mean(labels != truth)))
+        if errors[-1] <= min(TOLERANCES) or rows.size >= CAP:
+            return needed(np.array(counts), np.array(errors))
+        available = np.ones(n, dtype=bool)
+        available[rows] = False
+        free = np.flatnonzero(available)
+        if method == "random":
+            pick = order[rows.size]
+        elif truth[rows].all() or not truth[rows].any():
+            pick = maximin(unit, available, unit[rows], 1)[0]
+        elif method == "oracle-greedy":
+            shift = cov[:, free] * ((y[free] - mean[free]) / (var[free] + gp.noise))[None, :]
+            future = (mean[:, None] + shift) < t
+            future[rows] = truth[rows, None]
+            future[free, np.arange(free.size)] = truth[free]
+            wrong = (future != truth[:, None]).sum(axis=0)
+            unsure = misclassification(mean[free], var[free], t)
+            pick = free[np.lexsort((-unsure, wrong))[0]]
+        elif method == "information_gain":
+            score = information_gain(mean, var, var, cov[:, free], var[free], gp.noise, t)
+            pick = free[int(np.argmax(score))]
+        elif method == "straddle":
+            pick = free[int(np.argmax(straddle(mean[free], var[free], t, beta=opts.beta)))]
+        else:
+            pick = free[int(np.argmax(misclassification(mean[free], var[free], t)))]
+        rows = np.append(rows, pick)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sbottom-cls", default=os.environ.get("LAMPPOST_SBOTTOM_CLS", "auto"))
+    parser.add_argument("--regions", default="RegionA,RegionB,RegionC")
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--json", type=Path, help="write every run's result here")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    pools = {
+        p.name.split()[-1]: p
+        for p in sbottom_pools(sbottom_oracle(args.sbottom_cls), coordinates="splitting")
+    }
+    regions = args.regions.split(",")
+    missing = sorted(set(regions) - set(pools))
+    if missing:
+        raise SystemExit(f"--regions: unknown {missing}; allowed: {', '.join(sorted(pools))}")
+    done: list[dict[str, Any]] = []
+    tables = []
+    for region in regions:
+        pool = pools[region]
+        raw = whole_pool_hyperparameters(pool.points, pool.cls)
+        unit = pool_to_unit(pool.points)
+        gp = FixedGP(
+            matern52(unit, np.ravel(raw["lengthscale"]), raw["outputscale"]),
+            raw["noise"],
+            raw["constant"],
+        )
+        y = cls_to_latent(pool.cls)
+        t = latent_threshold(0.05)
+        results: dict[str, list[list[float]]] = {}
+        t0 = time.process_time()
+        jobs = [(m, s) for m in METHODS for s in range(args.seeds)]
+        for method, seed in track(jobs, total=len(jobs), description=region):
+            reached = run(method, gp, unit, y, t, seed=seed)
+            results.setdefault(method, []).append(reached)
+            done.append({"problem": region, "method": method, "seed": seed, "reached": reached})
+        lengthscale = ", ".join(f"{v:.2f}" for v in np.ravel(raw["lengthscale"]))
+        title = (
+            f"sbottom {region}, {len(y)} points, whole-pool hyperparameters (lengthscales "
+            f"{lengthscale}; output scale {raw['outputscale']:.2f}, noise {raw['noise']:.3f} "
+            f"latent²), {time.process_time() - t0:.0f} CPU-s"
+        )
+        lines = [summarise(title, results, CAP), ""]
+        rand = [r[1] for r in results["random"]]
+        for method in METHODS[:-1]:
+            ratio, low, high = ratio_interval(rand, [r[1] for r in results[method]])
+            lines.append(f"- random / {method} at ≤ 2 % = {ratio:.2f} [{low:.2f}, {high:.2f}]")
+        tables.append("\n".join(lines))
+    print(
+        f"\nmachine: {platform.platform()}, {os.cpu_count()} cores; "
+        f"{len(done)} runs, total {time.perf_counter() - start:.0f} s wall"
+    )
+    print("\n".join(tables))
+    if args.json:
+        write_runs(args.json, done)
+
+
+if __name__ == "__main__":
+    main()
