@@ -14,12 +14,13 @@ The methods differ only in which point comes next:
   points (ties to the larger misclassification probability). It reads the answer, so no
   learner can do this; it measures how many well-chosen points the surrogate needs to label
   the pool, i.e. whether the ≥ 3× target is out of reach of this surrogate or of the choosing;
-* ``misclassification``, ``straddle``, ``information_gain`` — the library's criteria
-  (``theory.active.acquisition``), sequential;
+* ``misclassification``, ``straddle``, ``information_gain`` — the library's criteria, sequential
+  (×1) and in batches of 10 (×10) through the library's ``select_batch`` on this GP, so the
+  batch rows say whether the batch gap is one of hyperparameters or of batch selection;
 * ``random`` — a seeded permutation, labels from the same GP after every evaluation.
 
 Start, labels and metric are the learners': the library's Latin-hypercube initial design of
-2 d + 2 points, space filling (greedy maximin) until both labels have been seen, labels
+2 d + 2 points (one batch of 10 for ×10), space filling (greedy maximin) until both labels have been seen, labels
 P(excluded) > ½ with evaluated points taking their measured label, evaluations until ≤ 5 % and
 ≤ 2 % of the pool is misclassified.
 
