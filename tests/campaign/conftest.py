@@ -8,9 +8,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from campaign.testing import lamppost, small_campaign, write_campaign
-
-BuildOnce = Callable[[str, Callable[[Path], None]], Path]
+from campaign.testing import BuildOnce, lamppost, small_campaign, write_campaign
 
 
 @pytest.fixture(scope="session")

@@ -52,7 +52,9 @@ def test_injected_zprime_point_agrees_with_a_dedicated_pyhf_fit(reference_run: P
     # installs (q_obs 1.477 instead of 1.526, CLs 0.1122 instead of 0.1084) and fail with
     # scipy 1.17.1 (below). The reference is pyhf converged: its fits also start from the
     # engine's best-fit points, and pyhf's likelihood decides.
-    reference = reference_cls(model, data, extra_starts=lamppost_best_fits(spec, "x", model))
+    reference = reference_cls(
+        model, data, extra_starts=lamppost_best_fits(spec, "x", model), backend="pytorch"
+    )
     assert best.cls_observed == pytest.approx(reference["cls_obs"], rel=1e-4)
     np.testing.assert_allclose(best.cls_expected, reference["cls_exp"], rtol=1e-2)
     # Plain pyhf with its default SLSQP raises FailedMinimization here with scipy 1.17.1: the

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ from campaign.benchmark import signal_events
 from campaign.coverage import ModelCoverage, save_coverage
 from campaign.reinterpret import campaign_results, reinterpret, save
 from campaign.store import Store
+from campaign.testing import BuildOnce
 from theory.active import learn_box
 from theory.toys import ellipse_2d
 
@@ -19,7 +19,7 @@ HOSTILE_MODEL = "<img src=x onerror=\"console.error('escaped?')\">"
 
 
 @pytest.fixture(scope="session")
-def reviewed_store(reference_run: Path, built_once: Callable[..., Path]) -> Path:
+def reviewed_store(reference_run: Path, built_once: BuildOnce) -> Path:
     """The small campaign plus what a review adds: a reinterpretation and a model's coverage.
 
     The campaign and model names carry markup, so every test on the report also checks that
