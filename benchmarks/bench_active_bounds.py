@@ -17,6 +17,11 @@ The methods differ only in which point comes next:
 * ``misclassification``, ``straddle``, ``information_gain`` — the library's criteria, sequential
   (×1) and in batches of 10 (×10) through the library's ``select_batch`` on this GP, so the
   batch rows say whether the batch gap is one of hyperparameters or of batch selection;
+* ``loo-inflated`` — misclassification with the variance inflated near evaluated points that
+  the GP mispredicts when they are left out (``overconfidence``), meant to find the regions
+  where the GP is confidently wrong;
+* ``expected-flips`` — the point whose outcome is expected to change the most plug-in labels of
+  unevaluated points (expected model change rather than expected uncertainty reduction);
 * ``random`` — a seeded permutation, labels from the same GP after every evaluation.
 
 Start, labels and metric are the learners': the library's Latin-hypercube initial design of
@@ -51,6 +56,7 @@ from bench_active import (
     write_runs,
 )
 from bench_active_surrogate import whole_pool_hyperparameters
+from scipy.special import ndtr
 
 from searches.progress import track
 from theory.active.acquisition import misclassification
@@ -66,6 +72,8 @@ METHODS = (
     ("misclassification", 1),
     ("straddle", 1),
     ("information_gain", 1),
+    ("loo-inflated", 1),
+    ("expected-flips", 1),
     ("misclassification", 10),
     ("straddle", 10),
     ("information_gain", 10),
@@ -117,6 +125,21 @@ class FixedGP:
 
     def noise(self, output: int = 0) -> float:
         return self.noise_var
+
+
+def overconfidence(gp: FixedGP, unit: np.ndarray) -> np.ndarray:
+    """Variance factor ``1 + Σ_i ρ_i(x)² max(z_i² - 1, 0)`` from leave-one-out residuals.
+
+    ``z_i`` is evaluated point i's leave-one-out residual in units of its leave-one-out sd
+    (closed form from the inverse Gram matrix) and ``ρ_i(x)`` the prior correlation of x with
+    it: where the GP mispredicts its own data, it is trusted less nearby.
+    """
+    gram = matern52(gp.train, gp.train, gp.lengthscale, gp.outputscale)
+    inverse = np.linalg.inv(gram + gp.noise_var * np.eye(len(gp.y)))
+    diagonal = np.diag(inverse)
+    z2 = (inverse @ (gp.y - gp.constant)) ** 2 / diagonal
+    rho = matern52(unit, gp.train, gp.lengthscale, gp.outputscale) / gp.outputscale
+    return 1.0 + rho**2 @ np.maximum(z2 - 1.0, 0.0)
 
 
 def run(
@@ -172,6 +195,14 @@ def run(
             wrong = (future != truth[:, None]).sum(axis=0)
             unsure = misclassification(mean[free], var[free], t)
             picks = free[np.lexsort((-unsure, wrong))[:1]]
+        elif method == "loo-inflated":
+            inflated = var * overconfidence(gp, unit)
+            picks = free[[int(np.argmax(misclassification(mean[free], inflated[free], t)))]]
+        elif method == "expected-flips":
+            spread = np.abs(cov[:, free]) / np.sqrt(var[free] + gp.noise_var)[None, :]
+            flips = ndtr(-np.abs(mean - t)[:, None] / np.maximum(spread, 1e-12))
+            flips[rows] = 0.0
+            picks = free[[int(np.argmax(flips.sum(axis=0)))]]
         else:
             picks = select_batch(
                 gp,
