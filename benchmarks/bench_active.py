@@ -140,6 +140,22 @@ def sbottom_pools(rows: list[dict[str, Any]], *, coordinates: str) -> list[Pool]
     return pools
 
 
+def sbottom_regions(source: str, regions: str) -> dict[str, Pool]:
+    """The sbottom pools named in ``regions`` (comma-separated, e.g. ``RegionA,RegionC``).
+
+    The diagnostics' ``--regions`` option; an unknown name exits with the allowed ones.
+    """
+    pools = {
+        p.name.split()[-1]: p
+        for p in sbottom_pools(sbottom_oracle(source), coordinates="splitting")
+    }
+    names = regions.split(",")
+    missing = sorted(set(names) - set(pools))
+    if missing:
+        raise SystemExit(f"--regions: unknown {missing}; allowed: {', '.join(sorted(pools))}")
+    return {name: pools[name] for name in names}
+
+
 def toy_pools(n: int) -> list[Pool]:
     from theory.toys import ellipse_2d, sbottom_like_2d
 

@@ -41,6 +41,7 @@ import os
 import platform
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,7 @@ from bench_active import (
     initial_size,
     needed,
     ratio_interval,
-    sbottom_oracle,
-    sbottom_pools,
+    sbottom_regions,
     summarise,
     write_runs,
 )
@@ -107,21 +107,29 @@ class FixedGP:
     noise_var: float
     constant: float
 
-    def _solve(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    @cached_property
+    def inverse(self) -> np.ndarray:
+        """(K + σ² I)⁻¹ on the training points, factorised once per conditioning."""
         gram = matern52(self.train, self.train, self.lengthscale, self.outputscale)
-        chol = np.linalg.cholesky(gram + self.noise_var * np.eye(len(self.y)))
-        alpha = np.linalg.solve(chol.T, np.linalg.solve(chol, self.y - self.constant))
+        return np.linalg.inv(gram + self.noise_var * np.eye(len(self.y)))
+
+    @cached_property
+    def alpha(self) -> np.ndarray:
+        return self.inverse @ (self.y - self.constant)
+
+    def _solve(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         cross = matern52(x, self.train, self.lengthscale, self.outputscale)
-        return self.constant + cross @ alpha, np.linalg.solve(chol, cross.T)
+        return self.constant + cross @ self.alpha, cross
 
     def joint(self, x: np.ndarray, *, output: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        mean, v = self._solve(x)
-        return mean, matern52(x, x, self.lengthscale, self.outputscale) - v.T @ v
+        mean, cross = self._solve(x)
+        prior = matern52(x, x, self.lengthscale, self.outputscale)
+        return mean, prior - cross @ self.inverse @ cross.T
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mean, v = self._solve(x)
-        var = np.maximum(self.outputscale - (v * v).sum(0), 1e-12)
-        return mean[:, None], var[:, None]
+        mean, cross = self._solve(x)
+        var = self.outputscale - np.einsum("ij,jk,ik->i", cross, self.inverse, cross)
+        return mean[:, None], np.maximum(var, 1e-12)[:, None]
 
     def noise(self, output: int = 0) -> float:
         return self.noise_var
@@ -134,10 +142,7 @@ def overconfidence(gp: FixedGP, unit: np.ndarray) -> np.ndarray:
     (closed form from the inverse Gram matrix) and ``ρ_i(x)`` the prior correlation of x with
     it: where the GP mispredicts its own data, it is trusted less nearby.
     """
-    gram = matern52(gp.train, gp.train, gp.lengthscale, gp.outputscale)
-    inverse = np.linalg.inv(gram + gp.noise_var * np.eye(len(gp.y)))
-    diagonal = np.diag(inverse)
-    z2 = (inverse @ (gp.y - gp.constant)) ** 2 / diagonal
+    z2 = gp.alpha**2 / np.diag(gp.inverse)
     rho = matern52(unit, gp.train, gp.lengthscale, gp.outputscale) / gp.outputscale
     return 1.0 + rho**2 @ np.maximum(z2 - 1.0, 0.0)
 
@@ -225,14 +230,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write every run's result here")
     args = parser.parse_args()
     start = time.perf_counter()
-    pools = {
-        p.name.split()[-1]: p
-        for p in sbottom_pools(sbottom_oracle(args.sbottom_cls), coordinates="splitting")
-    }
-    regions = args.regions.split(",")
-    missing = sorted(set(regions) - set(pools))
-    if missing:
-        raise SystemExit(f"--regions: unknown {missing}; allowed: {', '.join(sorted(pools))}")
+    pools = sbottom_regions(args.sbottom_cls, args.regions)
+    regions = list(pools)
     done: list[dict[str, Any]] = []
     tables = []
     for region in regions:

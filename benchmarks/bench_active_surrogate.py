@@ -49,8 +49,7 @@ from bench_active import (
     initial_size,
     needed,
     ratio_interval,
-    sbottom_oracle,
-    sbottom_pools,
+    sbottom_regions,
     summarise,
     write_runs,
 )
@@ -362,14 +361,8 @@ def main() -> None:
         raise SystemExit(f"--variants: unknown {unknown}; allowed: {', '.join(VARIANTS)}")
 
     start = time.perf_counter()
-    pools = {
-        p.name.split()[-1]: p
-        for p in sbottom_pools(sbottom_oracle(args.sbottom_cls), coordinates="splitting")
-    }
-    regions = args.regions.split(",")
-    missing = sorted(set(regions) - set(pools))
-    if missing:
-        raise SystemExit(f"--regions: unknown {missing}; allowed: {', '.join(sorted(pools))}")
+    pools = sbottom_regions(args.sbottom_cls, args.regions)
+    regions = list(pools)
     jobs = []
     for region in regions:
         pool = pools[region]

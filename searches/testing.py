@@ -17,6 +17,7 @@ import numpy as np
 import pyhf
 
 from searches.stats.batched import compile_stack, stack_cls
+from searches.stats.robust import _restoring_backend
 
 REFERENCE_TOLERANCE = 1e-10
 """scipy tolerance of the converged pyhf reference."""
@@ -89,6 +90,7 @@ def _best_of(fits: Iterable[Callable[[], tuple[Any, Any]]]) -> tuple[np.ndarray,
     return np.asarray(pars), float(np.ravel(twice)[0])
 
 
+@_restoring_backend
 def reference_cls(
     model: pyhf.Model,
     data: Any,
@@ -127,10 +129,7 @@ def reference_cls(
             pyhf.optimize.scipy_optimizer(tolerance=REFERENCE_TOLERANCE),
             precision="64b",
         )
-    try:
-        return _reference(model, data, mu=mu, extra_starts=extra_starts)
-    finally:
-        pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer())
+    return _reference(model, data, mu=mu, extra_starts=extra_starts)
 
 
 def _reference(
