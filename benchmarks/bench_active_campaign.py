@@ -27,7 +27,8 @@ reused, and so is the reference scan.
 
 Usage:
     nice -n 10 python benchmarks/bench_active_campaign.py [--seeds 5] [--processes 2]
-        [--workdir DIR] [--json OUT]
+        [--workdir DIR] [--json OUT] [--models zprime resonance]
+        [--signal-events 32000] [--background-events 60000]
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,19 @@ from bench_active import TOLERANCES, box_reached, by_method, summarise, targets,
 from searches.progress import track
 from theory.space import Parameter, ParameterSpace
 
-SIGNAL_EVENTS = 2000
+SIGNAL_EVENTS = 32_000
+"""Signal events per point. Near the contour the observed CLs is steep in the signal yield of
+the one or two bins that decide it (on the Z′ plane at 839 GeV, g = 0.038, expected CLs of the
+same search ranges 0.0009–0.077 for four seeds even at 32,000 events, for a bin yield of 62–79),
+so signal Monte Carlo statistics set the labels' noise: a second seed family flips 4 of the 144
+Z′ reference labels with 2,000 events (2.8 %, above the 2 % target), 1 with 5,000 (the loop's
+default ``theory.events``) and none with 32,000. The fits dominate the cost: 1.9 CPU-s per point
+with 2,000 or 5,000 events, 2.4–2.6 with 32,000."""
+BACKGROUND_EVENTS = 60_000
+"""Built-in background events of the campaign. Ten times more (600,000) does not quieten the
+labels: that campaign has 466 searches instead of 188, a different tail (the bin deciding the
+Z′ point above expects 367 ± 84 background events instead of 50 ± 50), and with 2,000 signal
+events 7 of its 144 Z′ labels flip between seed families."""
 MAX_FITS = 3
 PYHF_ATTEMPTS = 0
 """The loop's default (``theory.pyhf_attempts: 0``): a point whose fits the batched engine
@@ -185,7 +198,7 @@ def design_reached(
 _STATE: dict[str, Any] = {}
 
 
-def _init_worker(store: str) -> None:
+def _init_worker(store: str, signal_events: int) -> None:
     import torch
 
     from campaign.reinterpret import campaign_results
@@ -194,6 +207,7 @@ def _init_worker(store: str) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
     _STATE["store"] = Store(store)
+    _STATE["signal_events"] = signal_events
     _STATE["results"] = campaign_results(_STATE["store"])
 
 
@@ -210,7 +224,7 @@ def oracle(problem: Problem, points: np.ndarray, *, family: int = POINT_SEED) ->
             model=problem.model,
             options=problem.options,
             point=point,
-            events=SIGNAL_EVENTS,
+            events=_STATE["signal_events"],
             seed=_point_seed(problem, point, family),
             max_fits=MAX_FITS,
             pyhf_attempts=PYHF_ATTEMPTS,
@@ -269,14 +283,14 @@ def _observed(scan: dict[str, Any]) -> np.ndarray:
     return np.array([np.nan if row[0] is None else row[0] for row in scan["cls"]], dtype=float)
 
 
-def campaign_store(workdir: Path) -> Path:
+def campaign_store(workdir: Path, *, background_events: int = BACKGROUND_EVENTS) -> Path:
     """Run the benchmark campaign once (``lamppost run``); reuse it while its file is unchanged."""
     from campaign.testing import small_campaign, write_campaign
 
     document = small_campaign(
         Path("store"),
         data={
-            "background": {"simulator": "builtin", "events": 60000},
+            "background": {"simulator": "builtin", "events": background_events},
             "observed": {"pseudo": True},
         },
     )
@@ -299,39 +313,53 @@ def campaign_store(workdir: Path) -> Path:
 
 
 def reference_scans(
-    store: Path, processes: int, *, family: int = POINT_SEED
-) -> list[dict[str, Any]]:
-    """Observed and expected CLs on every problem's reference grid (cached per campaign)."""
-    cache = store.parent / f"reference-{SIGNAL_EVENTS}-{MAX_FITS}-{PYHF_ATTEMPTS}-{family}.json"
-    if cache.is_file():
-        return json.loads(cache.read_text())["problems"]
-    grids = [problem.reference() for problem in PROBLEMS]
+    store: Path,
+    processes: int,
+    *,
+    models: Sequence[str],
+    family: int = POINT_SEED,
+    signal_events: int = SIGNAL_EVENTS,
+) -> dict[str, dict[str, Any]]:
+    """Observed and expected CLs on the reference grid of each named model (cached per
+    campaign, model, signal statistics and seed family)."""
+    caches = {
+        model: store.parent
+        / f"reference-{model}-{signal_events}-{MAX_FITS}-{PYHF_ATTEMPTS}-{family}.json"
+        for model in models
+    }
+    scans = {m: json.loads(c.read_text()) for m, c in caches.items() if c.is_file()}
+    todo = [i for i, problem in enumerate(PROBLEMS) if problem.model in set(models) - set(scans)]
+    grids = {index: PROBLEMS[index].reference() for index in todo}
     jobs = [
         (index, chunk, family)
-        for index, points in enumerate(grids)
+        for index, points in grids.items()
         for chunk in np.array_split(points, max(1, len(points) // 4))
     ]
-    values: list[list[np.ndarray]] = [[] for _ in PROBLEMS]
-    cpu = [0.0 for _ in PROBLEMS]
-    t0 = time.perf_counter()
-    with mp.get_context("spawn").Pool(processes, _init_worker, (str(store),)) as pool:
-        for index, chunk_values, seconds in track(
-            pool.imap(_reference_chunk, jobs), total=len(jobs), description=f"reference {family}"
-        ):
-            values[index].append(chunk_values)
-            cpu[index] += seconds
-    problems = [
-        {
-            "points": points.tolist(),
-            "cls": [[None if np.isnan(v) else float(v) for v in row] for row in np.concatenate(v)],
-            "cpu_s": seconds,
+    values: dict[int, list[np.ndarray]] = {index: [] for index in todo}
+    cpu = dict.fromkeys(todo, 0.0)
+    if jobs:
+        with mp.get_context("spawn").Pool(
+            processes, _init_worker, (str(store), signal_events)
+        ) as pool:
+            for index, chunk_values, seconds in track(
+                pool.imap(_reference_chunk, jobs),
+                total=len(jobs),
+                description=f"reference {family}",
+            ):
+                values[index].append(chunk_values)
+                cpu[index] += seconds
+    for index in todo:
+        model = PROBLEMS[index].model
+        scans[model] = {
+            "points": grids[index].tolist(),
+            "cls": [
+                [None if np.isnan(v) else float(v) for v in row]
+                for row in np.concatenate(values[index])
+            ],
+            "cpu_s": cpu[index],
         }
-        for points, v, seconds in zip(grids, values, cpu, strict=True)
-    ]
-    cache.write_text(
-        json.dumps({"wall_s": time.perf_counter() - t0, "problems": problems}, allow_nan=False)
-    )
-    return problems
+        caches[model].write_text(json.dumps(scans[model], allow_nan=False))
+    return scans
 
 
 def main() -> None:
@@ -342,15 +370,36 @@ def main() -> None:
         "--workdir", type=Path, default=Path.home() / ".cache" / "lamppost-bench" / "active"
     )
     parser.add_argument("--json", type=Path, help="write every run's result here")
+    parser.add_argument(
+        "--background-events",
+        type=int,
+        default=BACKGROUND_EVENTS,
+        help="built-in background events of the benchmark campaign",
+    )
+    parser.add_argument(
+        "--signal-events", type=int, default=SIGNAL_EVENTS, help="signal events per point"
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=[problem.model for problem in PROBLEMS],
+        default=[problem.model for problem in PROBLEMS],
+    )
     args = parser.parse_args()
 
     start = time.perf_counter()
-    store = campaign_store(args.workdir)
+    store = campaign_store(args.workdir, background_events=args.background_events)
     print(f"campaign: {store} ({(store.parent / 'done').read_text().strip()} to run)", flush=True)
-    scans = reference_scans(store, args.processes)
-    replicas = reference_scans(store, args.processes, family=REPLICA_SEED)
+    events = {"signal_events": args.signal_events}
+    scans = reference_scans(store, args.processes, models=args.models, **events)
+    replicas = reference_scans(
+        store, args.processes, models=args.models, family=REPLICA_SEED, **events
+    )
     jobs = []
-    for index, (problem, scan, replica) in enumerate(zip(PROBLEMS, scans, replicas, strict=True)):
+    for index, problem in enumerate(PROBLEMS):
+        if problem.model not in args.models:
+            continue
+        scan, replica = scans[problem.model], replicas[problem.model]
         cls = _observed(scan)
         keep = np.isfinite(cls)
         reference, truth = np.asarray(scan["points"])[keep], cls[keep] < 0.05
@@ -379,7 +428,9 @@ def main() -> None:
                 )
     jobs.sort(key=lambda j: j["seed"])  # complete seeds first: a cut-short run still compares
     done: list[dict[str, Any]] = []
-    with mp.get_context("spawn").Pool(args.processes, _init_worker, (str(store),)) as pool:
+    with mp.get_context("spawn").Pool(
+        args.processes, _init_worker, (str(store), args.signal_events)
+    ) as pool:
         for out in track(pool.imap_unordered(_learn, jobs), total=len(jobs), description="runs"):
             done.append(out)
             if args.json:
@@ -388,7 +439,7 @@ def main() -> None:
         f"\nmachine: {platform.platform()}, {os.cpu_count()} cores, {args.processes} workers; "
         f"{len(jobs)} runs, total {time.perf_counter() - start:.0f} s wall"
     )
-    for problem in PROBLEMS:
+    for problem in (p for p in PROBLEMS if p.model in args.models):
         mine = [d for d in done if d["problem"] == problem.title]
         results = by_method(mine, [label for label, _, _ in RUNS])
         cpu = sum(d["cpu_s"] for d in mine)

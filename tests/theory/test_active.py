@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -297,19 +296,17 @@ def test_box_with_plain_bounds_constraint_and_log_scale_is_resumable():
 
 
 @pytest.mark.slow
-def test_sparse_gp_fits_5000_points_quickly():
+def test_sparse_gp_fits_5000_points():
+    """The mechanics only: above ``exact_max`` the sparse back end takes over and still labels
+    fresh points; its cost and memory up to 100,000 points are measured in
+    ``benchmarks/bench_active_scaling.py``."""
     toy = sbottom_like_2d()
     points = toy.space.sample(5500, seed=0)
     unit = toy.space.to_unit(points)
     latent = cls_to_latent(toy.cls(points))
-    # CPU time of this process (the fit runs on one torch thread), so that other jobs on a
-    # shared machine do not make the bound flaky.
-    start = time.process_time()
     surrogate = fit_surrogate(unit[:5000], latent[:5000], seed=0, iterations=200)
     mean, var = surrogate.predict(unit[5000:])
-    elapsed = time.process_time() - start
     assert surrogate.backend == "sparse" and surrogate.n_train == 5000
-    assert elapsed < 60, elapsed
     predicted = mean[:, 0] < latent_threshold(0.05)
     assert np.mean(predicted == toy.excluded(points[5000:])) > 0.95
     assert (var > 0).all()

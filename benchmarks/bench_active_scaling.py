@@ -1,0 +1,148 @@
+"""Surrogate scaling for issue 5: cost and peak memory of the GP against evaluated points.
+
+The issue asks the active learner's surrogate to handle at least 5,000 evaluated points within
+24 GB. :func:`theory.active.surrogate.fit_surrogate` fits an exact GP up to ``exact_max``
+(1,000) points and a stochastic variational GP with 256 learned inducing points above; this
+script measures both back ends side by side where the exact one is affordable, and the sparse
+one well past 5,000 points:
+
+* fit time (CPU and wall, one torch thread, as the learner fits) and the time to predict
+  10,000 candidates (a continuous learner's step scores 1,000–10,000);
+* peak resident memory of the whole process (``ru_maxrss``), each configuration in a fresh
+  subprocess so that no peak carries over, beside an import-only process as the floor;
+* misclassified fraction of 5,000 fresh points (label: posterior mean below the probit of
+  CLs = 0.05) on a toy with an exact contour (:func:`theory.toys.sbottom_like_2d`, or the 3-D
+  :func:`theory.toys.mediator_3d`), with both outputs (observed and expected CLs, noisy as
+  from a finite simulation) fitted as the learner does.
+
+Usage:
+    python benchmarks/bench_active_scaling.py [--sizes 500,1000,...] [--exact-max 2000]
+        [--toy sbottom_like_2d|mediator_3d] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+SIZES = (500, 1000, 2000, 5000, 20000, 100000)
+PREDICT = 10_000
+HELD_OUT = 5_000
+NOISE = 0.2
+"""Gaussian noise on the toy's log signal (:meth:`theory.toys.ToyTheory.cls_pair`), as from a
+simulation with a finite number of events; the truth is the noiseless contour."""
+
+
+def _toy(name: str) -> Any:
+    from theory import toys
+
+    return {"sbottom_like_2d": toys.sbottom_like_2d, "mediator_3d": toys.mediator_3d}[name]()
+
+
+def measure(*, toy_name: str, backend: str, n: int, seed: int) -> dict[str, Any]:
+    """One configuration, in this process: fit, predict, score, peak memory."""
+    import torch
+
+    from theory.active.surrogate import fit_surrogate
+    from theory.active.transforms import cls_to_latent, latent_threshold
+
+    torch.set_num_threads(1)
+    toy = _toy(toy_name)
+    points = toy.space.sample(n + HELD_OUT, seed=seed)
+    unit = toy.space.to_unit(points)
+    latent = cls_to_latent(toy.cls_pair(points, noise=NOISE, seed=seed))
+    row: dict[str, Any] = {"toy": toy_name, "backend": backend, "n": n}
+    if backend == "import":
+        row["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return row
+    cpu, wall = time.process_time(), time.perf_counter()
+    surrogate = fit_surrogate(unit[:n], latent[:n], seed=seed, backend=backend)
+    row["fit_cpu_s"] = time.process_time() - cpu
+    row["fit_wall_s"] = time.perf_counter() - wall
+    candidates = toy.space.to_unit(toy.space.sample(PREDICT, seed=seed + 1))
+    wall = time.perf_counter()
+    surrogate.predict(candidates)
+    row["predict_s"] = time.perf_counter() - wall
+    mean, _ = surrogate.predict(unit[n:])
+    excluded = mean[:, 0] < latent_threshold(0.05)
+    row["misclassified"] = float(np.mean(excluded != toy.excluded(points[n:])))
+    row["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return row
+
+
+def _run_one(toy_name: str, backend: str, n: int, seed: int) -> dict[str, Any]:
+    """Run :func:`measure` in a fresh interpreter, so its peak memory is its own."""
+    spec = json.dumps({"toy_name": toy_name, "backend": backend, "n": n, "seed": seed})
+    done = subprocess.run(
+        [sys.executable, __file__, "--one", spec],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| back end | evaluated points | fit CPU s | fit wall s | predict 10k s "
+        "| peak memory MB | misclassified (5k fresh) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r["backend"] == "import":
+            lines.append(f"| imports only | — | — | — | — | {r['peak_mb']:.0f} | — |")
+            continue
+        lines.append(
+            f"| {r['backend']} | {r['n']:,} | {r['fit_cpu_s']:.1f} | {r['fit_wall_s']:.1f} "
+            f"| {r['predict_s']:.2f} | {r['peak_mb']:.0f} | {r['misclassified']:.2%} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
+    parser.add_argument("--exact-max", type=int, default=2000, help="largest exact fit to time")
+    parser.add_argument(
+        "--toy", default="sbottom_like_2d", choices=["sbottom_like_2d", "mediator_3d"]
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(**json.loads(args.one))))
+        return
+
+    from searches.progress import track
+
+    sizes = [int(s) for s in args.sizes.split(",")]
+    configs = [("import", 0)] + [
+        (backend, n)
+        for n in sizes
+        for backend in ("exact", "sparse")
+        if backend == "sparse" or n <= args.exact_max
+    ]
+    start = time.perf_counter()
+    rows = [
+        _run_one(args.toy, backend, n, args.seed)
+        for backend, n in track(configs, total=len(configs), description="configurations")
+    ]
+    print(
+        f"machine: {platform.platform()}, {os.cpu_count()} cores, one torch thread; "
+        f"toy {args.toy}, seed {args.seed}; {time.perf_counter() - start:.0f} s wall"
+    )
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
