@@ -332,8 +332,10 @@ def ratio_interval(
     rb = np.median(rng.choice(b, size=(rounds, b.size)), axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         ratios = ra / rb
-    ratios = np.where(np.isnan(ratios), np.inf, ratios)
-    low, high = np.quantile(ratios, [0.16, 0.84])
+        ratios = np.where(np.isnan(ratios), np.inf, ratios)
+        # Between two infinite order statistics the interpolation is inf − inf; the quantile
+        # there is infinite.
+        low, high = np.nan_to_num(np.quantile(ratios, [0.16, 0.84]), nan=np.inf, posinf=np.inf)
     return float(np.median(a) / np.median(b)), float(low), float(high)
 
 

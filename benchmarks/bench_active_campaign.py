@@ -390,10 +390,15 @@ def main() -> None:
     start = time.perf_counter()
     store = campaign_store(args.workdir, background_events=args.background_events)
     print(f"campaign: {store} ({(store.parent / 'done').read_text().strip()} to run)", flush=True)
-    events = {"signal_events": args.signal_events}
-    scans = reference_scans(store, args.processes, models=args.models, **events)
-    replicas = reference_scans(
-        store, args.processes, models=args.models, family=REPLICA_SEED, **events
+    scans, replicas = (
+        reference_scans(
+            store,
+            args.processes,
+            models=args.models,
+            family=family,
+            signal_events=args.signal_events,
+        )
+        for family in (POINT_SEED, REPLICA_SEED)
     )
     jobs = []
     for index, problem in enumerate(PROBLEMS):

@@ -26,13 +26,12 @@ import argparse
 import json
 import os
 import platform
-import resource
-import subprocess
 import sys
 import time
 from typing import Any
 
 import numpy as np
+from fresh_process import peak_rss_mb, run_fresh
 
 SIZES = (500, 1000, 2000, 5000, 20000, 100000)
 PREDICT = 10_000
@@ -62,7 +61,7 @@ def measure(*, toy_name: str, backend: str, n: int, seed: int) -> dict[str, Any]
     latent = cls_to_latent(toy.cls_pair(points, noise=NOISE, seed=seed))
     row: dict[str, Any] = {"toy": toy_name, "backend": backend, "n": n}
     if backend == "import":
-        row["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        row["peak_mb"] = peak_rss_mb()
         return row
     cpu, wall = time.process_time(), time.perf_counter()
     surrogate = fit_surrogate(unit[:n], latent[:n], seed=seed, backend=backend)
@@ -75,21 +74,8 @@ def measure(*, toy_name: str, backend: str, n: int, seed: int) -> dict[str, Any]
     mean, _ = surrogate.predict(unit[n:])
     excluded = mean[:, 0] < latent_threshold(0.05)
     row["misclassified"] = float(np.mean(excluded != toy.excluded(points[n:])))
-    row["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    row["peak_mb"] = peak_rss_mb()
     return row
-
-
-def _run_one(toy_name: str, backend: str, n: int, seed: int) -> dict[str, Any]:
-    """Run :func:`measure` in a fresh interpreter, so its peak memory is its own."""
-    spec = json.dumps({"toy_name": toy_name, "backend": backend, "n": n, "seed": seed})
-    done = subprocess.run(
-        [sys.executable, __file__, "--one", spec],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -134,7 +120,11 @@ def main() -> None:
     ]
     start = time.perf_counter()
     rows = [
-        _run_one(args.toy, backend, n, args.seed)
+        run_fresh(
+            __file__,
+            {"toy_name": args.toy, "backend": backend, "n": n, "seed": args.seed},
+            env={"OMP_NUM_THREADS": "1"},
+        )
         for backend, n in track(configs, total=len(configs), description="configurations")
     ]
     print(

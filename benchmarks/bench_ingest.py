@@ -23,20 +23,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+from fresh_process import peak_rss_mb, run_fresh
+
 SOURCE = "cms-opendata/zmumu_skim.root"
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _rss_kb(pid: int) -> int:
@@ -129,7 +125,7 @@ def _run_one(mode: str, files: list[str], workers: int, out_dir: str) -> dict:
     from searches.readers import Sample, read_root
     from searches.signatures import SignatureConfig
 
-    baseline = _peak_rss_mb()
+    baseline = peak_rss_mb()
     sampler = TreeSampler().__enter__()
     start = time.perf_counter()
     if mode == "campaign":
@@ -159,7 +155,7 @@ def _run_one(mode: str, files: list[str], workers: int, out_dir: str) -> dict:
         "seconds": seconds,
         "events_per_s": events / seconds,
         "import_rss_mb": baseline,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         "peak_tree_mb": sampler.peak_kb / 1024.0,
     }
 
@@ -202,13 +198,7 @@ def main() -> None:
         for mode, workers, n in track(plan, description="ingest configurations"):
             out = Path(tmp) / f"out-{mode}-{workers}-{n}"
             spec = {"mode": mode, "workers": workers, "files": copies[:n], "out": str(out)}
-            done = subprocess.run(
-                [sys.executable, __file__, "--one", json.dumps(spec)],
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            rows.append(run_fresh(__file__, spec))
             shutil.rmtree(out, ignore_errors=True)
 
     source_mb = (data / SOURCE).stat().st_size / 1e6

@@ -17,7 +17,7 @@ import numpy as np
 import pyhf
 
 from searches.stats.batched import compile_stack, stack_cls
-from searches.stats.robust import _restoring_backend
+from searches.stats.robust import restoring_backend
 
 REFERENCE_TOLERANCE = 1e-10
 """scipy tolerance of the converged pyhf reference."""
@@ -90,7 +90,7 @@ def _best_of(fits: Iterable[Callable[[], tuple[Any, Any]]]) -> tuple[np.ndarray,
     return np.asarray(pars), float(np.ravel(twice)[0])
 
 
-@_restoring_backend
+@restoring_backend
 def reference_cls(
     model: pyhf.Model,
     data: Any,

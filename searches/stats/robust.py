@@ -159,7 +159,7 @@ RETRIES: tuple[FitSettings, ...] = (
 _PYHF_FIT_LOG = logging.getLogger("pyhf.optimize.mixins")
 
 
-def _restoring_backend(function: Callable[P, R]) -> Callable[P, R]:
+def restoring_backend(function: Callable[P, R]) -> Callable[P, R]:
     """Run ``function`` and put pyhf's global backend and optimizer back as they were.
 
     The fits here switch optimizers and tolerances through pyhf's global backend; without this,
@@ -228,7 +228,7 @@ def _background_init(model: pyhf.Model, data: Any) -> np.ndarray:
     return start
 
 
-@_restoring_backend
+@restoring_backend
 def plain_hypotest(
     model: pyhf.Model, data: Any, *, mu: float = 1.0, settings: FitSettings = PLAIN
 ) -> HypotestFits:
@@ -297,7 +297,7 @@ def plain_hypotest(
     )
 
 
-@_restoring_backend
+@restoring_backend
 def pyhf_cls(
     spec: Mapping[str, Any], *, mu: float = 1.0, settings: FitSettings = PLAIN
 ) -> tuple[float, tuple[float, ...], float]:
@@ -441,7 +441,7 @@ def _signal_yield(model: pyhf.Model) -> float:
     return float(np.sum(model.expected_actualdata(on) - model.expected_actualdata(off)))
 
 
-@_restoring_backend
+@restoring_backend
 def profile_scan(
     model: pyhf.Model, data: Any, mus: Sequence[float], *, optimizer: Literal["scipy", "minuit"]
 ) -> np.ndarray:
@@ -535,7 +535,7 @@ def _failed(
     )
 
 
-@_restoring_backend
+@restoring_backend
 def robust_hypotest(
     spec: Mapping[str, Any],
     *,

@@ -297,8 +297,9 @@ def test_box_with_plain_bounds_constraint_and_log_scale_is_resumable():
 
 @pytest.mark.slow
 def test_sparse_gp_fits_5000_points():
-    """The mechanics only: above ``exact_max`` the sparse back end takes over and still labels
-    fresh points; its cost and memory up to 100,000 points are measured in
+    """Above ``exact_max`` the sparse back end takes over and labels fresh points within 1 %:
+    200 natural-gradient steps mislabel 0.4 % of them here, where the earlier fit (Adam on
+    every parameter) mislabelled 2.0 %. Cost and memory up to 100,000 points are measured in
     ``benchmarks/bench_active_scaling.py``."""
     toy = sbottom_like_2d()
     points = toy.space.sample(5500, seed=0)
@@ -308,7 +309,7 @@ def test_sparse_gp_fits_5000_points():
     mean, var = surrogate.predict(unit[5000:])
     assert surrogate.backend == "sparse" and surrogate.n_train == 5000
     predicted = mean[:, 0] < latent_threshold(0.05)
-    assert np.mean(predicted == toy.excluded(points[5000:])) > 0.95
+    assert np.mean(predicted == toy.excluded(points[5000:])) > 0.99
     assert (var > 0).all()
 
 

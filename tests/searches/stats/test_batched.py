@@ -23,10 +23,10 @@ from searches.stats.batched import (
 from searches.stats.robust import (
     CLsResult,
     FitSettings,
-    _restoring_backend,
     _set_backend,
     build_model,
     pyhf_cls,
+    restoring_backend,
 )
 from searches.stats.workspace import build_workspace, with_signal
 from searches.testing import SBOTTOM_REFERENCE, SBOTTOM_TARBALL
@@ -280,7 +280,7 @@ def test_double_well_nuisance_parameters_reach_the_deeper_minimum(regions):
     assert float(np.ravel(ours_fixed)[0]) < float(np.ravel(pyhf_fixed)[0]) - 0.03
 
 
-@_restoring_backend
+@restoring_backend
 def _minuit_background_fit(model, data) -> float:
     """pyhf's own background-only fit on MINUIT (the retry ladder's settings): −2 log L."""
     import pyhf

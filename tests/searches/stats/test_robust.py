@@ -17,6 +17,7 @@ from searches.stats.robust import (
     diagnose,
     diagnose_fits,
     plain_hypotest,
+    restoring_backend,
     robust_hypotest,
 )
 
@@ -50,6 +51,30 @@ def test_cls_formula_matches_pyhf_asymptotics(q, qa):
     if math.isfinite(expected):
         assert obs == pytest.approx(expected, rel=1e-9, abs=1e-300)
     assert np.allclose(exp, band, rtol=1e-9)
+
+
+def test_restoring_backend_puts_pyhf_back_after_a_failure():
+    """A retry switches pyhf's global optimizer; the caller's backend must survive an error."""
+    import logging
+
+    pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer(tolerance=1e-7))
+    before_backend, before_optimizer = pyhf.get_backend()
+    fit_log = logging.getLogger("pyhf.optimize.mixins")
+    level = fit_log.level
+
+    @restoring_backend
+    def switch_and_fail() -> None:
+        pyhf.set_backend("numpy", "minuit")
+        assert fit_log.level == logging.CRITICAL
+        raise RuntimeError("fit failed")
+
+    with pytest.raises(RuntimeError, match="fit failed"):
+        switch_and_fail()
+    backend, optimizer = pyhf.get_backend()
+    assert optimizer is before_optimizer and optimizer.name == "scipy"
+    assert optimizer.tolerance == 1e-7
+    assert backend.name == before_backend.name
+    assert fit_log.level == level
 
 
 def test_tiny_asimov_statistic_stays_finite():
