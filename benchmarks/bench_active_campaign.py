@@ -328,7 +328,8 @@ def reference_scans(
         for model in models
     }
     scans = {m: json.loads(c.read_text()) for m, c in caches.items() if c.is_file()}
-    todo = [i for i, problem in enumerate(PROBLEMS) if problem.model in set(models) - set(scans)]
+    missing = set(models) - set(scans)
+    todo = [i for i, problem in enumerate(PROBLEMS) if problem.model in missing]
     grids = {index: PROBLEMS[index].reference() for index in todo}
     jobs = [
         (index, chunk, family)
@@ -364,7 +365,12 @@ def reference_scans(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=5,
+        help="learner seeds; 0 stops after the reference scans and their label noise",
+    )
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument(
         "--workdir", type=Path, default=Path.home() / ".cache" / "lamppost-bench" / "active"
@@ -419,7 +425,7 @@ def main() -> None:
             flush=True,
         )
         for label, acquisition, batch in RUNS:
-            for seed in range(1 if acquisition == "grid" else args.seeds):
+            for seed in range(min(1, args.seeds) if acquisition == "grid" else args.seeds):
                 jobs.append(
                     {
                         "key": {"problem": problem.title, "method": label, "seed": seed},
@@ -431,6 +437,8 @@ def main() -> None:
                         "seed": seed,
                     }
                 )
+    if not jobs:
+        return
     jobs.sort(key=lambda j: j["seed"])  # complete seeds first: a cut-short run still compares
     done: list[dict[str, Any]] = []
     with mp.get_context("spawn").Pool(

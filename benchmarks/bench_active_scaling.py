@@ -41,28 +41,23 @@ NOISE = 0.2
 simulation with a finite number of events; the truth is the noiseless contour."""
 
 
-def _toy(name: str) -> Any:
-    from theory import toys
-
-    return {"sbottom_like_2d": toys.sbottom_like_2d, "mediator_3d": toys.mediator_3d}[name]()
-
-
 def measure(*, toy_name: str, backend: str, n: int, seed: int) -> dict[str, Any]:
     """One configuration, in this process: fit, predict, score, peak memory."""
     import torch
 
+    from theory import toys
     from theory.active.surrogate import fit_surrogate
     from theory.active.transforms import cls_to_latent, latent_threshold
 
     torch.set_num_threads(1)
-    toy = _toy(toy_name)
-    points = toy.space.sample(n + HELD_OUT, seed=seed)
-    unit = toy.space.to_unit(points)
-    latent = cls_to_latent(toy.cls_pair(points, noise=NOISE, seed=seed))
     row: dict[str, Any] = {"toy": toy_name, "backend": backend, "n": n}
     if backend == "import":
         row["peak_mb"] = peak_rss_mb()
         return row
+    toy = getattr(toys, toy_name)()
+    points = toy.space.sample(n + HELD_OUT, seed=seed)
+    unit = toy.space.to_unit(points)
+    latent = cls_to_latent(toy.cls_pair(points, noise=NOISE, seed=seed))
     cpu, wall = time.process_time(), time.perf_counter()
     surrogate = fit_surrogate(unit[:n], latent[:n], seed=seed, backend=backend)
     row["fit_cpu_s"] = time.process_time() - cpu
