@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from provenance import code_under_test
 
 from searches.progress import track
 
@@ -244,7 +245,8 @@ def box_reached(
     job: dict[str, Any],
 ) -> list[float]:
     """Evaluations until each tolerance of misclassified ``reference`` points, for one
-    ``learn_box`` run (``job``: budget, acquisition, batch, seed); stops at the smallest."""
+    ``learn_box`` run (``job``: budget, acquisition, batch, seed, optional label); stops at the
+    smallest."""
     from theory.active import learn_box
 
     batch = job["batch"]
@@ -259,6 +261,7 @@ def box_reached(
         reference=reference,
         n_candidates=1000,
         until=lambda step: np.mean(step.excluded != truth) <= min(TOLERANCES),
+        label=job.get("label", "observed"),
     )
     return needed(history.n_evaluated, history.misclassified(truth))
 
@@ -336,7 +339,8 @@ def ratio_interval(
         # Between two infinite order statistics the interpolation is inf − inf; the quantile
         # there is infinite.
         low, high = np.nan_to_num(np.quantile(ratios, [0.16, 0.84]), nan=np.inf, posinf=np.inf)
-    return float(np.median(a) / np.median(b)), float(low), float(high)
+        ratio = np.median(a) / np.median(b)
+    return float(ratio), float(low), float(high)
 
 
 def targets(results: dict[str, list[list[float]]]) -> str:
@@ -347,6 +351,8 @@ def targets(results: dict[str, list[list[float]]]) -> str:
 
     def cell(name: str, top: list[float], bottom: list[float]) -> str:
         ratio, low, high = ratio_interval(top, bottom)
+        if np.isnan(ratio):
+            return f"{name}: neither median reaches ≤ 2 %"
         return f"{name} = {ratio:.2f} [{low:.2f}, {high:.2f}]"
 
     for acquisition in ACQUISITIONS:
@@ -374,6 +380,7 @@ def main() -> None:
     parser.add_argument("--box-budget", type=int, default=150)
     parser.add_argument("--json", type=Path, help="write every run's result here")
     args = parser.parse_args()
+    print(code_under_test(), flush=True)
 
     start = time.perf_counter()
     pools: list[Pool] = toy_pools(args.pool) if args.toys else []

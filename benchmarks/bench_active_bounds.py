@@ -56,6 +56,7 @@ from bench_active import (
     write_runs,
 )
 from bench_active_surrogate import whole_pool_hyperparameters
+from provenance import code_under_test
 from scipy.special import ndtr
 
 from searches.progress import track
@@ -229,6 +230,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--json", type=Path, help="write every run's result here")
     args = parser.parse_args()
+    print(code_under_test(), flush=True)
     start = time.perf_counter()
     pools = sbottom_regions(args.sbottom_cls, args.regions)
     regions = list(pools)

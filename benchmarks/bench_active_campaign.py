@@ -10,7 +10,8 @@ engine, pyhf fallback capped as in the loop). Two built-in models:
 * ``resonance`` X → e μ (mass, g, width), 3-D.
 
 For each model a dense regular reference scan of the same oracle gives the truth (observed
-CLs < 0.05); :func:`theory.active.learn_box` then runs with random points (same GP labels) and
+CLs < 0.05, or expected CLs with ``--label expected``, which also labels the learners' GP by
+expected CLs); :func:`theory.active.learn_box` then runs with random points (same GP labels) and
 each acquisition, sequential and batch 10, several seeds, beside two model-free designs labelled
 by the same GP (a regular grid, one-shot Latin hypercubes), and the table counts evaluations
 until ≤ 5 % and ≤ 2 % of the reference scan is misclassified. The signal seed of a point is
@@ -28,7 +29,7 @@ reused, and so is the reference scan.
 Usage:
     nice -n 10 python benchmarks/bench_active_campaign.py [--seeds 5] [--processes 2]
         [--workdir DIR] [--json OUT] [--models zprime resonance]
-        [--signal-events 32000] [--background-events 60000]
+        [--signal-events 32000] [--background-events 60000] [--label observed]
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from typing import Any
 
 import numpy as np
 from bench_active import TOLERANCES, box_reached, by_method, summarise, targets, write_runs
+from provenance import code_under_test
 
 from searches.progress import track
 from theory.space import Parameter, ParameterSpace
@@ -62,10 +64,12 @@ Z′ reference labels with 2,000 events (2.8 %, above the 2 % target), 1 with 5,
 default ``theory.events``) and none with 32,000. The fits dominate the cost: 1.9 CPU-s per point
 with 2,000 or 5,000 events, 2.4–2.6 with 32,000."""
 BACKGROUND_EVENTS = 60_000
-"""Built-in background events of the campaign. Ten times more (600,000) does not quieten the
-labels: that campaign has 466 searches instead of 188, a different tail (the bin deciding the
-Z′ point above expects 367 ± 84 background events instead of 50 ± 50), and with 2,000 signal
-events 7 of its 144 Z′ labels flip between seed families."""
+"""Built-in background events of the campaign. Ten times more (600,000) gives 466 searches
+instead of 188 and a different tail (the bin deciding the Z′ point above expects 367 ± 84
+background events instead of 50 ± 50). With 2,000 signal events 7 of its 144 Z′ labels flip
+between seed families; with 32,000, 1 observed and no expected label flips, and its expected
+Z′ contour has no isolated label (:func:`isolated_labels`) while the 60k campaign's has 4: with
+``--label expected`` it is the setting in which ≤ 2 % on the Z′ plane can be measured."""
 MAX_FITS = 3
 PYHF_ATTEMPTS = 0
 """The loop's default (``theory.pyhf_attempts: 0``): a point whose fits the batched engine
@@ -173,13 +177,14 @@ def design_reached(
     *,
     kind: str,
     seed: int,
+    label: str = "observed",
 ) -> list[float]:
     """Evaluations until each tolerance for a fixed-design baseline: the smallest design
     whose GP labels (fitted as the learners' are) misclassify at most that fraction."""
     from theory.active import ActiveOptions
     from theory.active.engine import fit_step, posterior
 
-    opts = ActiveOptions()
+    opts = ActiveOptions(label=label)
     reference_unit = problem.space.to_unit(reference)
     reached = [np.inf] * len(TOLERANCES)
     for unit in fixed_designs(problem, kind, seed):
@@ -265,7 +270,13 @@ def _learn(job: dict[str, Any]) -> dict[str, Any]:
     cpu = time.process_time()
     if job["acquisition"] in ("grid", "lhs"):
         reached = design_reached(
-            problem, evaluate, reference, truth, kind=job["acquisition"], seed=job["seed"]
+            problem,
+            evaluate,
+            reference,
+            truth,
+            kind=job["acquisition"],
+            seed=job["seed"],
+            label=job["label"],
         )
     else:
         reached = box_reached(
@@ -279,8 +290,28 @@ def _learn(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _observed(scan: dict[str, Any]) -> np.ndarray:
-    return np.array([np.nan if row[0] is None else row[0] for row in scan["cls"]], dtype=float)
+LABELS = ("observed", "expected")
+"""Which CLs defines the truth and the learners' labels (``ActiveOptions.label``). Expected
+CLs has no pseudo-data fluctuations: on the 600k-background campaign its Z′ contour has no
+label that differs from both neighbours along the mass axis, while the observed one has 3."""
+
+
+def _cls(scan: dict[str, Any], label: str) -> np.ndarray:
+    column = LABELS.index(label)
+    return np.array(
+        [np.nan if row[column] is None else row[column] for row in scan["cls"]], dtype=float
+    )
+
+
+def isolated_labels(problem: Problem, cls: np.ndarray) -> int:
+    """Reference points whose label differs from both neighbours along the mass axis (the
+    first): a smooth surrogate labels such a point like its neighbours unless it evaluates it,
+    so more of them than a tolerance allows make that tolerance unreachable by design."""
+    grid = cls.reshape(problem.grid)
+    label, finite = grid < 0.05, np.isfinite(grid)
+    inner = label[1:-1]
+    checked = finite[1:-1] & finite[:-2] & finite[2:]
+    return int(np.count_nonzero(checked & (inner != label[:-2]) & (inner != label[2:])))
 
 
 def campaign_store(workdir: Path, *, background_events: int = BACKGROUND_EVENTS) -> Path:
@@ -386,12 +417,19 @@ def main() -> None:
         "--signal-events", type=int, default=SIGNAL_EVENTS, help="signal events per point"
     )
     parser.add_argument(
+        "--label",
+        choices=LABELS,
+        default="observed",
+        help="CLs that defines the truth and the learners' labels",
+    )
+    parser.add_argument(
         "--models",
         nargs="+",
         choices=[problem.model for problem in PROBLEMS],
         default=[problem.model for problem in PROBLEMS],
     )
     args = parser.parse_args()
+    print(code_under_test(), flush=True)
 
     start = time.perf_counter()
     store = campaign_store(args.workdir, background_events=args.background_events)
@@ -411,17 +449,20 @@ def main() -> None:
         if problem.model not in args.models:
             continue
         scan, replica = scans[problem.model], replicas[problem.model]
-        cls = _observed(scan)
+        cls = _cls(scan, args.label)
         keep = np.isfinite(cls)
         reference, truth = np.asarray(scan["points"])[keep], cls[keep] < 0.05
-        again = _observed(replica)
+        again = _cls(replica, args.label)
         both = keep & np.isfinite(again)
         flips = np.count_nonzero((cls[both] < 0.05) != (again[both] < 0.05))
         print(
-            f"{problem.title}: {keep.sum()} reference points ({(~keep).sum()} failed dropped), "
+            f"{problem.title}, {args.label} CLs: {keep.sum()} reference points "
+            f"({(~keep).sum()} failed dropped), "
             f"{truth.mean():.0%} excluded, {scan['cpu_s']:.0f} CPU-s "
             f"({scan['cpu_s'] / len(keep):.2f} s per point); with a second signal seed "
-            f"{flips} of {both.sum()} labels flip ({flips / max(both.sum(), 1):.1%})",
+            f"{flips} of {both.sum()} labels flip ({flips / max(both.sum(), 1):.1%}); "
+            f"isolated along mass {isolated_labels(problem, cls)} "
+            f"(second family {isolated_labels(problem, again)})",
             flush=True,
         )
         for label, acquisition, batch in RUNS:
@@ -435,6 +476,7 @@ def main() -> None:
                         "acquisition": acquisition,
                         "batch": batch,
                         "seed": seed,
+                        "label": args.label,
                     }
                 )
     if not jobs:
@@ -459,7 +501,7 @@ def main() -> None:
         failed = sum(d["failed"] for d in mine)
         evaluated = sum(d["points"] for d in mine)
         header = (
-            f"{problem.title}, cap {problem.budget} ({cpu:.0f} CPU-s; "
+            f"{problem.title}, {args.label} CLs, cap {problem.budget} ({cpu:.0f} CPU-s; "
             f"{failed} of {evaluated} learner evaluations failed)"
         )
         print(summarise(header, results, problem.budget))

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 from fresh_process import peak_rss_mb, run_fresh
+from provenance import code_under_test
 
 SIZES = (500, 1000, 2000, 5000, 20000, 100000)
 PREDICT = 10_000
@@ -103,6 +104,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(measure(**json.loads(args.one))))
         return
+    print(code_under_test(), flush=True)
 
     from searches.progress import track
 

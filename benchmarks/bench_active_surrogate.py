@@ -53,6 +53,7 @@ from bench_active import (
     summarise,
     write_runs,
 )
+from provenance import code_under_test
 
 from searches.progress import track
 
@@ -355,6 +356,7 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--json", type=Path, help="write every run's result here")
     args = parser.parse_args()
+    print(code_under_test(), flush=True)
     variants = args.variants.split(",")
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:

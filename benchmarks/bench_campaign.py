@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import yaml
+from provenance import code_under_test
 
 from campaign import plan
 from campaign.execute import RayExecutor
@@ -53,6 +54,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2000)
     parser.add_argument("--skip-demo", action="store_true")
     args = parser.parse_args()
+    print(code_under_test(), flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="lamppost-bench-"))
     document = campaign(tmp / "store", events=args.events, rounds=args.rounds, cpus=2)
     spec = parse_spec(document)

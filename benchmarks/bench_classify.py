@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+from provenance import code_under_test
 
 from searches.events import make_collection, make_events
 from searches.signatures import (
@@ -81,6 +82,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
+    print(code_under_test(), flush=True)
 
     events = synthetic_events(args.events, seed=args.seed)
     default = SignatureConfig()

@@ -14,6 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from provenance import code_under_test
+
 from campaign.testing import LocalCluster, lamppost, small_campaign, write_campaign
 
 
@@ -30,6 +32,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=60_000)
     parser.add_argument("--rounds", type=int, default=300)
     args = parser.parse_args()
+    print(code_under_test(), flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="lamppost-cluster-bench-"))
 
     def campaign(name: str, execution: dict) -> Path:

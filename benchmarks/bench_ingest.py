@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from fresh_process import peak_rss_mb, run_fresh
+from provenance import code_under_test
 
 SOURCE = "cms-opendata/zmumu_skim.root"
 
@@ -173,6 +174,7 @@ def main() -> None:
         spec = json.loads(args.one)
         print(json.dumps(_run_one(spec["mode"], spec["files"], spec["workers"], spec["out"])))
         return
+    print(code_under_test(), flush=True)
 
     from searches.datapath import missing_reason, shared_data_dir
     from searches.progress import track

@@ -27,6 +27,8 @@ import os
 import platform
 import time
 
+from provenance import code_under_test
+
 from searches.composites import pair_names
 from searches.landscape import LandscapeOptions, prepare
 from searches.progress import track
@@ -43,6 +45,7 @@ def main() -> None:
     parser.add_argument("--types", type=int, nargs="+", default=[3, 4, 6, 8, 10])
     parser.add_argument("--luminosity", type=float, default=140.0, help="fb⁻¹")
     args = parser.parse_args()
+    print(code_under_test(), flush=True)
 
     start = time.perf_counter()
     background = FastSimulator(tail_boost=3.0).background(

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import pyhf
+from provenance import code_under_test
 
 from searches.datapath import missing_reason, shared_data_dir
 from searches.likelihoods import PublishedLikelihood, load_likelihoods
@@ -370,6 +371,7 @@ def main() -> None:
     )
     parser.add_argument("--oracle", type=Path, default=Path("/work/notes/sbottom_cls.json"))
     args = parser.parse_args()
+    print(code_under_test(), flush=True)
     path = _tarball()
     regions = load_likelihoods(path)
     if not args.baseline_only:

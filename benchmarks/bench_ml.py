@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 import torch
+from provenance import code_under_test
 
 from searches.lhco import (
     BoostingOptions,
@@ -85,6 +86,7 @@ def main() -> None:
     parser.add_argument("--min-samples-leaf", type=int, default=1000)
     parser.add_argument("--supervised-seeds", type=int, default=1)
     args = parser.parse_args()
+    print(code_under_test(), flush=True)
     torch.set_num_threads(2)
     started = time.perf_counter()
     if args.what in ("throughput", "all"):

@@ -36,6 +36,7 @@ from typing import Any
 import awkward as ak
 import numpy as np
 import yaml
+from provenance import code_under_test
 
 from campaign import plan
 from campaign.execute import Outcome, RayExecutor
@@ -313,6 +314,7 @@ def main() -> None:
         "--small", action="store_true", help="a quick check: 12 classes of 10,000 events"
     )
     args = parser.parse_args()
+    print(code_under_test(), flush=True)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(args.methods) - set(METHODS))
     if unknown:

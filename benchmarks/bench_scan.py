@@ -19,6 +19,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
+from provenance import code_under_test
 from rich.console import Console
 from rich.table import Table
 
@@ -76,6 +77,7 @@ def main() -> None:
     parser.add_argument("--backend", choices=("numpy", "torch"), default="numpy")
     parser.add_argument("--no-scaling", action="store_true")
     args = parser.parse_args()
+    print(code_under_test(), flush=True)
     configurations = [(args.classes, args.rounds)]
     if not args.no_scaling:
         configurations += [(10, args.rounds), (30, args.rounds), (args.classes, 1000)]

@@ -16,6 +16,8 @@ import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from provenance import code_under_test
+
 from theory.background import PROCESSES
 from theory.simulate import FastSimulator
 
@@ -39,6 +41,7 @@ def main() -> None:
     parser.add_argument("--luminosity", type=float, default=140.0)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    print(code_under_test(), flush=True)
     n, lumi = args.events, args.luminosity
     sim = FastSimulator()
     sim.background(n_events=10_000, luminosity_fb=lumi, seed=0)

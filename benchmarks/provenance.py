@@ -1,0 +1,35 @@
+"""Which copy of Lamppost a benchmark measures.
+
+A benchmark imports ``campaign``, ``searches`` and ``theory`` from wherever Python finds them
+first. After a non-editable ``pip install .`` (what ``.ci/run`` does) that is site-packages,
+not the working tree, and a before/after comparison can silently time the same code twice.
+Every benchmark prints this line first, so a table in RESULTS.md says what it measured.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+
+def code_under_test() -> str:
+    """``code: <working tree at commit[-dirty] | installed copy> <path> (lamppost <version>)``."""
+    import theory
+
+    root = Path(theory.__file__).resolve().parent.parent
+    try:
+        version = metadata.version("lamppost")
+    except metadata.PackageNotFoundError:
+        version = "not installed"
+    source = f"installed copy {root}"
+    if (root / ".git").exists():
+        described = subprocess.run(
+            ["git", "-C", str(root), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if described.returncode == 0:
+            source = f"working tree {root} at {described.stdout.strip()}"
+    return f"code: {source} (lamppost {version})"
