@@ -305,8 +305,10 @@ def _cls(scan: dict[str, Any], label: str) -> np.ndarray:
 
 def isolated_labels(problem: Problem, cls: np.ndarray) -> int:
     """Reference points whose label differs from both neighbours along the mass axis (the
-    first): a smooth surrogate labels such a point like its neighbours unless it evaluates it,
-    so more of them than a tolerance allows make that tolerance unreachable by design."""
+    first): a smooth surrogate labels such a point like its neighbours unless an evaluation
+    lands next to it, so with more of them than a tolerance allows, reaching that tolerance is
+    a matter of luck (observed Z′ labels of the 600k campaign: 3 isolated, 2 allowed, 3 of 15
+    sequential runs reach ≤ 2 % within 60)."""
     grid = cls.reshape(problem.grid)
     label, finite = grid < 0.05, np.isfinite(grid)
     inner = label[1:-1]

@@ -113,7 +113,10 @@ def test_reference_values_batched_and_plain(regions):
             assert result.status == "ok" and result.backend == "batched-torch:cpu"
             assert result.cls_obs == pytest.approx(cls_obs, rel=1e-5)
             plain_obs, plain_exp, _ = pyhf_cls(regions[region].workspace(result.name))
-            assert plain_obs == pytest.approx(cls_obs, rel=1e-5)
+            # Plain pyhf fits with scipy's default tolerance, so its CLs moves by ~1e-5 relative
+            # between CPUs (1.05e-5 for sbottom_1400_950_60 on an AMD EPYC VM); the batched
+            # engine above is held to 1e-5.
+            assert plain_obs == pytest.approx(cls_obs, rel=1e-4)
             if cls_exp is None:
                 continue
             # The published bands carry scipy's default fit tolerance (~1e-5 relative on the
