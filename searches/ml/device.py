@@ -73,6 +73,26 @@ def torch_threads(n_threads: int | None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Make ``dtype`` torch's default dtype inside the block and restore the previous one after.
+
+    Results must not depend on what else ran in the process. BoTorch users often set
+    ``torch.set_default_dtype(torch.float64)``, and pyhf's pytorch backend at 64-bit precision
+    sets it when switched on. A network built under that default trained in double precision,
+    so the same seed gave another model (an autoencoder test kept 321 instead of 382 events
+    after a pyhf reference fit had run in the same process), and the CATHODE flow failed on
+    float32 inputs. The networks therefore run in float32 and the GP surrogates in float64,
+    whatever the default outside.
+    """
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+@contextlib.contextmanager
 def cpu_threads(n_threads: int = 1) -> Iterator[None]:
     """Limit OpenMP/BLAS threads (sklearn, numpy) inside the block.
 

@@ -12,7 +12,7 @@ import torch
 import zuko
 from pydantic import BaseModel, ConfigDict, Field
 
-from searches.ml.device import select_device, torch_threads
+from searches.ml.device import default_dtype, select_device, torch_threads
 
 
 class FlowOptions(BaseModel):
@@ -37,7 +37,7 @@ class ConditionalFlow:
         self.x_mean, self.x_std = x.mean(0), np.where(x.std(0) > 0, x.std(0), 1.0)
         self.m_mean, self.m_std = float(m.mean()), float(m.std() or 1.0)
         self.device = select_device(options.device)  # type: ignore[arg-type]
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), default_dtype(torch.float32):
             torch.manual_seed(seed)
             self.flow = zuko.flows.NSF(
                 features=x.shape[1],
@@ -46,7 +46,7 @@ class ConditionalFlow:
                 hidden_features=tuple(options.hidden),
             ).to(self.device)
         self.n_threads = options.n_threads
-        with torch_threads(options.n_threads):
+        with torch_threads(options.n_threads), default_dtype(torch.float32):
             self._train(x, m, options, seed)
 
     def _inputs(
@@ -77,14 +77,18 @@ class ConditionalFlow:
     def log_prob(self, x: np.ndarray, m: np.ndarray) -> np.ndarray:
         """``log p(x | m)`` ``(n,)`` in standardised feature units."""
         z, c = self._inputs(x, m)
-        with torch_threads(self.n_threads):
+        with torch_threads(self.n_threads), default_dtype(torch.float32):
             return self.flow(c).log_prob(z).double().cpu().numpy()
 
     @torch.no_grad()
     def sample(self, m: np.ndarray, *, seed: int) -> np.ndarray:
         """One feature vector per mass in ``m (n,)``: array ``(n, d)``."""
         _, c = self._inputs(None, m)
-        with torch.random.fork_rng(devices=[]), torch_threads(self.n_threads):
+        with (
+            torch.random.fork_rng(devices=[]),
+            torch_threads(self.n_threads),
+            default_dtype(torch.float32),
+        ):
             torch.manual_seed(seed)
             z = self.flow(c).sample().double().cpu().numpy()
         return z * self.x_std + self.x_mean

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from searches.ml.device import default_dtype
+
 ARCHITECTURES = ("classifier", "autoencoder")
 
 
@@ -100,17 +102,18 @@ def build_network(architecture: Mapping[str, Any]) -> nn.Module:
     if "n_features" not in architecture:
         raise ValueError("architecture field 'n_features': missing")
     n = int(architecture["n_features"])
-    if kind == "classifier":
-        return Classifier(
+    with default_dtype(torch.float32):
+        if kind == "classifier":
+            return Classifier(
+                n,
+                hidden=tuple(architecture.get("hidden", (64, 64))),
+                dropout=float(architecture.get("dropout", 0.0)),
+            )
+        return AutoEncoder(
             n,
-            hidden=tuple(architecture.get("hidden", (64, 64))),
-            dropout=float(architecture.get("dropout", 0.0)),
+            hidden=tuple(architecture.get("hidden", (32,))),
+            latent=int(architecture.get("latent", 3)),
         )
-    return AutoEncoder(
-        n,
-        hidden=tuple(architecture.get("hidden", (32,))),
-        latent=int(architecture.get("latent", 3)),
-    )
 
 
 def save_state(module: nn.Module, path: str | os.PathLike[str]) -> Path:

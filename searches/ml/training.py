@@ -21,6 +21,7 @@ from searches.ml.device import (
     DevicePreference,
     Precision,
     autocast,
+    default_dtype,
     select_device,
     torch_threads,
 )
@@ -75,7 +76,7 @@ def _fit(
     seed: int,
     on_epoch: EpochCallback | None,
 ) -> tuple[torch.nn.Module, TrainingLog]:
-    with torch_threads(options.n_threads):
+    with torch_threads(options.n_threads), default_dtype(torch.float32):
         return _fit_unthreaded(
             model, loss_fn, x, y, w, options=options, seed=seed, on_epoch=on_epoch
         )
@@ -175,7 +176,7 @@ def train_classifier(
     y = np.asarray(y, dtype=np.float64)
     if not np.isin(y, (0.0, 1.0)).all():
         raise ValueError("train_classifier: labels 'y' must be 0 or 1")
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), default_dtype(torch.float32):
         torch.manual_seed(seed)
         model = Classifier(x.shape[1], hidden=options.hidden, dropout=options.dropout)
     return _fit(
@@ -200,7 +201,7 @@ def train_autoencoder(
 ) -> tuple[AutoEncoder, TrainingLog]:
     """Train an autoencoder on features ``x (n, d)`` (optionally event-weighted)."""
     w = np.ones(len(x)) if weights is None else np.abs(np.asarray(weights, dtype=np.float64))
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), default_dtype(torch.float32):
         torch.manual_seed(seed)
         model = AutoEncoder(x.shape[1], hidden=options.hidden, latent=options.latent)
     return _fit(

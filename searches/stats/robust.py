@@ -22,6 +22,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 import numpy as np
 import pyhf
+import torch
 from scipy.special import log_ndtr
 
 SCHEMA_VERSION = 1
@@ -163,14 +164,18 @@ def restoring_backend(function: Callable[P, R]) -> Callable[P, R]:
     """Run ``function`` and put pyhf's global backend and optimizer back as they were.
 
     The fits here switch optimizers and tolerances through pyhf's global backend; without this,
-    a retry would silently change the settings of every pyhf call after it. pyhf logs every
-    failed minimisation with its full correlation matrix; here a failed fit is caught, retried
-    and reported in the diagnostics, so that log is held back while the function runs.
+    a retry would silently change the settings of every pyhf call after it. Switching to pyhf's
+    pytorch backend also sets torch's process-wide default dtype (float64 at 64-bit precision),
+    which every torch model built later in the process would inherit; it is put back too. pyhf
+    logs every failed minimisation with its full correlation matrix; here a failed fit is
+    caught, retried and reported in the diagnostics, so that log is held back while the
+    function runs.
     """
 
     @functools.wraps(function)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         backend, optimizer = pyhf.get_backend()
+        dtype = torch.get_default_dtype()
         level = _PYHF_FIT_LOG.level
         _PYHF_FIT_LOG.setLevel(logging.CRITICAL)
         try:
@@ -178,6 +183,7 @@ def restoring_backend(function: Callable[P, R]) -> Callable[P, R]:
         finally:
             _PYHF_FIT_LOG.setLevel(level)
             pyhf.set_backend(backend, optimizer)
+            torch.set_default_dtype(dtype)
 
     return wrapper
 

@@ -31,28 +31,26 @@ from botorch.models import SingleTaskGP
 from gpytorch.mlls import ExactMarginalLogLikelihood, VariationalELBO
 from gpytorch.utils.warnings import GPInputWarning, NumericalWarning
 
+from searches.ml.device import default_dtype, torch_threads
+
 Backend = Literal["auto", "exact", "sparse"]
 _CHUNK = 1024
 _QUIET = (OptimizationWarning, BotorchWarning, InputDataWarning, NumericalWarning, GPInputWarning)
 
 
 @contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run torch with ``n`` intra-op threads, restoring the previous setting afterwards.
+def _torch_state(threads: int | None) -> Iterator[None]:
+    """Fit and predict in float64 with ``threads`` intra-op threads, whatever the process has.
 
     GP algebra on a few hundred points is dominated by per-call overhead; extra threads only
     add synchronisation, which on a loaded machine made fits ten times slower in our
-    measurements. ``None`` leaves torch alone.
+    measurements (``None`` leaves torch's setting). The data tensors are float64 already, but
+    gpytorch builds constraint bounds and prior parameters in the default dtype (under float32
+    the noise floor 1e-4 became 9.9999997e-5), so a process with a float64 default (as BoTorch
+    users set it) fitted another GP than one with torch's float32 default.
     """
-    if n is None:
+    with torch_threads(threads), default_dtype(torch.float64):
         yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @contextmanager
@@ -98,7 +96,7 @@ class Surrogate:
         backend: ``"exact"`` or ``"sparse"``.
         outputs: one fitted model per output (output 0 carries the label by convention).
         n_train: number of training points.
-        threads: torch threads used when predicting (see :func:`torch_threads`).
+        threads: torch threads used when predicting (see :func:`_torch_state`).
     """
 
     backend: str
@@ -131,7 +129,7 @@ class Surrogate:
         x_t = torch.as_tensor(np.asarray(x, dtype=float), dtype=torch.float64)
         means = np.empty((x_t.shape[0], self.n_outputs))
         variances = np.empty_like(means)
-        with torch.no_grad(), _quiet(), torch_threads(self.threads):
+        with torch.no_grad(), _quiet(), _torch_state(self.threads):
             for j, out in enumerate(self.outputs):
                 for start in range(0, x_t.shape[0], _CHUNK):
                     mvn = self._mvn(out, x_t[start : start + _CHUNK])
@@ -152,7 +150,7 @@ class Surrogate:
         """
         out = self.outputs[output]
         x_t = torch.as_tensor(np.asarray(x, dtype=float), dtype=torch.float64)
-        with torch.no_grad(), _quiet(), torch_threads(self.threads):
+        with torch.no_grad(), _quiet(), _torch_state(self.threads):
             mvn = self._mvn(out, x_t)
             mean = out.offset + out.scale * mvn.mean.numpy()
             cov = out.scale**2 * mvn.covariance_matrix.numpy()
@@ -294,7 +292,7 @@ def fit_surrogate(
     chosen = backend if backend != "auto" else ("exact" if x.shape[0] <= exact_max else "sparse")
     x_t = torch.as_tensor(x, dtype=torch.float64)
     outputs = []
-    with torch.random.fork_rng(), _quiet(), torch_threads(threads):
+    with torch.random.fork_rng(), _quiet(), _torch_state(threads):
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
         for j in range(y.shape[1]):

@@ -26,8 +26,7 @@ def test_anomaly_region_raises_significance_over_plain_scan(tmp_path):
     # anomaly region up to the difference between ensemble-mean and out-of-fold scores: the
     # ensemble includes each event's own training folds, scores it as less anomalous and keeps
     # fewer events. Measured on one AMD EPYC VM: 0.82-1.02 of the out-of-fold count over 8
-    # trainings (data seeds 3, 4 x seeds 0-3; 0.95 for this test's seeds run alone) and 0.80 for
-    # this test inside the full suite, after other tests in the same worker process. A
-    # threshold applied the wrong way keeps 98 % of the events instead of 2 %.
+    # trainings (data seeds 3, 4 x seeds 0-3; 0.95 for this test's seeds, alone or inside the
+    # suite). A threshold applied the wrong way keeps 98 % of the events instead of 2 %.
     counts, _ = result.selection.histogram(data.observed)
-    assert 0.65 <= counts.sum() / sum(result.observed) <= 1.15
+    assert 0.75 <= counts.sum() / sum(result.observed) <= 1.15

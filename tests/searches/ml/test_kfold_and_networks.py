@@ -107,3 +107,35 @@ def test_torch_threads_are_restored():
     with torch_threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def test_networks_train_in_float32_whatever_the_default_dtype(tmp_path):
+    """Same seed, same model: a float64 default dtype (BoTorch users set it; pyhf's pytorch
+    backend sets it on switching) must not turn the networks into double-precision ones with
+    other numbers. Inside the test suite it once made an autoencoder keep 321 events instead
+    of 382."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(800, 5))
+    y = (x[:, 0] + x[:, 1] > 0).astype(float)
+    options = TrainingOptions(hidden=(8,), latent=2, epochs=3, device="cpu", n_threads=1)
+    architecture = {"type": "autoencoder", "n_features": 5, "hidden": [8], "latent": 2}
+    reference = [
+        train_classifier(x, y, options=options, seed=1)[0],
+        train_autoencoder(x, options=options, seed=1)[0],
+    ]
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        models = [
+            train_classifier(x, y, options=options, seed=1)[0],
+            train_autoencoder(x, options=options, seed=1)[0],
+        ]
+        loaded = load_state(architecture, save_state(models[1], tmp_path / "ae.pt"))
+        assert torch.get_default_dtype() == torch.float64
+    finally:
+        torch.set_default_dtype(previous)
+    for model in [*models, loaded]:
+        assert {v.dtype for v in model.state_dict().values()} == {torch.float32}
+    for model, expected in zip(models, reference, strict=True):
+        assert np.array_equal(predict(model, x), predict(expected, x))
+    assert np.array_equal(predict(loaded, x), predict(reference[1], x))

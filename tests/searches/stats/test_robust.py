@@ -54,16 +54,23 @@ def test_cls_formula_matches_pyhf_asymptotics(q, qa):
 
 
 def test_restoring_backend_puts_pyhf_back_after_a_failure():
-    """A retry switches pyhf's global optimizer; the caller's backend must survive an error."""
+    """A retry switches pyhf's global optimizer; the caller's backend must survive an error.
+    So must torch's default dtype, which pyhf's pytorch backend sets to float64 for the whole
+    process (every torch network built afterwards would train in double precision)."""
     import logging
+
+    import torch
 
     pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer(tolerance=1e-7))
     before_backend, before_optimizer = pyhf.get_backend()
+    before_dtype = torch.get_default_dtype()
     fit_log = logging.getLogger("pyhf.optimize.mixins")
     level = fit_log.level
 
     @restoring_backend
     def switch_and_fail() -> None:
+        pyhf.set_backend("pytorch", precision="64b")
+        assert torch.get_default_dtype() == torch.float64 != before_dtype
         pyhf.set_backend("numpy", "minuit")
         assert fit_log.level == logging.CRITICAL
         raise RuntimeError("fit failed")
@@ -74,6 +81,7 @@ def test_restoring_backend_puts_pyhf_back_after_a_failure():
     assert optimizer is before_optimizer and optimizer.name == "scipy"
     assert optimizer.tolerance == 1e-7
     assert backend.name == before_backend.name
+    assert torch.get_default_dtype() == before_dtype
     assert fit_log.level == level
 
 

@@ -52,3 +52,25 @@ def test_a_failed_matern_fit_falls_back_to_botorchs_default(
     assert isinstance(_kernel(fitted), gpytorch.kernels.RBFKernel)
     mean, _ = fitted.predict(x)
     assert np.sqrt(np.mean((mean[:, 0] - y) ** 2)) < 0.05
+
+
+@pytest.mark.parametrize("backend", ["exact", "sparse"])
+def test_fit_does_not_depend_on_the_process_default_dtype(backend: str) -> None:
+    """Same data, same seed, same GP, whether the process default is torch's float32 or the
+    float64 that BoTorch users set (gpytorch builds its constraint bounds in the default)."""
+    import torch
+
+    x, y = _data()
+    test_x, _ = _data(50, seed=2)
+    options = {"seed": 0, "backend": backend, "iterations": 20}
+    previous = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float32)
+        reference = fit_surrogate(x, y, **options).predict(test_x)
+        torch.set_default_dtype(torch.float64)
+        fitted = fit_surrogate(x, y, **options)
+        assert torch.get_default_dtype() == torch.float64
+    finally:
+        torch.set_default_dtype(previous)
+    for got, expected in zip(fitted.predict(test_x), reference, strict=True):
+        assert np.array_equal(got, expected)
