@@ -63,25 +63,29 @@ def test_restoring_backend_puts_pyhf_back_after_a_failure():
 
     pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer(tolerance=1e-7))
     before_backend, before_optimizer = pyhf.get_backend()
-    before_dtype = torch.get_default_dtype()
     fit_log = logging.getLogger("pyhf.optimize.mixins")
     level = fit_log.level
 
     @restoring_backend
     def switch_and_fail() -> None:
         pyhf.set_backend("pytorch", precision="64b")
-        assert torch.get_default_dtype() == torch.float64 != before_dtype
+        assert torch.get_default_dtype() == torch.float64
         pyhf.set_backend("numpy", "minuit")
         assert fit_log.level == logging.CRITICAL
         raise RuntimeError("fit failed")
 
-    with pytest.raises(RuntimeError, match="fit failed"):
-        switch_and_fail()
+    outside = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        with pytest.raises(RuntimeError, match="fit failed"):
+            switch_and_fail()
+        assert torch.get_default_dtype() == torch.float32
+    finally:
+        torch.set_default_dtype(outside)
     backend, optimizer = pyhf.get_backend()
     assert optimizer is before_optimizer and optimizer.name == "scipy"
     assert optimizer.tolerance == 1e-7
     assert backend.name == before_backend.name
-    assert torch.get_default_dtype() == before_dtype
     assert fit_log.level == level
 
 
