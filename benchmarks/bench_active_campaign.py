@@ -70,6 +70,11 @@ background events instead of 50 ± 50). With 2,000 signal events 7 of its 144 Z�
 between seed families; with 32,000, 1 observed and no expected label flips, and its expected
 Z′ contour has no isolated label (:func:`isolated_labels`) while the 60k campaign's has 4: with
 ``--label expected`` it is the setting in which ≤ 2 % on the Z′ plane can be measured."""
+LABELS = ("observed", "expected")
+"""Which CLs defines the truth and the learners' labels (``ActiveOptions.label``). Expected
+CLs has no pseudo-data fluctuations: on the 600k-background campaign its Z′ contour has no
+label that differs from both neighbours along the mass axis, while the observed one has 3.
+Also the column order of the reference scans' ``cls`` rows."""
 MAX_FITS = 3
 PYHF_ATTEMPTS = 0
 """The loop's default (``theory.pyhf_attempts: 0``): a point whose fits the batched engine
@@ -236,11 +241,11 @@ def oracle(problem: Problem, points: np.ndarray, *, family: int = POINT_SEED) ->
         )
         out.append(
             [
-                np.nan if verdict[k] is None else float(verdict[k])
-                for k in ("cls_observed", "cls_expected")
+                np.nan if verdict[f"cls_{label}"] is None else float(verdict[f"cls_{label}"])
+                for label in LABELS
             ]
         )
-    return np.asarray(out, dtype=np.float64).reshape(-1, 2)
+    return np.asarray(out, dtype=np.float64).reshape(-1, len(LABELS))
 
 
 def _point_seed(problem: Problem, point: dict[str, float], family: int) -> int:
@@ -288,12 +293,6 @@ def _learn(job: dict[str, Any]) -> dict[str, Any]:
         "cpu_s": time.process_time() - cpu,
         **calls,
     }
-
-
-LABELS = ("observed", "expected")
-"""Which CLs defines the truth and the learners' labels (``ActiveOptions.label``). Expected
-CLs has no pseudo-data fluctuations: on the 600k-background campaign its Z′ contour has no
-label that differs from both neighbours along the mass axis, while the observed one has 3."""
 
 
 def _cls(scan: dict[str, Any], label: str) -> np.ndarray:

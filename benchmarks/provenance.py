@@ -24,12 +24,18 @@ def code_under_test() -> str:
         version = "not installed"
     source = f"installed copy {root}"
     if (root / ".git").exists():
-        described = subprocess.run(
-            ["git", "-C", str(root), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if described.returncode == 0:
+        try:
+            described = subprocess.run(
+                ["git", "-C", str(root), "describe", "--always", "--dirty"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError):
+            described = None
+        if described is not None and described.returncode == 0:
             source = f"working tree {root} at {described.stdout.strip()}"
+        else:
+            source = f"working tree {root} (git could not describe it)"
     return f"code: {source} (lamppost {version})"
