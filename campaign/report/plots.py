@@ -2,8 +2,10 @@
 
 Every function takes the summary's plain data (or a :class:`~campaign.coverage.ModelCoverage`)
 and returns a matplotlib ``Figure``; :func:`data_uri` turns a figure into an inline PNG so the
-HTML page needs nothing from outside. The Agg backend is selected explicitly: reports are
-written on batch nodes without a display.
+HTML page needs nothing from outside. Figures are built as bare ``Figure`` objects, never
+through pyplot: they render without a display on batch nodes, and importing or calling this
+module leaves the caller's pyplot backend and open figures alone (a notebook that draws a
+report figure keeps its inline backend).
 """
 
 from __future__ import annotations
@@ -14,10 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
+import matplotlib.style
 import mplhep
 import numpy as np
 from matplotlib.figure import Figure
@@ -30,10 +29,9 @@ BAND_LEVELS = (0.16, 0.5, 0.84)
 
 
 def data_uri(figure: Figure, *, dpi: int = 90) -> str:
-    """PNG of ``figure`` as a ``data:`` URI (the figure is closed)."""
+    """PNG of ``figure`` as a ``data:`` URI."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(figure)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -42,8 +40,9 @@ def p_tilde_figure(distribution: Mapping[str, Any]) -> Figure:
     edges = np.asarray(distribution["edges"])
     observed = np.asarray(distribution["observed"], dtype=float)
     expected = np.asarray(distribution["expected"], dtype=float)
-    with plt.style.context(STYLE):
-        figure, axes = plt.subplots(figsize=(7, 5))
+    with matplotlib.style.context(STYLE):
+        figure = Figure(figsize=(7, 5))
+        axes = figure.subplots()
         band = np.sqrt(expected)
         axes.stairs(
             expected + band,
@@ -78,8 +77,9 @@ def deviation_figure(deviation: Mapping[str, Any]) -> Figure:
     observed = np.asarray(deviation["observed"], dtype=float)
     expected = np.asarray(deviation["expected"], dtype=float)
     error = np.asarray(deviation["uncertainty"], dtype=float)
-    with plt.style.context(STYLE):
-        figure, axes = plt.subplots(figsize=(7, 5))
+    with matplotlib.style.context(STYLE):
+        figure = Figure(figsize=(7, 5))
+        axes = figure.subplots()
         region = deviation.get("region")
         if region is not None:
             axes.axvspan(
@@ -131,10 +131,9 @@ def exclusion_figure(coverage: ModelCoverage) -> Figure:
     if coverage.p_excluded_expected is not None:
         outputs.append(("expected", coverage.p_excluded_expected, coverage.cls_expected))
     x_name, y_name = [*coverage.parameters, "-"][:2]
-    with plt.style.context(STYLE):
-        figure, axes_row = plt.subplots(
-            1, len(outputs), figsize=(6.5 * len(outputs), 5.2), squeeze=False
-        )
+    with matplotlib.style.context(STYLE):
+        figure = Figure(figsize=(6.5 * len(outputs), 5.2))
+        axes_row = figure.subplots(1, len(outputs), squeeze=False)
         for axes, (label, p, cls) in zip(axes_row[0], outputs, strict=True):
             _exclusion_panel(axes, coverage, p, cls)
             axes.set_title(f"{coverage.model}: {label}", fontsize="medium")

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import base64
+import os
+import subprocess
+import sys
+import textwrap
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from matplotlib.collections import PathCollection
 from matplotlib.container import ErrorbarContainer
+from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle, StepPatch
 
 from campaign.coverage import ModelCoverage
@@ -37,7 +41,6 @@ def test_p_tilde_figure_shows_observed_and_expected_counts() -> None:
     np.testing.assert_array_equal(_errorbar_y(axes), [30, 5, 1])
     assert any(np.allclose(values, [27.0, 8.5, 0.5]) for values in _steps(axes))
     assert axes.get_yscale() == "log"
-    plt.close(figure)
 
 
 def test_deviation_figure_draws_data_background_band_and_region() -> None:
@@ -60,7 +63,6 @@ def test_deviation_figure_draws_data_background_band_and_region() -> None:
     assert span.get_x() == pytest.approx(300.0)
     assert span.get_x() + span.get_width() == pytest.approx(400.0)
     assert axes.get_title() == "2mu"
-    plt.close(figure)
 
 
 def _coverage() -> ModelCoverage:
@@ -93,7 +95,6 @@ def test_exclusion_figure_has_both_outputs_and_the_evaluated_points() -> None:
         allowed = np.asarray(scatters[1].get_offsets())
         np.testing.assert_allclose(excluded, coverage.points[cls < 0.05])
         np.testing.assert_allclose(allowed, coverage.points[cls >= 0.05])
-    plt.close(figure)
 
 
 def test_grid_colours_keep_gaps_and_darken_with_sensitivity() -> None:
@@ -111,9 +112,34 @@ def test_grid_colours_keep_gaps_and_darken_with_sensitivity() -> None:
 
 
 def test_data_uri_is_an_inline_png() -> None:
-    figure, axes = plt.subplots()
-    axes.plot([0, 1], [0, 1])
+    figure = Figure()
+    figure.subplots().plot([0, 1], [0, 1])
     uri = plots.data_uri(figure)
     assert uri.startswith("data:image/png;base64,")
     assert base64.b64decode(uri.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not plt.fignum_exists(figure.number)
+
+
+def test_drawing_a_report_leaves_the_callers_pyplot_alone() -> None:
+    """A notebook keeps its backend and its figures after importing and using the module.
+
+    Run in a fresh interpreter with a backend other than Agg, since the test process has
+    imported the module already; ``svg`` stands in for a notebook's inline backend.
+    """
+    script = textwrap.dedent(
+        """
+        import matplotlib.pyplot as plt
+        mine = plt.figure()
+        from campaign.report import plots
+        figure = plots.p_tilde_figure(
+            {"edges": [0, 1, 2], "observed": [3, 1], "expected": [2.5, 1.2], "n_searches": 4}
+        )
+        plots.data_uri(figure)
+        print(plt.get_backend(), plt.get_fignums(), plt.fignum_exists(mine.number))
+        """
+    )
+    env = {**os.environ, "MPLBACKEND": "svg"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["svg", "[1]", "True"]
