@@ -93,6 +93,23 @@ def default_dtype(dtype: torch.dtype) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def seeded_global_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's global generator for ``device`` inside the block and restore it afterwards.
+
+    Dropout draws its masks from the global generator, not from a ``torch.Generator`` that can
+    be passed in. Unseeded, a classifier trained with dropout depended on every random draw made
+    earlier in the process: in a Ray worker, on which tasks had run there before. Restoring
+    the state keeps the caller's own random stream where it was.
+    """
+    cuda = device.type == "cuda"
+    with torch.random.fork_rng(devices=[device.index or 0] if cuda else []):
+        torch.default_generator.manual_seed(seed)
+        if cuda:
+            torch.cuda.manual_seed(seed)
+        yield
+
+
+@contextlib.contextmanager
 def cpu_threads(n_threads: int = 1) -> Iterator[None]:
     """Limit OpenMP/BLAS threads (sklearn, numpy) inside the block.
 

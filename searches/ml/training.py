@@ -3,7 +3,7 @@
 A fraction of the *training* events is held out to pick the best epoch (the state with the
 lowest validation loss is kept); events outside the training set are never touched, so the
 out-of-fold guarantee of :mod:`searches.ml.kfold` holds. Everything random (initial weights,
-the validation split, batch order) comes from ``seed``.
+the validation split, batch order, dropout masks) comes from ``seed``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from searches.ml.device import (
     Precision,
     autocast,
     default_dtype,
+    seeded_global_rng,
     select_device,
     torch_threads,
 )
@@ -107,26 +108,27 @@ def _fit_unthreaded(
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
     best, best_loss, losses = copy.deepcopy(model.state_dict()), float("inf"), []
     best_epoch, seen, started = 0, 0, time.perf_counter()
-    for epoch in range(options.epochs):
-        model.train()
-        order = torch.randperm(len(xt), generator=generator).to(device)
-        for start in range(0, len(order), options.batch_size):
-            batch = order[start : start + options.batch_size]
-            with autocast(device, options.precision):
-                loss = loss_fn(model, xt[batch], yt[batch], wt[batch])
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            seen += len(batch)
-        model.eval()
-        with torch.no_grad(), autocast(device, options.precision):
-            val_loss = float(loss_fn(model, xv, yv, wv))
-        losses.append(val_loss)
-        if val_loss < best_loss:
-            best_loss, best_epoch = val_loss, epoch
-            best = copy.deepcopy(model.state_dict())
-        if on_epoch is not None:
-            on_epoch(epoch, val_loss)
+    with seeded_global_rng(int(rng.integers(2**62)), device):
+        for epoch in range(options.epochs):
+            model.train()
+            order = torch.randperm(len(xt), generator=generator).to(device)
+            for start in range(0, len(order), options.batch_size):
+                batch = order[start : start + options.batch_size]
+                with autocast(device, options.precision):
+                    loss = loss_fn(model, xt[batch], yt[batch], wt[batch])
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                seen += len(batch)
+            model.eval()
+            with torch.no_grad(), autocast(device, options.precision):
+                val_loss = float(loss_fn(model, xv, yv, wv))
+            losses.append(val_loss)
+            if val_loss < best_loss:
+                best_loss, best_epoch = val_loss, epoch
+                best = copy.deepcopy(model.state_dict())
+            if on_epoch is not None:
+                on_epoch(epoch, val_loss)
     elapsed = max(time.perf_counter() - started, 1e-9)
     model.load_state_dict(best)
     model.eval()

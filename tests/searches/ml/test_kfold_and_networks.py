@@ -139,3 +139,22 @@ def test_networks_train_in_float32_whatever_the_default_dtype(tmp_path):
     for model, expected in zip(models, reference, strict=True):
         assert np.array_equal(predict(model, x), predict(expected, x))
     assert np.array_equal(predict(loaded, x), predict(reference[1], x))
+
+
+def test_dropout_training_depends_only_on_its_seed():
+    """Dropout masks come from torch's global generator. A classifier trained with dropout
+    (the supervised search tunes it in [0, 0.3]) gave another model after any earlier random
+    draw in the process, e.g. another task in the same Ray worker; and training must leave the
+    caller's own random stream where it was."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(600, 4))
+    y = (x[:, 0] - x[:, 2] > 0).astype(float)
+    options = TrainingOptions(hidden=(16,), dropout=0.3, epochs=3, device="cpu", n_threads=1)
+    reference = predict(train_classifier(x, y, options=options, seed=2)[0], x)
+    torch.randn(100)
+    assert np.array_equal(predict(train_classifier(x, y, options=options, seed=2)[0], x), reference)
+    torch.manual_seed(11)
+    expected_stream = torch.randn(5)
+    torch.manual_seed(11)
+    train_classifier(x, y, options=options, seed=3)
+    assert torch.equal(torch.randn(5), expected_stream)
