@@ -292,8 +292,8 @@ def fit_surrogate(
     chosen = backend if backend != "auto" else ("exact" if x.shape[0] <= exact_max else "sparse")
     x_t = torch.as_tensor(x, dtype=torch.float64)
     outputs = []
-    with torch.random.fork_rng(), _quiet(), _torch_state(threads):
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]), _quiet(), _torch_state(threads):
+        torch.default_generator.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
         for j in range(y.shape[1]):
             y_t = torch.as_tensor(y[:, j], dtype=torch.float64)
