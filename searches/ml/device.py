@@ -96,16 +96,19 @@ def default_dtype(dtype: torch.dtype) -> Iterator[None]:
 def seeded_global_rng(seed: int, device: torch.device) -> Iterator[None]:
     """Seed torch's global generator for ``device`` inside the block and restore it afterwards.
 
-    Dropout draws its masks from the global generator, not from a ``torch.Generator`` that can
-    be passed in. Unseeded, a classifier trained with dropout depended on every random draw made
-    earlier in the process: in a Ray worker, on which tasks had run there before. Restoring
-    the state keeps the caller's own random stream where it was.
+    Layer initialisation, dropout masks and a flow's samples come from the global generator, not
+    from a ``torch.Generator`` that can be passed in. Unseeded, a classifier trained with
+    dropout depended on every random draw made earlier in the process: in a Ray worker, on
+    which tasks had run there before. Only the generator of ``device`` is touched (forking all
+    of them would start CUDA in a process that fits a GP on the CPU), and its state is restored,
+    so the caller's own random stream stays where it was.
     """
     cuda = device.type == "cuda"
-    with torch.random.fork_rng(devices=[device.index or 0] if cuda else []):
+    index = (torch.cuda.current_device() if device.index is None else device.index) if cuda else 0
+    with torch.random.fork_rng(devices=[index] if cuda else []):
         torch.default_generator.manual_seed(seed)
         if cuda:
-            torch.cuda.manual_seed(seed)
+            torch.cuda.default_generators[index].manual_seed(seed)
         yield
 
 

@@ -12,7 +12,7 @@ import torch
 import zuko
 from pydantic import BaseModel, ConfigDict, Field
 
-from searches.ml.device import default_dtype, select_device, torch_threads
+from searches.ml.device import default_dtype, seeded_global_rng, select_device, torch_threads
 
 
 class FlowOptions(BaseModel):
@@ -37,8 +37,7 @@ class ConditionalFlow:
         self.x_mean, self.x_std = x.mean(0), np.where(x.std(0) > 0, x.std(0), 1.0)
         self.m_mean, self.m_std = float(m.mean()), float(m.std() or 1.0)
         self.device = select_device(options.device)  # type: ignore[arg-type]
-        with torch.random.fork_rng(devices=[]), default_dtype(torch.float32):
-            torch.manual_seed(seed)
+        with seeded_global_rng(seed, torch.device("cpu")), default_dtype(torch.float32):
             self.flow = zuko.flows.NSF(
                 features=x.shape[1],
                 context=1,
@@ -85,10 +84,9 @@ class ConditionalFlow:
         """One feature vector per mass in ``m (n,)``: array ``(n, d)``."""
         _, c = self._inputs(None, m)
         with (
-            torch.random.fork_rng(devices=[]),
+            seeded_global_rng(seed, self.device),
             torch_threads(self.n_threads),
             default_dtype(torch.float32),
         ):
-            torch.manual_seed(seed)
             z = self.flow(c).sample().double().cpu().numpy()
         return z * self.x_std + self.x_mean

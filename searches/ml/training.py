@@ -178,8 +178,7 @@ def train_classifier(
     y = np.asarray(y, dtype=np.float64)
     if not np.isin(y, (0.0, 1.0)).all():
         raise ValueError("train_classifier: labels 'y' must be 0 or 1")
-    with torch.random.fork_rng(devices=[]), default_dtype(torch.float32):
-        torch.manual_seed(seed)
+    with seeded_global_rng(seed, torch.device("cpu")), default_dtype(torch.float32):
         model = Classifier(x.shape[1], hidden=options.hidden, dropout=options.dropout)
     return _fit(
         model,
@@ -203,8 +202,7 @@ def train_autoencoder(
 ) -> tuple[AutoEncoder, TrainingLog]:
     """Train an autoencoder on features ``x (n, d)`` (optionally event-weighted)."""
     w = np.ones(len(x)) if weights is None else np.abs(np.asarray(weights, dtype=np.float64))
-    with torch.random.fork_rng(devices=[]), default_dtype(torch.float32):
-        torch.manual_seed(seed)
+    with seeded_global_rng(seed, torch.device("cpu")), default_dtype(torch.float32):
         model = AutoEncoder(x.shape[1], hidden=options.hidden, latent=options.latent)
     return _fit(
         model,

@@ -31,7 +31,7 @@ from botorch.models import SingleTaskGP
 from gpytorch.mlls import ExactMarginalLogLikelihood, VariationalELBO
 from gpytorch.utils.warnings import GPInputWarning, NumericalWarning
 
-from searches.ml.device import default_dtype, torch_threads
+from searches.ml.device import default_dtype, seeded_global_rng, torch_threads
 
 Backend = Literal["auto", "exact", "sparse"]
 _CHUNK = 1024
@@ -292,8 +292,7 @@ def fit_surrogate(
     chosen = backend if backend != "auto" else ("exact" if x.shape[0] <= exact_max else "sparse")
     x_t = torch.as_tensor(x, dtype=torch.float64)
     outputs = []
-    with torch.random.fork_rng(devices=[]), _quiet(), _torch_state(threads):
-        torch.default_generator.manual_seed(seed)
+    with seeded_global_rng(seed, torch.device("cpu")), _quiet(), _torch_state(threads):
         generator = torch.Generator().manual_seed(seed)
         for j in range(y.shape[1]):
             y_t = torch.as_tensor(y[:, j], dtype=torch.float64)
