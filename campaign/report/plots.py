@@ -1,11 +1,11 @@
 """The report's figures (matplotlib with the mplhep style), drawn from the summary's data.
 
 Every function takes the summary's plain data (or a :class:`~campaign.coverage.ModelCoverage`)
-and returns a matplotlib ``Figure``; :func:`data_uri` turns a figure into an inline PNG so the
-HTML page needs nothing from outside. Figures are built as bare ``Figure`` objects, never
-through pyplot: they render without a display on batch nodes, and importing or calling this
-module leaves the caller's pyplot backend and open figures alone (a notebook that draws a
-report figure keeps its inline backend).
+and returns a matplotlib ``Figure``; :func:`png` renders it in the report style and
+:func:`data_uri` inlines that PNG so the HTML page needs nothing from outside. Figures are
+built as bare ``Figure`` objects, never through pyplot: they render without a display on batch
+nodes, and importing or calling this module leaves the caller's pyplot backend and open
+figures alone (a notebook that draws a report figure keeps its inline backend).
 """
 
 from __future__ import annotations
@@ -28,11 +28,22 @@ BAND_LEVELS = (0.16, 0.5, 0.84)
 """P(excluded) contours drawn on exclusion maps: the boundary (0.5) and its 1σ band."""
 
 
-def data_uri(figure: Figure, *, dpi: int = 90) -> str:
-    """PNG of ``figure`` as a ``data:`` URI."""
+def png(figure: Figure, *, dpi: int = 90) -> bytes:
+    """``figure`` as PNG bytes, rendered in the report style.
+
+    Math text takes its fonts from the rc parameters in force when the figure is *drawn*, not
+    when it was built: rendered outside the style, every label with a formula fell back to
+    DejaVu Sans and matplotlib warned that the font family 'cursive' was missing.
+    """
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    with matplotlib.style.context(STYLE):
+        figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def data_uri(figure: Figure, *, dpi: int = 90) -> str:
+    """:func:`png` of ``figure`` as a ``data:`` URI, for the self-contained HTML page."""
+    return "data:image/png;base64," + base64.b64encode(png(figure, dpi=dpi)).decode("ascii")
 
 
 def p_tilde_figure(distribution: Mapping[str, Any]) -> Figure:

@@ -120,10 +120,11 @@ def test_data_uri_is_an_inline_png() -> None:
 
 
 def test_drawing_a_report_leaves_the_callers_pyplot_alone() -> None:
-    """A notebook keeps its backend and its figures after importing and using the module.
+    """A notebook keeps its backend and its figures after importing and using the module, and
+    the figure's math labels render in the style's fonts without a font warning.
 
-    Run in a fresh interpreter with a backend other than Agg, since the test process has
-    imported the module already; ``svg`` stands in for a notebook's inline backend.
+    Run in a fresh interpreter (the test process has imported the module and matplotlib caches
+    font lookups), with a backend other than Agg: ``svg`` stands in for a notebook's inline one.
     """
     script = textwrap.dedent(
         """
@@ -143,3 +144,4 @@ def test_drawing_a_report_leaves_the_callers_pyplot_alone() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["svg", "[1]", "True"]
+    assert "findfont" not in done.stderr
