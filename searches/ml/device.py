@@ -108,7 +108,8 @@ def seeded_global_rng(seed: int, device: torch.device) -> Iterator[None]:
     with torch.random.fork_rng(devices=[index] if cuda else []):
         torch.default_generator.manual_seed(seed)
         if cuda:
-            torch.cuda.default_generators[index].manual_seed(seed)
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
         yield
 
 
