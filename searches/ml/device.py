@@ -15,6 +15,7 @@ import torch
 
 DevicePreference = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "float32", "bfloat16"]
+_CPU = torch.device("cpu")
 
 
 def select_device(preference: DevicePreference = "auto") -> torch.device:
@@ -93,7 +94,7 @@ def default_dtype(dtype: torch.dtype) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def seeded_global_rng(seed: int, device: torch.device) -> Iterator[None]:
+def seeded_global_rng(seed: int, *, device: torch.device = _CPU) -> Iterator[None]:
     """Seed torch's global generator for ``device`` inside the block and restore it afterwards.
 
     Layer initialisation, dropout masks and a flow's samples come from the global generator, not

@@ -37,7 +37,7 @@ class ConditionalFlow:
         self.x_mean, self.x_std = x.mean(0), np.where(x.std(0) > 0, x.std(0), 1.0)
         self.m_mean, self.m_std = float(m.mean()), float(m.std() or 1.0)
         self.device = select_device(options.device)  # type: ignore[arg-type]
-        with seeded_global_rng(seed, torch.device("cpu")), default_dtype(torch.float32):
+        with seeded_global_rng(seed), default_dtype(torch.float32):
             self.flow = zuko.flows.NSF(
                 features=x.shape[1],
                 context=1,
@@ -84,7 +84,7 @@ class ConditionalFlow:
         """One feature vector per mass in ``m (n,)``: array ``(n, d)``."""
         _, c = self._inputs(None, m)
         with (
-            seeded_global_rng(seed, self.device),
+            seeded_global_rng(seed, device=self.device),
             torch_threads(self.n_threads),
             default_dtype(torch.float32),
         ):

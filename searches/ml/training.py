@@ -108,7 +108,7 @@ def _fit_unthreaded(
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
     best, best_loss, losses = copy.deepcopy(model.state_dict()), float("inf"), []
     best_epoch, seen, started = 0, 0, time.perf_counter()
-    with seeded_global_rng(int(rng.integers(2**62)), device):
+    with seeded_global_rng(int(rng.integers(2**62)), device=device):
         for epoch in range(options.epochs):
             model.train()
             order = torch.randperm(len(xt), generator=generator).to(device)
@@ -178,7 +178,7 @@ def train_classifier(
     y = np.asarray(y, dtype=np.float64)
     if not np.isin(y, (0.0, 1.0)).all():
         raise ValueError("train_classifier: labels 'y' must be 0 or 1")
-    with seeded_global_rng(seed, torch.device("cpu")), default_dtype(torch.float32):
+    with seeded_global_rng(seed), default_dtype(torch.float32):
         model = Classifier(x.shape[1], hidden=options.hidden, dropout=options.dropout)
     return _fit(
         model,
@@ -202,7 +202,7 @@ def train_autoencoder(
 ) -> tuple[AutoEncoder, TrainingLog]:
     """Train an autoencoder on features ``x (n, d)`` (optionally event-weighted)."""
     w = np.ones(len(x)) if weights is None else np.abs(np.asarray(weights, dtype=np.float64))
-    with seeded_global_rng(seed, torch.device("cpu")), default_dtype(torch.float32):
+    with seeded_global_rng(seed), default_dtype(torch.float32):
         model = AutoEncoder(x.shape[1], hidden=options.hidden, latent=options.latent)
     return _fit(
         model,

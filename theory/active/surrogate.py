@@ -292,7 +292,7 @@ def fit_surrogate(
     chosen = backend if backend != "auto" else ("exact" if x.shape[0] <= exact_max else "sparse")
     x_t = torch.as_tensor(x, dtype=torch.float64)
     outputs = []
-    with seeded_global_rng(seed, torch.device("cpu")), _quiet(), _torch_state(threads):
+    with seeded_global_rng(seed), _quiet(), _torch_state(threads):
         generator = torch.Generator().manual_seed(seed)
         for j in range(y.shape[1]):
             y_t = torch.as_tensor(y[:, j], dtype=torch.float64)

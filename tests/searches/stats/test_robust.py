@@ -61,6 +61,8 @@ def test_restoring_backend_puts_pyhf_back_after_a_failure():
 
     import torch
 
+    from searches.ml.device import default_dtype
+
     pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer(tolerance=1e-7))
     before_backend, before_optimizer = pyhf.get_backend()
     fit_log = logging.getLogger("pyhf.optimize.mixins")
@@ -74,14 +76,10 @@ def test_restoring_backend_puts_pyhf_back_after_a_failure():
         assert fit_log.level == logging.CRITICAL
         raise RuntimeError("fit failed")
 
-    outside = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float32)
-    try:
+    with default_dtype(torch.float32):
         with pytest.raises(RuntimeError, match="fit failed"):
             switch_and_fail()
         assert torch.get_default_dtype() == torch.float32
-    finally:
-        torch.set_default_dtype(outside)
     backend, optimizer = pyhf.get_backend()
     assert optimizer is before_optimizer and optimizer.name == "scipy"
     assert optimizer.tolerance == 1e-7
