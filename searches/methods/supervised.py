@@ -22,7 +22,8 @@ applies to any new events.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -116,6 +117,19 @@ def _suggest(trial: optuna.Trial) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def _optuna_warnings_only() -> Iterator[None]:
+    """Optuna logs every trial at INFO, which would flood a campaign's log; a caller's own
+    studies keep the verbosity the caller set."""
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(previous)
+
+
+@_optuna_warnings_only()
 def tune(
     x: np.ndarray,
     y: np.ndarray,
@@ -126,7 +140,6 @@ def tune(
     trial_runner: TrialRunner | None = None,
 ) -> tuple[dict[str, Any], optuna.Study]:
     """Optuna TPE search with median pruning; returns the best parameters and the study."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         direction="minimize",
         sampler=optuna.samplers.TPESampler(seed=seed),

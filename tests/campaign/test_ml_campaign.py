@@ -15,7 +15,7 @@ from campaign.benchmark import signal_events
 from campaign.reinterpret import campaign_results
 from campaign.store import Store
 from campaign.tasks import _run_storing_models, load_results, role_events
-from campaign.testing import lamppost, small_campaign, write_campaign
+from campaign.testing import lamppost, search_results, small_campaign, write_campaign
 from searches.events import write_parquet
 from searches.methods.autoencoder import AutoencoderMethod, AutoencoderOptions
 from searches.methods.base import ClassSlice
@@ -192,3 +192,46 @@ def test_an_artifacts_dir_from_the_campaign_file_is_kept(tmp_path: Path, explici
     else:
         assert artifacts == {f"model:{weights}": f"staging/x/{weights}"}
         assert "/" not in weights and store.exists(f"staging/x/{weights}")
+
+
+def _dropout_campaign(tmp: Path, *, num_cpus: int) -> Path:
+    """The ML campaign with two networks trained with dropout: the supervised search (which
+    tunes dropout) and CWoLa with an MLP, so that on one CPU both train in the same worker."""
+    document = _ml_campaign(tmp)
+    cwola = document["searches"][2]
+    cwola.update(classifier="mlp", training={**TRAINING, "dropout": 0.2})
+    document["execution"] = {**document["execution"], "num_cpus": num_cpus}
+    return write_campaign(tmp / "c.yaml", document)
+
+
+def _trained_weights(store: Path) -> dict[str, bytes]:
+    records = [r for r in Store(store).records() if r.kind == "search" and r.status == "done"]
+    return {
+        key: (store / path).read_bytes()
+        for record in records
+        for key, path in record.artifacts.items()
+        if key.startswith("model:")
+    }
+
+
+def test_the_same_campaign_gives_the_same_numbers_on_one_or_two_workers(tmp_path: Path) -> None:
+    """Which tasks share a Ray worker, and in which order, must not reach a result.
+
+    On one CPU every task runs in one worker process, one after another; on two, the ML
+    searches train in different processes. Dropout masks come from torch's global generator:
+    had training not seeded it, the second network trained in a process would depend on the
+    first.
+    """
+    stores = {}
+    for num_cpus in (1, 2):
+        tmp = tmp_path / f"cpus{num_cpus}"
+        tmp.mkdir()
+        done = lamppost("run", str(_dropout_campaign(tmp, num_cpus=num_cpus)))
+        assert done.returncode == 0, done.stderr[-3000:]
+        stores[num_cpus] = tmp / "store"
+    one, two = (search_results(stores[n]) for n in (1, 2))
+    assert {"search/2mu/supervised", "search/2mu/cwola"} <= set(one)
+    assert one == two
+    weights = _trained_weights(stores[1])
+    assert len(weights) == 2
+    assert weights == _trained_weights(stores[2])

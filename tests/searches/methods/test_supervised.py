@@ -34,6 +34,33 @@ def test_injected_trial_runner_runs_batches():
     assert all(t.state != optuna.trial.TrialState.RUNNING for t in study.trials)
 
 
+def test_tuning_leaves_the_callers_optuna_verbosity_alone():
+    """Trials are logged at WARNING inside ``tune`` only: a user's own studies keep theirs."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 2))
+    y = (x[:, 0] > 0).astype(float)
+    options = SupervisedOptions(
+        benchmark="toy",
+        signal_path="unused.parquet",
+        n_trials=1,
+        training=TrainingOptions(epochs=1, device="cpu", n_threads=1),
+    )
+    seen = []
+
+    def runner(tasks):
+        seen.append(optuna.logging.get_verbosity())
+        return [t.run() for t in tasks]
+
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.DEBUG)
+    try:
+        tune(x, y, np.ones(200), options=options, seed=1, trial_runner=runner)
+        assert optuna.logging.get_verbosity() == optuna.logging.DEBUG
+    finally:
+        optuna.logging.set_verbosity(before)
+    assert seen == [optuna.logging.WARNING]
+
+
 @pytest.mark.slow
 def test_supervised_export_reload_and_reinterpretation(tmp_path):
     data, _ = dijet_slice(n_background=5_000, s_over_sqrt_b=2.0, seed=4)
