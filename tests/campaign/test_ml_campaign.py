@@ -12,6 +12,7 @@ import pyarrow.fs as pafs
 import pytest
 
 from campaign.benchmark import signal_events
+from campaign.coverage import load_coverages
 from campaign.reinterpret import campaign_results
 from campaign.store import Store
 from campaign.tasks import _run_storing_models, load_results, role_events
@@ -195,12 +196,21 @@ def test_an_artifacts_dir_from_the_campaign_file_is_kept(tmp_path: Path, explici
 
 
 def _dropout_campaign(tmp: Path, *, num_cpus: int) -> Path:
-    """The ML campaign with two networks trained with dropout: the supervised search (which
-    tunes dropout) and CWoLa with an MLP, so that on one CPU both train in the same worker."""
+    """The ML campaign with two networks trained with dropout (the supervised search, which
+    tunes dropout, and CWoLa with an MLP, so that on one CPU both train in the same worker),
+    and a theory loop whose points are reinterpreted against the trained selections."""
     document = _ml_campaign(tmp)
     cwola = document["searches"][2]
     cwola.update(classifier="mlp", training={**TRAINING, "dropout": 0.2})
     document["execution"] = {**document["execution"], "num_cpus": num_cpus}
+    document["theory"] = {
+        "models": [{"name": "zprime", "space": {"mass": [600, 2000], "g": [0.05, 1.0]}}],
+        "budget": 4,
+        "batch": 2,
+        "initial": 2,
+        "events": 1000,
+        "max_fits": 1,
+    }
     return write_campaign(tmp / "c.yaml", document)
 
 
@@ -218,9 +228,9 @@ def test_the_same_campaign_gives_the_same_numbers_on_one_or_two_workers(tmp_path
     """Which tasks share a Ray worker, and in which order, must not reach a result.
 
     On one CPU every task runs in one worker process, one after another; on two, the ML
-    searches train in different processes. Dropout masks come from torch's global generator:
-    had training not seeded it, the second network trained in a process would depend on the
-    first.
+    searches train in different processes and the theory loop's points are evaluated two at a
+    time. Dropout masks come from torch's global generator: had training not seeded it, the
+    second network trained in a process would depend on the first.
     """
     stores = {}
     for num_cpus in (1, 2):
@@ -235,3 +245,8 @@ def test_the_same_campaign_gives_the_same_numbers_on_one_or_two_workers(tmp_path
     weights = _trained_weights(stores[1])
     assert len(weights) == 2
     assert weights == _trained_weights(stores[2])
+    (first,), (second,) = (load_coverages(Store(stores[n])) for n in (1, 2))
+    assert first.points.shape == (4, 2)
+    np.testing.assert_array_equal(first.points, second.points)
+    np.testing.assert_array_equal(first.cls_observed, second.cls_observed)
+    np.testing.assert_array_equal(first.p_excluded_observed, second.p_excluded_observed)
