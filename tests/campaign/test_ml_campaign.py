@@ -227,7 +227,7 @@ def _trained_weights(store: Path) -> dict[str, bytes]:
 def test_the_same_campaign_gives_the_same_numbers_on_one_or_two_workers(tmp_path: Path) -> None:
     """Which tasks share a Ray worker, and in which order, must not reach a result.
 
-    On one CPU every task runs in one worker process, one after another; on two, the ML
+    On one CPU the tasks run one after another and share a worker process; on two, the ML
     searches train in different processes and the theory loop's points are evaluated two at a
     time. Dropout masks come from torch's global generator: had training not seeded it, the
     second network trained in a process would depend on the first.
