@@ -200,7 +200,7 @@ def _dropout_campaign(tmp: Path, *, num_cpus: int) -> Path:
     tunes dropout, and CWoLa with an MLP, so that on one CPU both train in the same worker),
     and a theory loop whose points are reinterpreted against the trained selections."""
     document = _ml_campaign(tmp)
-    cwola = document["searches"][2]
+    (cwola,) = [search for search in document["searches"] if search["method"] == "cwola"]
     cwola.update(classifier="mlp", training={**TRAINING, "dropout": 0.2})
     document["execution"] = {**document["execution"], "num_cpus": num_cpus}
     document["theory"] = {
