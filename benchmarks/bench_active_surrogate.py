@@ -17,6 +17,11 @@ acquisition, batch selection, labels) being the library's own:
 * ``predictive`` — P(excluded) and every acquisition use the variance of the oracle's value
   (latent + fitted noise) rather than of the latent function;
 * ``unlabelled-reference`` — the integrated criterion averages over unevaluated points only;
+* ``bayesian`` — hyperparameters marginalised, not optimised: 16 draws from their posterior
+  (slice sampling of the Matérn lengthscales, output scale, noise and constant mean under
+  weakly informative log-normal priors, started at the library's fit), the 16 GPs
+  moment-matched into one Gaussian (does averaging over the small-sample spread of
+  hyperparameters, which ``mixture`` did only for noise and scale, label better?);
 * ``whole-pool`` — hyperparameters fitted once to the *whole* pool and held fixed. No learner
   has these; the row says how far better hyperparameters alone would go.
 
@@ -65,11 +70,14 @@ VARIANTS = (
     "loo",
     "predictive",
     "unlabelled-reference",
+    "bayesian",
 )
 STARTS = (None, (0.1, 0.3), (0.01, 0.15), (0.3, 0.6))
 """Initial (standardised noise variance, lengthscale) of the multistart fits; None = BoTorch's."""
 NOISE_FACTORS = (1.0, 2.0, 4.0, 8.0)
 SCALE_FACTORS = (1.0, 2.0, 4.0)
+POSTERIOR_DRAWS, BURN_IN, THIN = 16, 100, 8
+"""Hyperparameter draws kept by ``bayesian``, slice-sampling sweeps discarded, sweeps per draw."""
 
 
 class _MomentMatched:
@@ -193,6 +201,109 @@ def _mixture(x: Any, y: Any, *, maxiter: int, fit: Callable[..., Any]) -> Any:
     return dataclasses.replace(_output(base, noise), model=_Mixture(models, weights))
 
 
+def _log_posterior(theta: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
+    """Log posterior of (log lengthscales, log output scale, log noise, mean) on standardised y.
+
+    Priors: lengthscales LogNormal(√2 + ½ log d, √3) (BoTorch's dimension-scaled prior), output
+    scale LogNormal(0, 1), noise BoTorch's LogNormal(-4, 1) above the library's floor 1e-4,
+    mean Normal(0, 1).
+    """
+    d = x.shape[1]
+    log_ell, log_scale, log_noise, mean = theta[:d], theta[d], theta[d + 1], theta[d + 2]
+    if log_noise < np.log(1e-4) or np.abs(theta[: d + 2]).max() > 12:
+        return -np.inf
+    r = np.sqrt(
+        (((x[:, None, :] - x[None, :, :]) / np.exp(log_ell)) ** 2).sum(-1) + 1e-300
+    ) * np.sqrt(5.0)
+    k = np.exp(log_scale) * (1 + r + r**2 / 3) * np.exp(-r)
+    k[np.diag_indices_from(k)] += np.exp(log_noise)
+    try:
+        chol = np.linalg.cholesky(k)
+    except np.linalg.LinAlgError:
+        return -np.inf
+    alpha = np.linalg.solve(chol, y - mean)
+    loc = np.sqrt(2.0) + 0.5 * np.log(d)
+    prior = (
+        -0.5 * (((log_ell - loc) / np.sqrt(3.0)) ** 2).sum()
+        - 0.5 * log_scale**2
+        - 0.5 * (log_noise + 4.0) ** 2
+        - 0.5 * mean**2
+    )
+    return float(-0.5 * alpha @ alpha - np.log(np.diag(chol)).sum() + prior)
+
+
+def _slice_sample(
+    theta: np.ndarray, log_p: Callable[[np.ndarray], float], rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Coordinate-wise slice sampling with stepping out (Neal 2003), width 1 per coordinate."""
+    draws, current = [], log_p(theta)
+    for sweep in range(BURN_IN + POSTERIOR_DRAWS * THIN):
+        for i in rng.permutation(theta.size):
+            level = current + np.log(rng.uniform())
+            left = theta[i] - rng.uniform()
+            right = left + 1.0
+            trial = theta.copy()
+            for _ in range(8):
+                trial[i] = left
+                if log_p(trial) <= level:
+                    break
+                left -= 1.0
+            for _ in range(8):
+                trial[i] = right
+                if log_p(trial) <= level:
+                    break
+                right += 1.0
+            while True:
+                trial[i] = rng.uniform(left, right)
+                value = log_p(trial)
+                if value > level:
+                    theta, current = trial.copy(), value
+                    break
+                if trial[i] < theta[i]:
+                    left = trial[i]
+                else:
+                    right = trial[i]
+        if sweep >= BURN_IN and (sweep - BURN_IN) % THIN == THIN - 1:
+            draws.append(theta.copy())
+    return draws
+
+
+def _bayesian(x: Any, y: Any, *, maxiter: int, fit: Callable[..., Any]) -> Any:
+    """Average over hyperparameter draws; the library's fit starts the chain."""
+    import torch
+
+    base = fit(x, y, maxiter=maxiter).model
+    kernel = base.covar_module
+    if not hasattr(kernel, "outputscale"):
+        return _output(base, float(base.likelihood.noise.detach().squeeze()))
+    xs = base.train_inputs[0].numpy()
+    ys = base.train_targets.numpy()
+    start = np.concatenate(
+        [
+            np.log(kernel.base_kernel.lengthscale.detach().numpy().ravel()),
+            [np.log(float(kernel.outputscale.detach()))],
+            [np.log(max(float(base.likelihood.noise.detach().squeeze()), 1.01e-4))],
+            [float(base.mean_module.constant.detach())],
+        ]
+    )
+    start = np.clip(start, -11.0, 11.0)
+    rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,))))
+    draws = _slice_sample(start, lambda t: _log_posterior(t, xs, ys), rng)
+    d = xs.shape[1]
+    models = []
+    for theta in draws:
+        model = copy.deepcopy(base)
+        model.covar_module.base_kernel.lengthscale = torch.as_tensor(np.exp(theta[:d]))
+        model.covar_module.outputscale = float(np.exp(theta[d]))
+        model.likelihood.noise = float(np.exp(theta[d + 1]))
+        model.mean_module.constant.data.fill_(float(theta[d + 2]))
+        model.eval()
+        models.append(model)
+    weights = np.full(len(models), 1.0 / len(models))
+    noise = float(np.mean([np.exp(t[d + 1]) for t in draws]))
+    return dataclasses.replace(_output(base, noise), model=_Mixture(models, weights))
+
+
 def _loo(x: Any, y: Any, *, maxiter: int) -> Any:
     """Hyperparameters by leave-one-out predictive likelihood; the library's fit if it fails."""
     model = _matern_fit(x, y, maxiter=maxiter, loo=True)
@@ -312,6 +423,8 @@ def install(variant: str, raw: dict[str, Any] | None) -> None:
         surrogate._fit_exact = _loo
     elif variant == "mixture":
         surrogate._fit_exact = lambda x, y, *, maxiter: _mixture(x, y, maxiter=maxiter, fit=fit)
+    elif variant == "bayesian":
+        surrogate._fit_exact = lambda x, y, *, maxiter: _bayesian(x, y, maxiter=maxiter, fit=fit)
     elif variant == "whole-pool":
         surrogate._fit_exact = lambda x, y, *, maxiter: _whole_pool(x, y, maxiter=maxiter, raw=raw)
     elif variant == "predictive":
