@@ -294,6 +294,26 @@ def by_method(runs: list[dict[str, Any]], labels: list[str]) -> dict[str, list[l
     return results
 
 
+def run_in_workers(
+    job: Callable[[dict[str, Any]], dict[str, Any]],
+    jobs: list[dict[str, Any]],
+    *,
+    processes: int,
+    start: float,
+) -> list[dict[str, Any]]:
+    """Every job on ``processes`` spawned workers (results in completion order), then the
+    machine line the tables in RESULTS.md quote (wall time counted from ``start``)."""
+    done: list[dict[str, Any]] = []
+    with mp.get_context("spawn").Pool(processes) as workers:
+        for out in track(workers.imap_unordered(job, jobs), total=len(jobs), description="runs"):
+            done.append(out)
+    print(
+        f"\nmachine: {platform.platform()}, {os.cpu_count()} cores, {processes} workers; "
+        f"{len(jobs)} runs, total {time.perf_counter() - start:.0f} s wall"
+    )
+    return done
+
+
 def write_runs(path: Path, runs: list[dict[str, Any]]) -> None:
     """Every run as JSON (schema 1); ``inf`` (tolerance never reached) becomes null."""
     finite = [{**d, "reached": [v if np.isfinite(v) else None for v in d["reached"]]} for d in runs]

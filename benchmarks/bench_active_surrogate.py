@@ -40,9 +40,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import multiprocessing as mp
 import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -54,13 +52,12 @@ from bench_active import (
     initial_size,
     needed,
     ratio_interval,
+    run_in_workers,
     sbottom_regions,
     summarise,
     write_runs,
 )
 from provenance import code_under_test
-
-from searches.progress import track
 
 VARIANTS = (
     "default",
@@ -499,14 +496,7 @@ def main() -> None:
                             "seed": seed,
                         }
                     )
-    done: list[dict[str, Any]] = []
-    with mp.get_context("spawn").Pool(args.processes) as workers:
-        for out in track(workers.imap_unordered(job, jobs), total=len(jobs), description="runs"):
-            done.append(out)
-    print(
-        f"\nmachine: {platform.platform()}, {os.cpu_count()} cores, {args.processes} workers; "
-        f"{len(jobs)} runs, total {time.perf_counter() - start:.0f} s wall"
-    )
+    done = run_in_workers(job, jobs, processes=args.processes, start=start)
     order = {j["key"]["method"]: i for i, j in enumerate(jobs)}
     for region in regions:
         mine = sorted(

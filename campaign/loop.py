@@ -263,7 +263,7 @@ def _learn_one(
         reference_size=REFERENCE_SIZE,
         n_candidates=REFERENCE_SIZE,
     )
-    return ModelCoverage.from_history(label, space.names, history)
+    return ModelCoverage.from_history(label, space.names, history, to_unit=space.to_unit)
 
 
 def _learn_several(

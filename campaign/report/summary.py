@@ -381,9 +381,19 @@ def theory_points(store: Store) -> list[dict[str, Any]]:
 
 
 def _coverage_row(coverage: ModelCoverage) -> dict[str, Any]:
-    def volume(output: str) -> dict[str, float] | None:
+    def volume(output: str) -> dict[str, Any] | None:
         v = coverage.excluded_volume(output)  # type: ignore[arg-type]
-        return None if v is None else {"fraction": v.fraction, "low": v.low, "high": v.high}
+        if v is None:
+            return None
+        post = v.posterior
+        return {
+            "fraction": v.fraction,
+            "low": v.low,
+            "high": v.high,
+            "posterior": None
+            if post is None
+            else {"mean": post.mean, "low": post.low, "high": post.high, "draws": post.draws},
+        }
 
     finite = np.isfinite(coverage.cls_observed)
     return {

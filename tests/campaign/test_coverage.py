@@ -20,7 +20,9 @@ def box_coverage() -> ModelCoverage:
     history = learn_box(
         toy.space, toy.cls_pair, budget=20, seed=0, reference_size=400, n_candidates=400
     )
-    return ModelCoverage.from_history("ellipse", toy.space.names, history)
+    return ModelCoverage.from_history(
+        "ellipse", toy.space.names, history, to_unit=toy.space.to_unit
+    )
 
 
 def test_excluded_volume_brackets_the_true_one(box_coverage: ModelCoverage) -> None:
@@ -31,6 +33,8 @@ def test_excluded_volume_brackets_the_true_one(box_coverage: ModelCoverage) -> N
         assert volume.low <= volume.fraction <= volume.high
         assert volume.low - 0.01 <= truth <= volume.high + 0.01, (output, truth, volume)
         assert volume.fraction == pytest.approx(truth, abs=0.02)
+        assert volume.posterior.low <= volume.posterior.mean <= volume.posterior.high
+        assert volume.posterior.mean == pytest.approx(truth, abs=0.02)
 
 
 def test_box_coverage_keeps_the_evaluations(box_coverage: ModelCoverage) -> None:
@@ -62,5 +66,31 @@ def test_store_round_trip_and_bad_files(box_coverage: ModelCoverage, tmp_path: P
         np.testing.assert_array_equal(getattr(loaded, name), getattr(box_coverage, name))
     broken = box_coverage.to_dict() | {"schema_version": "9"}
     (tmp_path / "store" / "coverage" / "broken.json").write_text(json.dumps(broken))
-    with pytest.raises(StoreError, match=r"broken\.json.*schema_version='9'.*allowed: '1'"):
+    with pytest.raises(StoreError, match=r"broken\.json.*schema_version='9'.*allowed: '1', '2'"):
         load_coverages(store)
+
+
+def test_coverage_keeps_the_fraction_posterior_and_reads_version_1(
+    box_coverage: ModelCoverage, tmp_path: Path
+) -> None:
+    store = Store(tmp_path / "store")
+    save_coverage(store, box_coverage)
+    (loaded,) = load_coverages(store)
+    assert loaded.posterior_observed == box_coverage.posterior_observed is not None
+    assert loaded.posterior_expected == box_coverage.posterior_expected is not None
+    old = box_coverage.to_dict() | {"schema_version": "1"}
+    for key in ("posterior_observed", "posterior_expected"):
+        del old[key]
+    (tmp_path / "store" / "coverage" / "ellipse.json").write_text(json.dumps(old))
+    (loaded,) = load_coverages(store)
+    assert loaded.posterior_observed is None and loaded.excluded_volume().posterior is None
+    assert loaded.excluded_volume().fraction == box_coverage.excluded_volume().fraction
+
+
+def test_a_box_coverage_needs_its_space() -> None:
+    toy = ellipse_2d()
+    history = learn_box(
+        toy.space, toy.cls_pair, budget=12, seed=0, reference_size=200, n_candidates=200
+    )
+    with pytest.raises(ValueError, match=r"'ellipse': a box history needs to_unit"):
+        ModelCoverage.from_history("ellipse", toy.space.names, history)

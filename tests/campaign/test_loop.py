@@ -85,6 +85,8 @@ def test_loop_learns_a_model_and_resumes_without_recomputing(tmp_path: Path) -> 
         assert (stored is None and np.isnan(cls)) or cls == pytest.approx(stored)
     volume = coverage.excluded_volume()
     assert 0.0 <= volume.low <= volume.fraction <= volume.high <= 1.0
+    assert volume.posterior.mean == pytest.approx(np.mean(coverage.p_excluded_observed))
+    assert 0.0 <= volume.posterior.low <= volume.posterior.high <= 1.0
     excluded = [v for v in verdicts if v["status"] == "excluded"]
     assert all(v["cls_observed"] < 0.05 and v["excluded_by"] for v in excluded)
 
@@ -94,6 +96,7 @@ def test_loop_learns_a_model_and_resumes_without_recomputing(tmp_path: Path) -> 
     (resumed,) = load_coverages(store)
     np.testing.assert_array_equal(resumed.points, coverage.points)
     np.testing.assert_array_equal(resumed.p_excluded_observed, coverage.p_excluded_observed)
+    assert resumed.posterior_observed == coverage.posterior_observed
 
 
 def test_several_models_share_one_budget_by_cost_and_resume(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ Pure functions: points and CLs in, next points out (no Ray, no campaign). The pi
 * :mod:`~theory.active.batch` — kriging-believer batches, damped by posterior correlation;
 * :mod:`~theory.active.pool` / :mod:`~theory.active.box` — the two learners;
 * :mod:`~theory.active.stopping` — expected misclassified volume fraction;
+* :mod:`~theory.active.volume` — posterior of the excluded fraction (joint draws);
 * :mod:`~theory.active.choose` — which model to simulate next, per unit cost.
 """
 
@@ -19,6 +20,7 @@ from theory.active.pool import PoolHistory, PoolStep, learn_pool, pool_to_unit, 
 from theory.active.stopping import expected_misclassified_fraction
 from theory.active.surrogate import Surrogate, fit_surrogate
 from theory.active.transforms import cls_to_latent, latent_threshold, latent_to_cls
+from theory.active.volume import FractionPosterior, excluded_fraction_posterior
 
 __all__ = [
     "ACQUISITIONS",
@@ -28,6 +30,7 @@ __all__ = [
     "ActiveOptions",
     "BoxHistory",
     "BoxStep",
+    "FractionPosterior",
     "ModelArm",
     "ModelChoice",
     "PoolHistory",
@@ -35,6 +38,7 @@ __all__ = [
     "Surrogate",
     "choose_model",
     "cls_to_latent",
+    "excluded_fraction_posterior",
     "expected_misclassified_fraction",
     "fit_surrogate",
     "latent_threshold",

@@ -42,6 +42,9 @@ def reviewed_store(reference_run: Path, built_once: BuildOnce) -> Path:
         history = learn_box(
             toy.space, toy.cls_pair, budget=20, seed=0, reference_size=400, n_candidates=400
         )
-        save_coverage(store, ModelCoverage.from_history(HOSTILE_MODEL, toy.space.names, history))
+        coverage = ModelCoverage.from_history(
+            HOSTILE_MODEL, toy.space.names, history, to_unit=toy.space.to_unit
+        )
+        save_coverage(store, coverage)
 
     return built_once("reviewed", build) / "store"

@@ -76,6 +76,8 @@ def test_summary_holds_every_section(summary: dict, reviewed_store: Path) -> Non
     assert coverage["n_evaluated"] == 20
     volume = coverage["excluded_observed"]
     assert volume["low"] <= volume["fraction"] <= volume["high"]
+    posterior = volume["posterior"]
+    assert posterior["low"] <= posterior["mean"] <= posterior["high"]
     searched = {r["name"] for r in summary["classes"] if r["searched"]}
     assert searched == {r.event_class for r in _results(reviewed_store)}
 
