@@ -14,15 +14,15 @@ share of each draw and quotes its median and central 68 % interval. For orientat
 point's error were perfectly correlated (one latent shift), the 16 % and 84 % quantiles of F
 would be exactly the shares with P(excluded) > 0.84 and > 0.16, the band that
 :meth:`campaign.coverage.ModelCoverage.excluded_volume` quotes; independent errors give the
-Poisson-binomial spread √(Σ p(1 − p)) / r instead. The surrogate's correlations put the truth
-in between, and the tests check both limits.
+Poisson-binomial spread √(Σ p(1 − p)) / r instead. The surrogate's correlations put the actual
+spread in between, and the tests check both limits.
 
 The interval is the surrogate's uncertainty about where the contour runs, given the evaluated
 points; it is a statement about the learning, not a second confidence level on top of CLs. It
-inherits the surrogate's overconfidence on few points: hyperparameters fitted to 15–20 points
-make the GP too sure (RESULTS.md, "Surrogate-fit variants"), and over 20 seeds on six problems
-with known truth the 68 % interval held the true fraction in only 25–55 % of runs at that stage,
-60–100 % after 30–45 evaluations (``benchmarks/bench_active_volume.py``). Drawing the
+inherits the surrogate's overconfidence on few points: hyperparameters fitted to a few dozen
+points or fewer make the GP too sure (RESULTS.md, "Surrogate-fit variants"), and over 20 seeds
+on six problems with known truth the 68 % interval held the true fraction in only 25–55 % of
+runs after 15–20 evaluations, 60–100 % after 30–45 (``benchmarks/bench_active_volume.py``). Drawing the
 hyperparameters from their posterior as well raised the early figure to 35–75 % at several
 times the cost, so the library keeps the fitted ones and says so.
 """
@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from theory.active.box import BoxHistory
 from theory.active.engine import fit_step, posterior, stream
 from theory.active.pool import PoolHistory, pool_to_unit
 
@@ -135,7 +136,7 @@ def summarise(fractions: np.ndarray, p_excluded: np.ndarray) -> FractionPosterio
 
 
 def excluded_fraction_posterior(
-    history: object,
+    history: PoolHistory | BoxHistory,
     *,
     to_unit: Callable[[np.ndarray], np.ndarray] | None = None,
     draws: int = 1000,
@@ -164,11 +165,10 @@ def excluded_fraction_posterior(
         ValueError: for a box history without ``to_unit``, or when the refit does not
             reproduce the history's last P(excluded) (another space, or an edited history).
     """
-    steps = history.steps  # type: ignore[attr-defined]
+    steps = history.steps
     if not steps:
         return None, None
-    opts = history.options  # type: ignore[attr-defined]
-    seed = history.seed  # type: ignore[attr-defined]
+    opts, seed = history.options, history.seed
     values = np.concatenate([np.atleast_2d(s.values.T).T for s in steps])
     fixed_rows = None
     if isinstance(history, PoolHistory):
@@ -178,8 +178,8 @@ def excluded_fraction_posterior(
     else:
         if to_unit is None:
             raise ValueError("excluded_fraction_posterior: a box history needs to_unit")
-        reference = to_unit(history.reference)  # type: ignore[attr-defined]
-        evaluated = to_unit(history.evaluated_points)  # type: ignore[attr-defined]
+        reference = to_unit(history.reference)
+        evaluated = to_unit(history.evaluated_points)
     fit = fit_step(evaluated, values, opts=opts, seed=seed, step=len(steps))
     if fit.surrogate is None:
         return None, None

@@ -15,7 +15,7 @@ from theory.toys import ellipse_2d
 means = st.lists(st.floats(-3.0, 3.0), min_size=3, max_size=40).map(np.array)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(mean=means, sd=st.floats(0.2, 2.0), seed=st.integers(0, 2**31 - 1))
 def test_fully_correlated_errors_give_the_band(mean: np.ndarray, sd: float, seed: int) -> None:
     """One shared latent shift: F = share of p_i > U with U uniform, so F's 16 % and 84 %
@@ -30,7 +30,7 @@ def test_fully_correlated_errors_give_the_band(mean: np.ndarray, sd: float, seed
     assert high == pytest.approx(np.mean(p > 0.16))
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     mean=means,
     sd=st.lists(st.floats(0.2, 2.0), min_size=40, max_size=40).map(np.array),
@@ -48,9 +48,11 @@ def test_independent_errors_give_the_poisson_binomial(
     variance = float(np.sum(p * (1 - p))) / r**2
     assume(variance > 1e-4)
     assert abs(fractions.mean() - p.mean()) < 5 * np.sqrt(variance / draws)
-    # the sample variance of 20,000 draws scatters by about √(2 / 20,000) ≈ 1 % (more for a
-    # skewed share); 10 % is several standard deviations
-    assert fractions.var() == pytest.approx(variance, rel=0.1)
+    # the sample variance scatters by √((m4 − σ⁴) / n), large when one rare label dominates the
+    # spread; m4 is estimated from the same draws
+    m4 = float(np.mean((fractions - fractions.mean()) ** 4))
+    spread = np.sqrt(max(m4 - fractions.var() ** 2, 0.0) / draws)
+    assert abs(fractions.var() - variance) < 5 * spread + 1e-12
 
 
 def test_known_labels_are_the_same_in_every_draw() -> None:
