@@ -102,11 +102,11 @@ def test_pool_posterior_sits_on_the_learners_own_surrogate() -> None:
     ):
         assert post.mean == pytest.approx(float(np.mean(p)))
         assert 0.0 <= post.low <= post.median <= post.high <= 1.0
-        assert post.low <= post.mean <= post.high
+        assert post.draws == 1000
         # every evaluated candidate carries its measured label, so no draw drops below the
         # measured excluded share
         measured = toy.cls_pair(pool[history.evaluated_indices])
-        column = 0 if post is observed else 1
+        column = 0 if p is history.final.p_excluded else 1
         assert post.low >= np.sum(measured[:, column] < 0.05) / len(pool)
     assert excluded_fraction_posterior(history) == (observed, expected)
 
