@@ -43,9 +43,16 @@ REFERENCE_SIZE = 1000
 """As the campaign loop's reference set (``campaign.loop.REFERENCE_SIZE``)."""
 
 
-def _read(history: Any, truth: np.ndarray, checkpoints: tuple[int, ...], **kw: Any) -> list[dict]:
-    """The three estimates after each checkpoint, from the history cut there."""
-    from theory.active.volume import excluded_fraction_posterior
+def _read(
+    history: Any,
+    truth: np.ndarray,
+    checkpoints: tuple[int, ...],
+    names: tuple[str, ...],
+    **kw: Any,
+) -> list[dict]:
+    """The three estimates after each checkpoint, read from the history cut there exactly as
+    the campaign writes them (``ModelCoverage.from_history(...).excluded_volume()``)."""
+    from campaign.coverage import ModelCoverage
 
     rows = []
     counts = list(history.n_evaluated)
@@ -53,15 +60,16 @@ def _read(history: Any, truth: np.ndarray, checkpoints: tuple[int, ...], **kw: A
         if n not in counts:
             continue
         cut = dataclasses.replace(history, steps=history.steps[: counts.index(n) + 1])
-        p = cut.final.p_excluded
-        post, _ = excluded_fraction_posterior(cut, **kw)
+        volume = ModelCoverage.from_history("benchmark", names, cut, **kw).excluded_volume()
         rows.append(
             {
                 "n": n,
                 "truth": float(np.mean(truth)),
-                "plug_in": float(np.mean(p > 0.5)),
-                "band": [float(np.mean(p > 0.84)), float(np.mean(p > 0.16))],
-                "posterior": None if post is None else dataclasses.asdict(post),
+                "plug_in": volume.fraction,
+                "band": [volume.low, volume.high],
+                "posterior": None
+                if volume.posterior is None
+                else dataclasses.asdict(volume.posterior),
             }
         )
     return rows
@@ -90,7 +98,7 @@ def job(spec: dict[str, Any]) -> dict[str, Any]:
             n_candidates=REFERENCE_SIZE,
         )
         truth = toy.excluded(history.reference)
-        rows = _read(history, truth, checkpoints, to_unit=toy.space.to_unit)
+        rows = _read(history, truth, checkpoints, toy.space.names, to_unit=toy.space.to_unit)
     else:
         points, cls = np.asarray(spec["points"]), np.asarray(spec["cls"])
         history = learn_pool(
@@ -100,7 +108,8 @@ def job(spec: dict[str, Any]) -> dict[str, Any]:
             seed=spec["seed"],
             initial=initial_size(1, points.shape[1]),
         )
-        rows = _read(history, cls < 0.05, checkpoints)
+        names = tuple(f"x{k}" for k in range(points.shape[1]))
+        rows = _read(history, cls < 0.05, checkpoints, names)
     return {
         "problem": spec["problem"],
         "seed": spec["seed"],

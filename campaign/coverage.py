@@ -129,11 +129,11 @@ class ModelCoverage:
         final = history.final
         if isinstance(history, PoolHistory):
             reference = history.candidates
-            points = history.candidates[np.concatenate([s.indices for s in history.steps])]
+            points = history.candidates[history.evaluated_indices]
         else:
             reference = history.reference
             points = history.evaluated_points
-        values = np.concatenate([np.atleast_2d(s.values.T).T for s in history.steps])
+        values = history.evaluated_values
         label_first = history.options.label == "observed"
         columns = [values[:, k] for k in range(values.shape[1])]
         if not label_first:
