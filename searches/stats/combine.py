@@ -1,10 +1,14 @@
 """Combining one-channel search workspaces into one multi-channel likelihood.
 
 Searches on disjoint exclusive event classes see disjoint events, so their likelihoods
-multiply. Each search's nuisance parameters (MC statistics, background normalisation) stay its
-own: the background systematic of one class says nothing about another's, and treating them as
-uncorrelated is the conservative choice for a combination of independent general-search
-classes. Only the signal strength is shared.
+multiply. The signal strength is shared, and so is the background normalisation systematic
+(``background_norm``): it stands for the uncertainty of the one simulation every class's
+background comes from (cross sections, luminosity, reconstruction), just as it is fully
+correlated across the bins of one search. Kept per channel, it would average down as
+1/√(channels) and a combination of many small excesses or deficits would claim a precision
+the background model does not have (four channels of b = 100 ± 20 % with s = 25 each: CLs
+0.026 with per-channel systematics against 0.22 shared). The MC statistics of each channel's
+simulated events are independent and stay per channel.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from searches.stats.workspace import POI, validate
+from searches.stats.workspace import POI, SYSTEMATIC, validate
 
 
 def combine(workspaces: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, Any]:
@@ -24,7 +28,8 @@ def combine(workspaces: Sequence[Mapping[str, Any]], names: Sequence[str]) -> di
         names: a distinct channel name per workspace (made pyhf-safe here).
 
     Returns:
-        A validated pyhf workspace with a shared POI and per-channel nuisance parameters.
+        A validated pyhf workspace with a shared POI and background normalisation, and
+        per-channel MC-statistics nuisance parameters.
     """
     if len(workspaces) != len(names) or not workspaces:
         raise ValueError("combine: give one channel name per workspace (at least one)")
@@ -37,7 +42,7 @@ def combine(workspaces: Sequence[Mapping[str, Any]], names: Sequence[str]) -> di
         (observation,) = copy.deepcopy(spec["observations"])
         for sample in channel["samples"]:
             for modifier in sample["modifiers"]:
-                if modifier["name"] != POI:
+                if modifier["name"] not in (POI, SYSTEMATIC):
                     modifier["name"] = f"{modifier['name']}_{name}"
         channel["name"] = observation["name"] = name
         channels.append(channel)

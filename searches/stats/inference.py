@@ -28,12 +28,21 @@ BAND = (-2, -1, 0, 1, 2)
 
 @dataclass(frozen=True)
 class Discovery:
-    """Discovery test of ``mu = 0``: observed and median expected (at ``mu = 1``) p0."""
+    """Discovery test of ``mu = 0``: observed and median expected (at ``mu = 1``) p0.
+
+    Attributes:
+        p0, z: observed p-value and its one-sided significance.
+        p0_expected, z_expected: the same, median expected under ``mu = 1``.
+        resolution_limited: with toys, no pseudo-experiment was as extreme as the data (or as
+            the median signal-like toy): the p-value is then reported as ``1/ntoys``, an upper
+            bound, and its significance is a lower bound. Always False for asymptotics.
+    """
 
     p0: float
     z: float
     p0_expected: float
     z_expected: float
+    resolution_limited: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,8 @@ def _toy_test(
     pyhf 0.7.6 computes the toy band with ``numpy.percentile(interpolation=...)``, which
     numpy 2 removed; this runs pyhf's ``ToyCalculator`` and takes the same percentiles (of
     CLs, or of CLs+b for ``q0``, over the background-like toys) with ``method="linear"``.
+    For ``q0`` only CLs+b is read, so pyhf's CLs+b / CLb (0/0 when no toy is as extreme)
+    is computed quietly.
     """
     calc = pyhf.infer.utils.create_calculator(
         "toybased",
@@ -108,8 +119,12 @@ def _toy_test(
     teststat = calc.teststatistic(mu)
     sb_dist, b_dist = calc.distributions(mu)
     column = 0 if test_stat == "q0" else 2
-    observed = float(calc.pvalues(teststat, sb_dist, b_dist)[column])
-    per_toy = np.array([float(calc.pvalues(t, sb_dist, b_dist)[column]) for t in b_dist.samples])
+    quiet = test_stat == "q0"
+    with np.errstate(divide="ignore" if quiet else "warn", invalid="ignore" if quiet else "warn"):
+        observed = float(calc.pvalues(teststat, sb_dist, b_dist)[column])
+        per_toy = np.array(
+            [float(calc.pvalues(t, sb_dist, b_dist)[column]) for t in b_dist.samples]
+        )
     band = np.percentile(per_toy, _NORMAL_PERCENTILES, method="linear")
     return observed, tuple(float(v) for v in band)
 
@@ -121,7 +136,12 @@ def discovery_p0(
     ntoys: int = 2000,
     seed: int | None = 0,
 ) -> Discovery:
-    """Discovery p-value (``q0``) of the workspace's data; expected at ``mu = 1``."""
+    """Discovery p-value (``q0``) of the workspace's data; expected at ``mu = 1``.
+
+    With toys, pyhf's p-value is the fraction of ``ntoys`` toys at least as extreme, which is
+    0 when none is; that would read as Z ≈ 37. A zero is reported as the resolution
+    ``1/ntoys`` instead and flagged ``resolution_limited`` (an upper bound on p0).
+    """
     _check(calctype)
     model, data = model_and_data(workspace)
     with _seeded(seed):
@@ -133,11 +153,15 @@ def discovery_p0(
                 0.0, data, model, test_stat="q0", return_expected=True
             )
     p0, expected = float(p0), float(expected)
+    limited = calctype == "toys" and min(p0, expected) <= 0.0
+    if calctype == "toys":
+        p0, expected = max(p0, 1.0 / ntoys), max(expected, 1.0 / ntoys)
     return Discovery(
         p0=p0,
         z=float(significance(p0)),
         p0_expected=expected,
         z_expected=float(significance(expected)),
+        resolution_limited=limited,
     )
 
 
@@ -166,6 +190,21 @@ def cls(
     )
 
 
+def _first_crossing(scan: np.ndarray, curve: np.ndarray, level: float) -> float:
+    """``mu`` where ``curve`` (CLs on the increasing ``scan``) first falls to ``level``."""
+    below = np.flatnonzero(curve <= level)
+    if not len(below) or below[0] == 0:
+        where = "above" if not len(below) else "at or below"
+        raise ValueError(
+            f"upper_limit: the toy CLs is {where} level={level} at the "
+            f"{'whole' if not len(below) else 'first point of the'} scan "
+            f"[{scan[0]:.4g}, {scan[-1]:.4g}]; choose a scan that brackets the limit"
+        )
+    k = int(below[0])
+    x0, x1, y0, y1 = scan[k - 1], scan[k], curve[k - 1], curve[k]
+    return float(x0 + (x1 - x0) * (y0 - level) / (y0 - y1))
+
+
 def upper_limit(
     workspace: Mapping[str, Any],
     *,
@@ -177,15 +216,25 @@ def upper_limit(
 ) -> UpperLimit:
     """Upper limit on ``mu`` at CL ``1 − level`` (``qtilde``).
 
-    Asymptotics: pyhf's root finding on CLs. Toys: CLs on the ``scan`` grid of ``mu``
-    (default 16 points up to twice the asymptotic +2σ expected limit), linearly interpolated
-    at ``level`` (pyhf's grid-scan method).
+    Asymptotics: pyhf's root finding on CLs (``toms748_scan`` over the POI's suggested
+    bounds, called directly: pyhf 0.7.6's ``upper_limit`` does not pass ``level`` on to it and
+    always returns the 95 % limit). Toys: CLs on the ``scan`` grid of ``mu`` (default 15
+    points up to twice the asymptotic +2σ expected limit), linearly interpolated at its first
+    crossing of ``level`` (a toy curve may wiggle; interpolating over a
+    non-monotonic curve would give an arbitrary limit).
+
+    Raises:
+        ValueError: for ``level`` outside (0, 1), or when a toy CLs curve does not cross
+            ``level`` inside ``scan`` (the limit lies outside the grid).
     """
     _check(calctype)
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"'level' must be in (0, 1), got {level}")
     model, data = model_and_data(workspace)
     if calctype == "asymptotics":
-        observed, expected = pyhf.infer.intervals.upper_limits.upper_limit(
-            data, model, level=level, test_stat="qtilde"
+        low, high = model.config.suggested_bounds()[model.config.poi_index]
+        observed, expected, _ = pyhf.infer.intervals.upper_limits.toms748_scan(
+            data, model, low, high, level=level, test_stat="qtilde", from_upper_limit_fn=True
         )
         return UpperLimit(
             level=level,
@@ -202,5 +251,5 @@ def upper_limit(
             )
         ]
     )
-    limits = [float(np.interp(level, curves[::-1, k], np.asarray(scan)[::-1])) for k in range(6)]
+    limits = [_first_crossing(np.asarray(scan, dtype=float), curves[:, k], level) for k in range(6)]
     return UpperLimit(level=level, observed=limits[0], expected=tuple(limits[1:]))  # type: ignore[arg-type]

@@ -6,7 +6,11 @@ same way, has a minimum local p-value as small as the data's:
     p̃ = (k + 1) / (R + 1),   k = #{pseudo minima <= observed minimum},  R rounds.
 
 Counting the data as one more draw makes ``p̃`` a valid p-value (``P(p̃ <= α) <= α`` even with
-ties from discrete counts) and never zero; its resolution is ``1/(R+1)``.
+ties from discrete counts) and never zero; its resolution is ``1/(R+1)``. A tie must count as
+one: with small counts many rounds land on exactly the data's region and count, but the data's
+minimum is an exact p-value while a round's passes through its significance (``p → Z → p``) and
+is stored to 6 significant digits, which moves it by up to 5e-6 relative, either way. Minima
+within :data:`TIE_RTOL` of each other are therefore equal in every comparison here.
 
 Across searches, the global p-value is the probability, under background only, that the
 smallest ``p̃`` of all searches is at most the observed smallest ``p̃``. It is built from the
@@ -29,11 +33,19 @@ from numpy.typing import ArrayLike
 from searches.result import SearchResult
 from searches.stats.pvalues import significance
 
+TIE_RTOL = 1e-5
+"""Relative distance below which two minimum p-values are one tie (module docstring)."""
+
+
+def _at_most(a: ArrayLike, b: ArrayLike) -> np.ndarray:
+    """``a <= b`` up to :data:`TIE_RTOL`, elementwise."""
+    return np.asarray(a) <= np.asarray(b) * (1.0 + TIE_RTOL)
+
 
 def p_tilde(observed_min: float, pseudo_min: ArrayLike) -> float:
-    """``(k + 1) / (R + 1)`` with ``k`` pseudo minima ``<=`` the observed minimum."""
+    """``(k + 1) / (R + 1)`` with ``k`` pseudo minima ``<=`` the observed minimum (ties count)."""
     pseudo = np.asarray(pseudo_min, dtype=np.float64)
-    k = int(np.count_nonzero(pseudo <= observed_min))
+    k = int(np.count_nonzero(_at_most(pseudo, observed_min)))
     return (k + 1) / (len(pseudo) + 1)
 
 
@@ -53,10 +65,10 @@ def pseudo_p_tilde(pseudo_min: ArrayLike, *, observed_min: float | None = None) 
     """
     pseudo = np.asarray(pseudo_min, dtype=np.float64)
     ordered = np.sort(pseudo)
-    at_most = np.searchsorted(ordered, pseudo, side="right")
+    at_most = np.searchsorted(ordered, pseudo * (1.0 + TIE_RTOL), side="right")
     if observed_min is None:
         return at_most / len(pseudo)
-    return (at_most + (observed_min <= pseudo)) / (len(pseudo) + 1)
+    return (at_most + _at_most(observed_min, pseudo)) / (len(pseudo) + 1)
 
 
 def joint_p_global(

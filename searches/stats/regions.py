@@ -11,9 +11,15 @@ fraction), so a wide region does not average the systematic away. Regions whose 
 below ``min_expected`` are skipped: there the p-value of a single event is driven by the
 background model's tail, not by data, and the MUSiC/ATLAS scans drop them for that reason.
 
-Background-only pseudo-experiments follow the same model the p-values assume: per round one
-Gaussian systematic shift ``θ`` for the whole histogram and one Gaussian MC-statistics shift per
-bin, the mean clipped at zero, then Poisson counts. The minimum p-value of each round is exact
+Background-only pseudo-experiments follow the model the p-values assume: per round one
+Gaussian systematic shift ``θ`` for the whole histogram and one MC-statistics shift per bin,
+drawn from its Gaussian truncated so that the bin's mean stays non-negative (the p-values
+truncate the region's Gaussian at zero and renormalise; clipping the mean at zero instead
+would pile the negative half onto an empty bin and under-produce excesses in sparse tails),
+then Poisson counts. For a one-bin region without systematic the two truncations are the
+same; the systematic's ``θ`` itself is not truncated, which matters only for large systematics
+(at 30 %, ``θ < −1/0.3`` turns the background negative in 1 round of 2,300; the truncated MC
+shifts then keep each bin's mean non-negative). The minimum p-value of each round is exact
 (the same :func:`~searches.stats.pvalues.local_pvalue` as the data) at the nodes of a small
 table per region and side (excess / deficit) spanning the counts the rounds produced; between
 nodes the significance ``Z = Φ⁻¹(1 − p)`` — nearly linear in the count — is interpolated
@@ -32,6 +38,7 @@ from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
+from scipy.special import ndtr, ndtri
 from scipy.stats import norm
 
 from searches.stats.pvalues import local_pvalue, significance
@@ -295,9 +302,19 @@ def pseudo_counts(
     b = _as_histogram("expected", expected)
     stat = np.sqrt(_as_histogram("sumw2", sumw2, len(b)))
     theta = rng.standard_normal(rounds)
-    delta = rng.standard_normal((rounds, len(b)))
-    mean = np.maximum(b * (1.0 + systematic * theta[:, None]) + stat * delta, 0.0)
+    shifted = b * (1.0 + systematic * theta[:, None])
+    delta = _truncated_normal(rng.random((rounds, len(b))), shifted, stat, ndtr, ndtri, np)
+    mean = np.maximum(shifted + stat * delta, 0.0)
     return rng.poisson(mean).astype(np.float64)
+
+
+def _truncated_normal(uniform, shifted, stat, cdf, quantile, lib):  # type: ignore[no-untyped-def]
+    """Standard-normal shifts ``δ`` with ``shifted + stat·δ >= 0``, by inverting the truncated
+    CDF at ``uniform``; written once for numpy and torch (``cdf``, ``quantile``, ``lib``)."""
+    floor = -shifted / lib.where(stat > 0, stat, 1.0)
+    low = lib.where(stat > 0, cdf(floor), 0.0 * floor)
+    level = lib.clip(low + uniform * (1.0 - low), 1e-300, 1.0 - 1e-16)
+    return quantile(level)
 
 
 def _torch_pseudo_counts(
@@ -309,8 +326,12 @@ def _torch_pseudo_counts(
     mean_b = torch.as_tensor(b, dtype=torch.float64, device=device)
     stat = torch.as_tensor(np.sqrt(sumw2), dtype=torch.float64, device=device)
     theta = torch.randn(rounds, 1, generator=generator, dtype=torch.float64, device=device)
-    delta = torch.randn(rounds, len(b), generator=generator, dtype=torch.float64, device=device)
-    mean = torch.clamp(mean_b * (1.0 + systematic * theta) + stat * delta, min=0.0)
+    uniform = torch.rand(rounds, len(b), generator=generator, dtype=torch.float64, device=device)
+    shifted = mean_b * (1.0 + systematic * theta)
+    delta = _truncated_normal(
+        uniform, shifted, stat, torch.special.ndtr, torch.special.ndtri, torch
+    )
+    mean = torch.clamp(shifted + stat * delta, min=0.0)
     return torch.poisson(mean, generator=generator)
 
 

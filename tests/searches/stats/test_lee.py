@@ -1,4 +1,5 @@
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
@@ -36,6 +37,32 @@ def test_p_tilde_counts_ties_and_the_data():
     pseudo = np.array([0.01, 0.02, 0.02, 0.5])
     assert lee.p_tilde(0.02, pseudo) == pytest.approx(4 / 5)
     assert lee.p_tilde(0.001, pseudo) == pytest.approx(1 / 5)
+
+
+def test_ties_between_the_data_and_rounds_count():
+    """With small counts many rounds land on exactly the data's region. The data's minimum is
+    an exact p-value; a round's passes through its significance and is stored to 6 digits,
+    which can move it up. p̃ must still count every tie: it equals the count over the exact
+    (exhaustive) minima of the same pseudo-data, with the minima as computed and as stored."""
+    expected = np.array([0.4, 0.3, 0.5])
+    sumw2 = 0.01 * expected
+    region_set = regions.enumerate_regions(expected, sumw2, systematic=0.1)
+    rounds = 20_000
+    fast = regions.pseudo_minima(expected, sumw2, region_set, systematic=0.1, rounds=rounds, seed=3)
+    counts = regions.pseudo_counts(
+        expected, sumw2, systematic=0.1, rounds=rounds, rng=np.random.default_rng(3)
+    )
+    exact = regions.exhaustive_minimum_pvalues(counts, region_set)
+    stored = np.array([float(f"{v:.6g}") for v in fast])
+    ties = 0
+    for observed in itertools.product(range(3), repeat=3):
+        p_obs = regions.scan_histogram(np.array(observed, dtype=float), region_set).p_min
+        ties += np.count_nonzero(np.isclose(exact, p_obs, rtol=1e-9, atol=0.0))
+        reference = (np.count_nonzero(exact <= p_obs * (1 + 1e-9)) + 1) / (rounds + 1)
+        assert lee.p_tilde(p_obs, fast) == reference, observed
+        assert lee.p_tilde(p_obs, stored) == reference, observed
+        assert lee.pseudo_p_tilde(stored, observed_min=p_obs).min() >= 1 / (rounds + 1)
+    assert ties > 1000
 
 
 def test_pseudo_p_tilde_is_uniform_grid_without_ties():

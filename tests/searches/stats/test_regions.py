@@ -102,6 +102,29 @@ def test_pseudo_data_follow_the_uncertainty_model():
     assert total.var() == pytest.approx(b + sumw2.sum() + (0.1 * b) ** 2, rel=2e-2)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_sparse_bins_follow_the_truncated_gaussian_of_the_pvalues(backend):
+    """Where the MC uncertainty is as large as the background, the p-values truncate the
+    Gaussian at zero and renormalise; the pseudo-data must have that mean (b = 0.5 ± 0.5:
+    0.644), not the clipped one (0.540), or pseudo-experiments under-produce excesses."""
+    from scipy.stats import truncnorm
+
+    expected = np.array([0.5, 0.05, 30.0])
+    sumw2 = np.array([0.25, 0.01, 4.0])
+    if backend == "numpy":
+        rng = np.random.default_rng(1)
+        counts = regions.pseudo_counts(expected, sumw2, systematic=0.0, rounds=400_000, rng=rng)
+    else:
+        counts = regions._torch_pseudo_counts(
+            expected, sumw2, systematic=0.0, rounds=400_000, seed=1, device="cpu"
+        ).numpy()
+    sigma = np.sqrt(sumw2)
+    truth = truncnorm.mean(-expected / sigma, np.inf, loc=expected, scale=sigma)
+    spread = np.sqrt(counts.var(axis=0) / len(counts))
+    assert np.all(np.abs(counts.mean(axis=0) - truth) < 5 * spread)
+    assert truth[0] == pytest.approx(0.644, abs=1e-3)
+
+
 def test_scan_histogram_finds_the_excess():
     expected, sumw2 = falling(20, 1000.0)
     observed = np.round(expected)

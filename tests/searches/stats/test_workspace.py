@@ -135,3 +135,47 @@ def test_toys_are_seeded_and_close_to_asymptotics():
     assert first.observed == pytest.approx(asymptotic.observed, abs=0.12)
     with pytest.raises(ValueError, match="'calctype'"):
         inference.cls(spec, calctype="bayes")
+
+
+@pytest.mark.parametrize("level", [0.05, 0.1, 0.32])
+def test_upper_limit_is_where_pyhf_cls_equals_the_level(level):
+    """pyhf 0.7.6's own ``upper_limit`` ignores ``level``; the limit returned here must sit
+    where pyhf's hypotest gives CLs = level, for the observed limit and each band."""
+    spec = with_signal(
+        build_workspace(observed=[12.0], expected=[10.0], sumw2=[1.0], syst=0.1), [5.0]
+    )
+    model, data = direct(spec)
+    limit = inference.upper_limit(spec, level=level)
+    assert limit.level == level
+    observed = pyhf.infer.hypotest(limit.observed, data, model, test_stat="qtilde")
+    assert float(observed) == pytest.approx(level, rel=1e-4)
+    for k, mu in enumerate(limit.expected):
+        band = pyhf.infer.hypotest(mu, data, model, test_stat="qtilde", return_expected_set=True)
+        assert float(band[1][k]) == pytest.approx(level, rel=1e-4)
+    with pytest.raises(ValueError, match="'level'"):
+        inference.upper_limit(spec, level=1.5)
+
+
+def test_toy_discovery_beyond_the_toys_resolution_is_a_bound():
+    """No background toy reaches the data: p0 is reported as 1/ntoys (an upper bound), not 0
+    (which would read as Z = 37), and the asymptotic Z lies above the bound."""
+    spec = with_signal(
+        build_workspace(observed=[30.0], expected=[5.0], sumw2=[0.25], syst=0.05), [10.0]
+    )
+    toys = inference.discovery_p0(spec, calctype="toys", ntoys=50, seed=1)
+    assert toys.resolution_limited
+    assert toys.p0 == pytest.approx(1 / 50)
+    assert toys.z == pytest.approx(stats.norm.isf(1 / 50))
+    asymptotic = inference.discovery_p0(spec)
+    assert not asymptotic.resolution_limited
+    assert asymptotic.z > toys.z
+
+
+def test_toy_limit_is_read_at_the_first_crossing():
+    scan = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    wiggly = np.array([0.4, 0.1, 0.03, 0.06, 0.01])
+    assert inference._first_crossing(scan, wiggly, 0.05) == pytest.approx(2.0 + 0.05 / 0.07)
+    with pytest.raises(ValueError, match="above level"):
+        inference._first_crossing(scan, wiggly + 0.5, 0.05)
+    with pytest.raises(ValueError, match="first point"):
+        inference._first_crossing(scan, wiggly - 0.39, 0.05)
