@@ -136,8 +136,6 @@ class ModelCoverage:
         values = history.evaluated_values
         label_first = history.options.label == "observed"
         columns = [values[:, k] for k in range(values.shape[1])]
-        if not label_first:
-            columns.reverse()
         p_label, p_other = final.p_excluded, final.p_excluded_other
         p_obs, p_exp = (p_label, p_other) if label_first else (p_other, p_label)
         if p_obs is None:

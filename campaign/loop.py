@@ -6,8 +6,12 @@ point, weighted to the campaign's luminosity, and reinterpret it against every s
 campaign — pyhf CLs of the most sensitive ones), run in parallel by the campaign's executor and
 recorded in the ledger like any other task. The learner's proposals are a pure function of the
 data so far and the seed, so a resumed campaign proposes the same points, finds them finished in
-the ledger and goes on where it stopped. The posterior is saved as the model's coverage
-(:mod:`campaign.coverage`), which the report draws.
+the ledger and goes on where it stopped. A failed evaluation is not finished, so a resumed
+campaign retries it: if it fails again the learner sees the same data and the same proposals
+follow; if it now succeeds the learner has more data than the interrupted run had, and its
+proposals from that step on differ (evaluations of the earlier path stay in the ledger and are
+simply not used). The posterior is saved as the model's coverage (:mod:`campaign.coverage`),
+which the report draws.
 
 With several models the campaign spends one shared budget: each round
 :func:`theory.active.choose_model` gives the next batch to the model whose best batch is
@@ -64,6 +68,10 @@ def model_label(model: ModelSpace) -> str:
 def campaign_space(model: ModelSpace) -> ParameterSpace:
     """The model's parameter space narrowed to the campaign's ranges (and scale flags).
 
+    The model's constraints, checks and priors are kept; a parameter whose scale the campaign
+    changes takes the default prior of the new scale (log-uniform on a log axis, else uniform),
+    which is the measure its excluded volume fraction is quoted in.
+
     Raises:
         ValueError: naming the model, the unknown parameter and the model's parameters.
     """
@@ -83,10 +91,15 @@ def campaign_space(model: ModelSpace) -> ParameterSpace:
         low, high = (float(b) for b in bounds if not isinstance(b, str))
         flags = [b for b in bounds if isinstance(b, str)]
         log = flags[0] == "log" if flags else parameter.log
+        prior = parameter.prior if log == parameter.log else None
         parameters.append(
-            Parameter(name=parameter.name, low=low, high=high, log=log, unit=parameter.unit)
+            Parameter(
+                name=parameter.name, low=low, high=high, log=log, prior=prior, unit=parameter.unit
+            )
         )
-    return ParameterSpace(parameters=tuple(parameters), constraints=own.constraints)
+    return ParameterSpace(
+        parameters=tuple(parameters), constraints=own.constraints, checks=own.checks
+    )
 
 
 def evaluation_task(
@@ -293,9 +306,10 @@ def _learn_several(
     while not all(finished):
         arms, active = [], []
         for k, history in enumerate(histories):
+            indices, values = _evaluated(history)
+            finished[k] = finished[k] or len(indices) >= len(pools[k])
             if finished[k]:
                 continue
-            indices, values = _evaluated(history)
             arms.append(
                 ModelArm(
                     name=labels[k],
@@ -307,6 +321,8 @@ def _learn_several(
                 )
             )
             active.append(k)
+        if not active:
+            break
         choice = choose_model(
             arms,
             batch_size=theory.batch,

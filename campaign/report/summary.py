@@ -340,7 +340,10 @@ def impact_entries(
 def search_impact(entries: Sequence[tuple[str, set[str], set[str]]]) -> list[dict[str, Any]]:
     """Per search: benchmarks (and theory points) it excludes, and those only it excludes.
 
-    "Only here" is the search's improvement: without it, the campaign would not exclude them.
+    "Only here" is the search's improvement among the searches fitted at each point (its
+    ``max_fits`` most sensitive by expected sensitivity): without it, none of those would
+    exclude the point. A search not fitted there might, so the count is an upper bound on
+    what the campaign would lose without this search.
     """
     searches = sorted({s for _, tested, excluded in entries for s in tested | excluded})
     rows = []

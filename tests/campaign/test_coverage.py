@@ -44,6 +44,22 @@ def test_box_coverage_keeps_the_evaluations(box_coverage: ModelCoverage) -> None
     np.testing.assert_allclose(box_coverage.cls_expected, toy.cls_pair(box_coverage.points)[:, 1])
 
 
+def test_expected_label_keeps_each_cls_in_its_own_column() -> None:
+    """A learner labelled by expected CLs still stores (observed, expected) as the oracle
+    returned them; the coverage must not swap the columns while it swaps the outputs."""
+    toy = ellipse_2d()
+    pool = toy.space.sample(150, seed=2)
+    history = learn_pool(
+        pool, lambda idx: toy.cls_pair(pool[idx]), budget=12, seed=1, label="expected"
+    )
+    coverage = ModelCoverage.from_history("ellipse", toy.space.names, history)
+    pair = toy.cls_pair(coverage.points)
+    np.testing.assert_allclose(coverage.cls_observed, pair[:, 0])
+    np.testing.assert_allclose(coverage.cls_expected, pair[:, 1])
+    np.testing.assert_array_equal(coverage.p_excluded_expected, history.final.p_excluded)
+    np.testing.assert_array_equal(coverage.p_excluded_observed, history.final.p_excluded_other)
+
+
 def test_pool_coverage_reports_on_the_candidates() -> None:
     toy = ellipse_2d()
     pool = toy.space.sample(150, seed=2)

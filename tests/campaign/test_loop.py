@@ -26,6 +26,33 @@ THEORY = {
 }
 
 
+def test_campaign_space_keeps_the_models_priors_and_checks(monkeypatch) -> None:
+    """The excluded volume is quoted under the declared prior: narrowing a model's space must
+    not drop a prior or a check the model declares (no shipped model declares one yet)."""
+    from types import SimpleNamespace
+
+    import campaign.loop as loop
+    from theory.models import get_model
+    from theory.space import Parameter, ParameterSpace
+
+    mass, g = get_model("zprime").space.parameters
+    declared = ParameterSpace(
+        parameters=(
+            mass.model_copy(update={"prior": "log-uniform"}),
+            Parameter(name="g", low=g.low, high=g.high, log=True, prior="uniform"),
+        ),
+        checks=(lambda columns: columns["mass"] > 600.0,),
+    )
+    monkeypatch.setattr(loop, "get_model", lambda name, **options: SimpleNamespace(space=declared))
+    space = campaign_space(ModelSpace(name="zprime", space={"mass": [500, 3000]}))
+    assert [p.prior for p in space.parameters] == ["log-uniform", "uniform"]
+    assert space.checks == declared.checks
+    rescaled = campaign_space(ModelSpace(name="zprime", space={"g": [0.02, 1.0, "linear"]}))
+    assert rescaled.parameters[1].prior == "uniform" and not rescaled.parameters[1].log
+    relogged = campaign_space(ModelSpace(name="zprime", space={"mass": [500, 3000, "linear"]}))
+    assert relogged.parameters[0].prior == "uniform"
+
+
 def test_campaign_space_narrows_the_model_and_refuses_unknown_parameters() -> None:
     space = campaign_space(ModelSpace(name="zprime", space={"mass": [500, 3000, "linear"]}))
     mass, g = space.parameters

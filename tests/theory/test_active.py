@@ -23,8 +23,10 @@ from theory.active import (
     propose_pool,
 )
 from theory.active.acquisition import expected_misclassification, misclassification
+from theory.active.choose import known_labels
 from theory.active.design import grid_order
-from theory.active.pool import PoolHistory
+from theory.active.engine import fit_step
+from theory.active.pool import PoolHistory, pool_to_unit
 from theory.toys import ellipse_2d, mediator_3d, sbottom_like_2d
 
 
@@ -141,6 +143,9 @@ def test_bad_options_name_the_allowed_values(ellipse_pool):
         learn_pool(points, lambda i: np.zeros((len(i), 3)), budget=12, seed=0)
     with pytest.raises(ValueError, match="extra"):
         ActiveOptions(batchsize=3)
+    with pytest.raises(ValueError, match=r"eps=0\.02 must be at most threshold/10 = 0\.001"):
+        ActiveOptions(threshold=0.01, eps=0.02)
+    assert ActiveOptions(threshold=0.01, eps=1e-3).eps == 1e-3
 
 
 def test_failed_evaluations_are_recorded_and_skipped(ellipse_pool):
@@ -336,3 +341,57 @@ def test_choose_model_prefers_uncertain_then_cheap(ellipse_pool):
     fresh = ModelArm("fresh", points, np.empty(0, int), np.empty(0), cost=2.0)
     choice = choose_model([cheap, fresh], batch_size=5, seed=0, step=1)
     assert choice.name == "fresh" and len(choice.indices) == 5
+
+
+def test_a_model_served_its_initial_design_in_rounds_gets_one_design(ellipse_pool):
+    """Served one point per round, a fresh model's initial design is the same Latin
+    hypercube as when served at once, not ten points around one corner."""
+    toy, points, _ = ellipse_pool
+    whole = choose_model(
+        [ModelArm("m", points, np.empty(0, int), np.empty(0), cost=1.0)],
+        batch_size=10,
+        seed=4,
+        step=0,
+    ).indices
+    served: list[int] = []
+    for step in range(10):
+        indices = np.array(served, dtype=int)
+        arm = ModelArm("m", points, indices, toy.cls(points[indices]), cost=1.0)
+        choice = choose_model([arm], batch_size=1, seed=4, step=step, initial=10)
+        served.extend(choice.indices.tolist())
+    assert served == whole.tolist()
+    spread = points[served].std(axis=0) / points.std(axis=0)
+    assert (spread > 0.6).all()
+
+
+def test_a_used_up_model_is_never_chosen(ellipse_pool):
+    toy, points, _ = ellipse_pool
+    tiny = points[:6]
+    spent = ModelArm("spent", tiny, np.arange(6), toy.cls(tiny), cost=1.0)
+    fresh = ModelArm("fresh", points, np.empty(0, int), np.empty(0), cost=5.0)
+    choice = choose_model([spent, fresh], batch_size=3, seed=0, step=2)
+    assert choice.name == "fresh" and len(choice.indices) == 3
+    assert choice.gain_per_cost[0] == -np.inf
+    with pytest.raises(ValueError, match="every model"):
+        choose_model([spent], batch_size=3, seed=0, step=2)
+
+
+def test_only_successful_trusted_evaluations_are_known_labels(ellipse_pool):
+    toy, points, _ = ellipse_pool
+    values = toy.cls_pair(points[:12])
+    values[3] = np.nan
+    arm = ModelArm("m", points, np.arange(12), values, cost=1.0)
+    opts = ActiveOptions()
+    fit = fit_step(pool_to_unit(points)[:12], arm.values, opts=opts, seed=0, step=1)
+    known = known_labels(arm, fit, opts)
+    assert np.isnan(known[3]) and np.isnan(known[12:]).all()
+    rows = np.delete(np.arange(12), 3)
+    np.testing.assert_array_equal(known[rows], (values[rows, 0] < 0.05).astype(float))
+    by_expected = ActiveOptions(label="expected")
+    unit = pool_to_unit(points)[:12]
+    expected = known_labels(
+        arm, fit_step(unit, arm.values, opts=by_expected, seed=0, step=1), by_expected
+    )
+    np.testing.assert_array_equal(expected[rows], (values[rows, 1] < 0.05).astype(float))
+    untrusted = ActiveOptions(trust_evaluated=False)
+    assert np.isnan(known_labels(arm, fit, untrusted)).all()

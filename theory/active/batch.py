@@ -27,9 +27,9 @@ def correlation_damping(cov: np.ndarray, pick: int) -> np.ndarray:
     p = 1/2 however close it is to earlier picks, so an undamped batch piles up along the
     contour. Multiplying the pre-batch score by ``1 - ρ²`` for each pick, with ρ the posterior
     correlation between the point and the pick, is a local penalisation on the GP's own
-    length scales: 1 for an independent point, 0 for the pick itself, and — unlike the
-    noisy variance downdate — independent of the fitted observation noise. The first pick of a
-    batch is therefore the sequential choice.
+    length scales: 1 for an independent point, 0 for the pick itself. For the first pick it
+    does not depend on the fitted observation noise (later picks see a covariance already
+    downdated with it). The first pick of a batch is therefore the sequential choice.
 
     Args:
         cov: (n, n) current joint posterior covariance.
@@ -69,8 +69,8 @@ def select_batch(
         reference: (r, d) unit-cube reference set of the integrated criterion (required for
             ``information_gain``).
         beta: straddle width.
-        max_joint: keep only this many best candidates (by pointwise score) for the dense
-            joint covariance, which bounds memory at ``(max_joint + r)²`` floats.
+        max_joint: keep only this many best candidates (by pointwise score, at least ``q``)
+            for the dense joint covariance, which bounds memory at ``(max_joint + r)²`` floats.
         output: surrogate output that defines the label.
 
     Returns:
@@ -84,7 +84,7 @@ def select_batch(
     mean, var = mean[:, output], var[:, output]
     screen = "misclassification" if acquisition not in POINTWISE else acquisition
     score = pointwise_score(screen, mean, var, threshold, beta=beta)
-    keep = np.sort(np.argsort(-score, kind="stable")[:max_joint])
+    keep = np.sort(np.argsort(-score, kind="stable")[: max(max_joint, q)])
     pool = free[keep]
     n_pool = pool.size
     if acquisition in POINTWISE:

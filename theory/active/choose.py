@@ -4,7 +4,9 @@ With several theory models in one campaign, each has its own surrogate and candi
 each model the best batch is chosen by the integrated criterion, and its expected reduction of
 the misclassified volume fraction (exact for a GP, through
 :func:`~theory.active.acquisition.expected_misclassification`) is divided by the batch's
-simulation cost. The campaign then simulates the batch with the highest ratio.
+simulation cost. The choice names the model with the highest ratio and that batch: a caller
+may simulate the batch, or, as :mod:`campaign.loop` does, take only the model and let that
+model's own learner propose the batch with the campaign's acquisition.
 """
 
 from __future__ import annotations
@@ -16,7 +18,15 @@ from typing import Any
 import numpy as np
 
 from theory.active.acquisition import expected_misclassification, misclassification
-from theory.active.engine import as_values, fit_step, posterior, propose, stream
+from theory.active.engine import (
+    Fit,
+    as_values,
+    fit_step,
+    initial_design,
+    maximin,
+    propose,
+    stream,
+)
 from theory.active.options import ActiveOptions
 from theory.active.pool import _frozen, pool_to_unit
 from theory.active.surrogate import Surrogate
@@ -105,6 +115,32 @@ def batch_reduction(
     return float(np.mean(gain))
 
 
+def known_labels(arm: ModelArm, fit: Fit, opts: ActiveOptions) -> np.ndarray:
+    """(n,) measured label (1 excluded, 0 allowed) of each candidate whose label is known,
+    NaN elsewhere: only successful evaluations are known, and only when the learner trusts
+    measured labels (``trust_evaluated``)."""
+    known = np.full(arm.candidates.shape[0], np.nan)
+    if not opts.trust_evaluated:
+        return known
+    ok = np.isfinite(arm.values).all(axis=1)
+    label = arm.values[ok][:, fit.output_order[0]]
+    known[arm.indices[ok]] = (label < opts.threshold).astype(float)
+    return known
+
+
+def _initial_batch(
+    unit: np.ndarray, arm: ModelArm, available: np.ndarray, *, size: int, q: int, seed: int
+) -> np.ndarray:
+    """The next ``q`` points of the model's initial design not yet evaluated, so that a
+    model's design is one Latin hypercube however many rounds it is served in; maximin
+    from the evaluated points once the design is used up."""
+    design = initial_design(unit, size=size, seed=seed)
+    left = design[available[design]]
+    if len(left):
+        return left[:q]
+    return maximin(unit, available, unit[arm.indices], q)
+
+
 def choose_model(
     arms: Sequence[ModelArm],
     *,
@@ -118,7 +154,8 @@ def choose_model(
     """Pick the model and batch with the largest expected misclassified-volume reduction per cost.
 
     Models that have not finished their initial design come first (cheapest first): without a
-    surrogate there is no expected reduction to compare.
+    surrogate there is no expected reduction to compare. A model whose candidates are all
+    evaluated is never chosen.
 
     Args:
         arms: the models.
@@ -130,6 +167,9 @@ def choose_model(
 
     Returns:
         A :class:`ModelChoice`.
+
+    Raises:
+        ValueError: without models, or when every model's candidates are evaluated.
     """
     if not arms:
         raise ValueError("choose_model needs at least one model")
@@ -141,6 +181,7 @@ def choose_model(
         **options,
     )
     reductions = np.zeros(len(arms))
+    exhausted = np.zeros(len(arms), dtype=bool)
     batches: list[np.ndarray] = []
     for a, arm in enumerate(arms):
         unit = pool_to_unit(arm.candidates, arm.log_scale)
@@ -148,13 +189,13 @@ def choose_model(
         available = np.ones(unit.shape[0], dtype=bool)
         available[arm.indices] = False
         q = min(batch_size, int(available.sum()))
-        if len(arm.indices) < opts.initial_size(unit.shape[1]):
-            fit = fit_step(unit[:0], np.empty((0, 1)), opts=opts, seed=arm_seed, step=0)
-            size = opts.initial_size(unit.shape[1]) - len(arm.indices)
-            batch = propose(
-                fit, unit, available, q=min(size, q), opts=opts, seed=arm_seed, step=0, budget=size
-            )
-            batches.append(batch)
+        size = opts.initial_size(unit.shape[1])
+        if q == 0:
+            exhausted[a] = True
+            batches.append(np.empty(0, dtype=int))
+            continue
+        if len(arm.indices) < size:
+            batches.append(_initial_batch(unit, arm, available, size=size, q=q, seed=arm_seed))
             reductions[a] = np.inf
             continue
         fit = fit_step(unit[arm.indices], arm.values, opts=opts, seed=arm_seed, step=step)
@@ -166,20 +207,17 @@ def choose_model(
         rows = np.sort(
             rng.choice(unit.shape[0], size=min(unit.shape[0], opts.n_reference), replace=False)
         )
-        measured = np.full(unit.shape[0], np.nan)
-        p, _ = posterior(
-            fit, unit[arm.indices], opts=opts, measured=(np.arange(len(arm.indices)), arm.values)
-        )
-        measured[arm.indices] = p
         reductions[a] = arm.weight * batch_reduction(
             fit.surrogate,
             unit[batch],
             unit[rows],
             fit.latent_threshold,
-            measured_p=measured[rows],
+            measured_p=known_labels(arm, fit, opts)[rows],
         )
+    if exhausted.all():
+        raise ValueError("choose_model: every model's candidates are already evaluated")
     costs = np.array([arm.cost * max(len(b), 1) for arm, b in zip(arms, batches, strict=True)])
-    per_cost = reductions / costs
+    per_cost = np.where(exhausted, -np.inf, reductions / costs)
     cold = np.isinf(reductions)
     if cold.any():
         order = np.lexsort((np.arange(len(arms)), [arm.cost for arm in arms], ~cold))

@@ -130,6 +130,14 @@ def posterior(
     return probs[:, 0], (probs[:, 1] if m > 1 else None)
 
 
+def initial_design(unit: np.ndarray, *, size: int, seed: int) -> np.ndarray:
+    """The run's ``size``-point initial design on a pool, in design order: a seeded Latin
+    hypercube snapped to distinct points of ``unit``, as :func:`propose` draws it at step 0
+    when nothing has been evaluated."""
+    design = latin_hypercube(size, unit.shape[1], seed=stream(seed, 0, _INITIAL))
+    return nearest_unique(design, unit, np.ones(unit.shape[0], dtype=bool))
+
+
 def maximin(
     unit: np.ndarray, available: np.ndarray, evaluated: np.ndarray | None, q: int
 ) -> np.ndarray:

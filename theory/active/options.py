@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Acquisition = Literal[
     "straddle", "misclassification", "entropy", "information_gain", "random", "grid", "lhs"
@@ -20,7 +20,7 @@ class ActiveOptions(BaseModel):
         batch_size: points proposed per step after the initial design.
         initial: size of the initial Latin-hypercube design (default ``max(batch_size, 5 d)``).
         transform: latent scale of the GP (``probit`` or ``log`` CLs).
-        eps: CLs clipping floor of the transform.
+        eps: CLs clipping floor of the transform, at most ``threshold / 10``.
         label: which output defines the label when ``evaluate`` returns (observed, expected).
         stop_at: stop when the expected misclassified fraction is at most this (and the data
             hold both an excluded and an allowed point, so the contour has been seen).
@@ -51,6 +51,18 @@ class ActiveOptions(BaseModel):
     beta: float = Field(1.96, gt=0.0)
     trust_evaluated: bool = True
     torch_threads: int | None = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _floor_below_threshold(self) -> ActiveOptions:
+        """A clipping floor at or above the threshold lifts every CLs above it on the latent
+        scale, so nothing could ever be labelled excluded; one just below it flattens the
+        latent surface where the contour is learned. A decade of room avoids both."""
+        if self.eps * 10 > self.threshold:
+            raise ValueError(
+                f"eps={self.eps} must be at most threshold/10 = {self.threshold / 10:g}: "
+                "CLs is clipped at eps before the transform"
+            )
+        return self
 
     def initial_size(self, dim: int) -> int:
         """The initial design size for a ``dim``-dimensional space."""

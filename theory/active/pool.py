@@ -121,7 +121,7 @@ class PoolHistory:
         """JSON-serialisable form (NaN written as null)."""
 
         def listify(a: np.ndarray | None) -> Any:
-            return None if a is None else np.where(np.isfinite(a), a, np.nan).tolist()
+            return None if a is None else [v if np.isfinite(v) else None for v in a.tolist()]
 
         return {
             "schema_version": self.schema_version,

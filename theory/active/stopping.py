@@ -33,8 +33,3 @@ def expected_misclassified_fraction(
     if w.shape != p.shape or (w < 0).any() or w.sum() <= 0:
         raise ValueError("weights must be non-negative, not all zero, and shaped like p_excluded")
     return float(np.sum(w * wrong) / w.sum())
-
-
-def should_stop(p_excluded: np.ndarray, tolerance: float | None) -> bool:
-    """True when a tolerance is set and the expected misclassified fraction is below it."""
-    return tolerance is not None and expected_misclassified_fraction(p_excluded) <= tolerance

@@ -83,3 +83,21 @@ def test_batch_spreads_along_the_contour(contour_along_axis, acquisition):
     assert np.abs(picked[:, 0] - 0.5).max() <= 0.1
     gaps = np.diff(np.sort(picked[:, 1]))
     assert gaps.min() >= 0.1
+
+
+@pytest.mark.parametrize("acquisition", ["straddle", "misclassification", "information_gain"])
+def test_a_batch_larger_than_the_joint_screen_has_no_repeats(contour_along_axis, acquisition):
+    """``max_joint`` below the batch size keeps ``q`` candidates, so no point is picked twice."""
+    surrogate, candidates, threshold = contour_along_axis
+    batch = select_batch(
+        surrogate,
+        candidates,
+        q=4,
+        acquisition=acquisition,
+        threshold=threshold,
+        available=np.ones(len(candidates), dtype=bool),
+        reference=candidates[::7],
+        max_joint=2,
+    )
+    assert len(batch) == 4
+    assert len(set(batch.tolist())) == 4
