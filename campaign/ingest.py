@@ -42,9 +42,12 @@ import dask
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from searches.events import (
+    COLLECTIONS,
+    EVENT_FIELDS,
     SCHEMA_METADATA_KEY,
     SCHEMA_VERSION,
     EventValidationError,
@@ -70,6 +73,8 @@ SAMPLE_METADATA_KEY = b"lamppost.ingest.sample"
 MANIFEST = "ingest.json"
 MANIFEST_VERSION = "1"
 LOCAL_SCHEDULERS = ("threads", "processes", "synchronous")
+PARQUET_URI_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
+"""URI schemes of Parquet inputs: those ``pyarrow.fs.FileSystem.from_uri`` opens."""
 
 Scheduler = str | Callable[..., Any] | None
 
@@ -186,8 +191,55 @@ def _failure(err: EventValidationError) -> dict[str, Any]:
     return {"error": str(err), "error_fields": (kind, err.source, err.field, err.problem)}
 
 
-def _is_parquet(path: str) -> bool:
+def is_parquet(path: str) -> bool:
+    """Whether a path or URI names a Parquet file (by its suffix); anything else is ROOT."""
     return Path(path).suffix.lower() in (".parquet", ".parq")
+
+
+def _parquet_file(path: str) -> pq.ParquetFile:
+    """A Parquet file from a local path or a URI pyarrow reads (:data:`PARQUET_URI_SCHEMES`).
+
+    Raises:
+        EventValidationError: the file is absent, cannot be reached or is not Parquet.
+    """
+    try:
+        if "://" in path:
+            filesystem, inner = pafs.FileSystem.from_uri(path)
+        else:
+            filesystem, inner = pafs.LocalFileSystem(), str(Path(path).absolute())
+        kind = filesystem.get_file_info(inner).type
+    except Exception as err:
+        raise EventValidationError(
+            path,
+            "<file>",
+            f"cannot be reached ({err}); allowed: a local path or a URI with scheme "
+            f"{', '.join(PARQUET_URI_SCHEMES)}",
+        ) from err
+    if kind != pafs.FileType.File:
+        raise EventValidationError(path, "<file>", "does not exist or is not a file")
+    try:
+        return pq.ParquetFile(inner, filesystem=filesystem)
+    except Exception as err:
+        raise EventValidationError(path, "<file>", f"not a readable Parquet file ({err})") from err
+
+
+def _check_columns(path: str, parquet: pq.ParquetFile) -> None:
+    """Every top-level column of the event schema, checked from the footer alone.
+
+    A missing column would otherwise surface as pyarrow's dump of the whole schema (an
+    ``ArrowInvalid``, which ``on_bad_file: skip`` cannot skip) or only when chunks are read.
+    """
+    present = set(parquet.schema_arrow.names)
+    for name in EVENT_FIELDS:
+        if name not in present:
+            raise EventValidationError(
+                path, name, f"missing event-level field; required: {', '.join(EVENT_FIELDS)}"
+            )
+    for name in COLLECTIONS:
+        if name not in present:
+            raise EventValidationError(
+                path, name, f"missing collection; required: {', '.join(COLLECTIONS)}"
+            )
 
 
 def inspect_file(
@@ -204,20 +256,17 @@ def inspect_file(
     Raises:
         EventValidationError: absent, unreadable, mis-mapped or empty file (names file and field).
     """
-    if _is_parquet(path):
-        if not Path(path).is_file():
-            raise EventValidationError(path, "<file>", "does not exist or is not a file")
-        try:
-            metadata = pq.read_metadata(path)
-        except Exception as err:
-            raise EventValidationError(
-                path, "<file>", f"not a readable Parquet file ({err})"
-            ) from err
-        entries = int(metadata.num_rows)
-        total = None
-        if measure_weights:
-            weights = pq.read_table(path, columns=["weight"]).column("weight")
-            total = float(np.sum(weights.to_numpy()))
+    if is_parquet(path):
+        with _parquet_file(path) as parquet:
+            _check_columns(path, parquet)
+            entries = int(parquet.metadata.num_rows)
+            total = None
+            if measure_weights:
+                try:
+                    weights = parquet.read(columns=["weight"]).column("weight")
+                except Exception as err:
+                    raise EventValidationError(path, "weight", f"cannot be read ({err})") from err
+                total = float(np.sum(weights.to_numpy()))
     else:
         _, entries = inspect_root(path, branch_map=branch_map)
         total = sum_of_weights(path, branch_map=branch_map) if measure_weights else None
@@ -240,21 +289,18 @@ def _inspect(task: _FileTask) -> dict[str, Any]:
 def _read_parquet_range(path: str, start: int, stop: int) -> ak.Array:
     """Rows ``start..stop`` of a schema Parquet file, reading only the row groups they touch."""
     source = f"{path} (entries {start}..{stop})"
-    try:
-        parquet = pq.ParquetFile(path)
-    except Exception as err:
-        raise EventValidationError(path, "<file>", f"not a readable Parquet file ({err})") from err
-    version = (parquet.schema_arrow.metadata or {}).get(SCHEMA_METADATA_KEY)
-    if version is not None and version.decode() != SCHEMA_VERSION:
-        raise EventValidationError(
-            path,
-            "<schema_version>",
-            f"version {version.decode()} not supported; allowed: {SCHEMA_VERSION}",
-        )
-    sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
-    firsts = np.concatenate([[0], np.cumsum(sizes)])
-    groups = [i for i in range(len(sizes)) if firsts[i] < stop and firsts[i + 1] > start]
-    table = parquet.read_row_groups(groups)
+    with _parquet_file(path) as parquet:
+        version = (parquet.schema_arrow.metadata or {}).get(SCHEMA_METADATA_KEY)
+        if version is not None and version.decode() != SCHEMA_VERSION:
+            raise EventValidationError(
+                path,
+                "<schema_version>",
+                f"version {version.decode()} not supported; allowed: {SCHEMA_VERSION}",
+            )
+        sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
+        firsts = np.concatenate([[0], np.cumsum(sizes)])
+        groups = [i for i in range(len(sizes)) if firsts[i] < stop and firsts[i + 1] > start]
+        table = parquet.read_row_groups(groups)
     offset = int(firsts[groups[0]]) if groups else 0
     table = table.slice(start - offset, stop - start)
     return validate_events(ak.from_arrow(table), source=source)
@@ -266,7 +312,7 @@ def read_chunk(path: str, *, branch_map: BranchMap | None, start: int, stop: int
     Raises:
         EventValidationError: the range cannot be read (names file, entries and branch).
     """
-    if _is_parquet(path):
+    if is_parquet(path):
         return _read_parquet_range(path, start, stop)
     return read_root(
         path, branch_map=branch_map, entry_start=start, entry_stop=stop, step_size=stop - start

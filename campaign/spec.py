@@ -13,6 +13,7 @@ import json
 import os
 import re
 import tempfile
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -33,8 +34,8 @@ from pydantic import (
 from searches.landscape import LandscapeOptions
 from searches.methods.registry import METHODS, get_method
 from searches.observables import OBSERVABLES
-from searches.signatures import SignatureConfig
-from theory.models import MODELS
+from searches.signatures import EMPTY_CLASS, VIEW_SUFFIX, SignatureConfig, parse_class_name
+from theory.models import MODELS, get_model
 
 SPEC_VERSION = "1"
 
@@ -62,11 +63,13 @@ def expand_path(text: str, *, base_dir: Path | None = None) -> str:
     shared data folder that :func:`searches.datapath.shared_data_dir` finds (the same lookup
     the tests use), so an example file runs unchanged wherever that folder is. A relative
     path is taken relative to the campaign file's folder (``base_dir``), not the working
-    directory, so ``lamppost run`` means the same files from anywhere. Remote URIs
-    (``root://``, ``s3://``) are left as they are.
+    directory, so ``lamppost run`` means the same files from anywhere. A ``file://`` URI is
+    a local path and becomes one, so that globs, the existence check and the task keys' file
+    identity treat it like any other; other URIs (``root://``, ``s3://``) are left as they
+    are, for uproot (ROOT) or pyarrow's filesystems (Parquet, :data:`PARQUET_URI_SCHEMES`).
 
     Raises:
-        ValueError: a variable is not set (naming it).
+        ValueError: a variable is not set (naming it), or a ``file://`` URI names a host.
     """
 
     def substitute(match: re.Match[str]) -> str:
@@ -87,6 +90,14 @@ def expand_path(text: str, *, base_dir: Path | None = None) -> str:
         return value
 
     expanded = _VARIABLE.sub(substitute, text)
+    if expanded.startswith("file://"):
+        uri = urllib.parse.urlsplit(expanded)
+        if uri.netloc not in ("", "localhost"):
+            raise ValueError(
+                f"{expanded}: a file:// URI names a file on this machine; allowed: "
+                "file:///absolute/path (no host), a local path, or a remote URI (s3://, root://)"
+            )
+        return urllib.parse.unquote(uri.path)
     if "://" in expanded:
         return expanded
     path = Path(expanded).expanduser()
@@ -97,6 +108,11 @@ def expand_path(text: str, *, base_dir: Path | None = None) -> str:
 
 class SampleFile(_Strict):
     """One simulated or recorded sample on disk (ROOT or Parquet), one path or glob.
+
+    A ROOT file needs ``preset``, the name of its branch layout
+    (:data:`searches.readers.PRESETS`): a campaign file cannot spell a branch map out, and
+    without one the file cannot be read. Parquet files (``.parquet``, ``.parq``) are in the
+    event schema (:mod:`searches.events`) and need none.
 
     ``path`` may use ``${LAMPPOST_DATA}`` and other environment variables and may be relative
     to the campaign file (see :func:`expand_path`); it is stored expanded, so task keys name
@@ -174,6 +190,15 @@ class Injection(_Strict):
             raise ValueError(f"unknown model {value!r}; allowed: {', '.join(sorted(MODELS))}")
         return value
 
+    @model_validator(mode="after")
+    def _point_of_the_model(self) -> Injection:
+        """The model's own point check, now rather than after the background is simulated."""
+        try:
+            get_model(self.model).check_point(self.point)
+        except ValueError as err:
+            raise ValueError(f"point: {err}") from None
+        return self
+
 
 class PseudoObserved(_Strict):
     """Pseudo-data drawn from an independent background sample, with an optional signal."""
@@ -201,7 +226,11 @@ def _by_files(other: str, files: str) -> Callable[[Any], str]:
     return member
 
 
-UNION_MEMBERS = ("BuiltinBackground", "FileBackground", "PseudoObserved", "FileObserved")
+UNION_MEMBERS: dict[str, type[BaseModel]] = {
+    model.__name__: model
+    for model in (BuiltinBackground, FileBackground, PseudoObserved, FileObserved)
+}
+"""Members of the tagged unions by tag (the class name, which error locations carry)."""
 
 
 DATA_DRIVEN_METHODS: tuple[str, ...] = ("bumphunt", "autoencoder", "cwola", "cathode")
@@ -265,6 +294,10 @@ class SearchSpec(BaseModel):
         return dict(self.model_extra or {})
 
 
+_SPACE_PROBE = 100
+"""Points drawn to check that a theory space's constraints leave some room (milliseconds)."""
+
+
 class ModelSpace(_Strict):
     """A theory model to learn over: parameter ranges ``[low, high]`` or ``[low, high, log]``.
 
@@ -295,6 +328,55 @@ class ModelSpace(_Strict):
             if any(flag not in ("log", "linear") for flag in flags):
                 raise ValueError(f"parameter {name!r}: scale flag must be 'log' or 'linear'")
         return value
+
+    @model_validator(mode="after")
+    def _fits_the_model(self) -> ModelSpace:
+        """Build the model and the narrowed space it is learned over, as the theory loop will.
+
+        The loop runs only after every search has finished; a misspelled option or parameter,
+        a range outside the model's, a log scale through zero or constraints that leave no
+        point found there cost the whole campaign and end in a traceback.
+        """
+        from campaign.loop import campaign_space
+
+        try:
+            own = get_model(self.name, **self.options).space
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"options: {err}") from None
+        unknown = sorted(set(self.space) - set(own.names))
+        if unknown:
+            where = f"space.{unknown[0]}" if len(unknown) == 1 else "space"
+            raise ValueError(
+                f"{where}: unknown parameters {unknown}; allowed: {', '.join(own.names)} "
+                f"(the parameters of model {self.name!r})"
+            )
+        for name, bounds in self.space.items():
+            declared = own[name]
+            low, high = (float(b) for b in bounds if not isinstance(b, str))
+            flags = [b for b in bounds if isinstance(b, str)]
+            if low < declared.low or high > declared.high:
+                raise ValueError(
+                    f"space.{name}: [{low:g}, {high:g}] reaches outside the model's range; "
+                    f"allowed: within [{declared.low:g}, {declared.high:g}]"
+                )
+            if (flags[0] == "log" if flags else declared.log) and low <= 0:
+                raise ValueError(
+                    f"space.{name}: a log scale needs low > 0 (got {low:g}); "
+                    "allowed: low > 0, or the flag 'linear'"
+                )
+        try:
+            space = campaign_space(self)
+        except ValueError as err:
+            detail = err.errors()[0]["msg"] if isinstance(err, ValidationError) else str(err)
+            raise ValueError(f"space: {detail.removeprefix('Value error, ')}") from None
+        try:
+            space.sample(_SPACE_PROBE, seed=0)
+        except ValueError:
+            raise ValueError(
+                f"space: the model's constraints {list(space.constraints)} leave (almost) no "
+                f"point in these ranges; allowed: ranges where they hold for some points"
+            ) from None
+        return self
 
 
 class ClassSelection(_Strict):
@@ -346,6 +428,14 @@ class TheorySpec(_Strict):
     pyhf_attempts: Annotated[int, Field(ge=0, le=4)] = 0
 
 
+_HOST_PORT = r"(?:[^\s:/\[\]]+|\[[0-9A-Fa-f:.]+\]):(?P<port>\d{1,5})"
+_RAY_ADDRESS = re.compile(rf"^(?:local|auto|(?:ray://)?{_HOST_PORT})$")
+RAY_ADDRESS_FORMS = ("local", "auto", "ray://<host>:<port>", "<host>:<port>")
+"""What ``execution.address`` may be: :func:`campaign.execute.init_ray` starts a private Ray
+for ``local`` and hands anything else to ``ray.init``, which takes ``auto`` (``RAY_ADDRESS`` or
+the cluster started on this machine), a Ray Client URI or a cluster's GCS ``host:port``."""
+
+
 class ExecutionSpec(_Strict):
     """Where tasks run: ``local`` starts a Ray instance with these caps; else a Ray address."""
 
@@ -354,6 +444,18 @@ class ExecutionSpec(_Strict):
     num_gpus: Annotated[float, Field(ge=0)] = 0
     retries: Annotated[int, Field(ge=0, le=10)] = 2
     min_task_seconds: Annotated[float, Field(ge=0)] = 0.5
+
+    @field_validator("address")
+    @classmethod
+    def _ray_address(cls, value: str) -> str:
+        """Checked here because Ray refuses a malformed address only once the campaign runs."""
+        match = _RAY_ADDRESS.match(value)
+        if match is None or (match["port"] is not None and not 0 < int(match["port"]) < 65536):
+            raise ValueError(
+                f"{value!r} is not a Ray address; allowed: {', '.join(RAY_ADDRESS_FORMS)} "
+                "(e.g. ray://head:10001 or 10.0.0.1:6379)"
+            )
+        return value
 
 
 class LandscapeSpec(LandscapeOptions):
@@ -409,6 +511,31 @@ class CampaignSpec(_Strict):
                     f"unknown observable {name!r}; allowed: {', '.join(sorted(OBSERVABLES))}"
                 )
         return value
+
+    @model_validator(mode="after")
+    def _classes_exist(self) -> CampaignSpec:
+        """A class name no event can carry would be dropped silently when the searches are
+        planned, so a misspelling would quietly search nothing."""
+        views = self.signatures.views
+        for index, search in enumerate(self.searches):
+            for position, name in enumerate(search.classes or []):
+                where = f"searches.{index}.classes.{position}"
+                if name == EMPTY_CLASS:
+                    raise ValueError(
+                        f"{where}: the class {EMPTY_CLASS!r} (nothing selected) is never "
+                        "searched; allowed: a class with objects, e.g. 2mu, 1e_2j, 2mu+X"
+                    )
+                try:
+                    _, view = parse_class_name(name, config=self.signatures)
+                except ValueError as err:
+                    raise ValueError(f"{where}: {err}") from None
+                if view not in views:
+                    allowed = ", ".join(f"{v} (suffix {VIEW_SUFFIX[v] or 'none'})" for v in views)
+                    raise ValueError(
+                        f"{where}: {name!r} is a class of the {view} view, which "
+                        f"signatures.views leaves out; allowed views: {allowed}"
+                    )
+        return self
 
     @model_validator(mode="after")
     def _methods_have_a_background(self) -> CampaignSpec:
@@ -506,12 +633,22 @@ def parse_spec(
             that every local sample path names at least one file.
     """
     if not isinstance(document, dict):
-        raise SpecError(source, [("<root>", "must be a mapping of campaign keys")])
+        raise SpecError(
+            source,
+            [
+                (
+                    "<root>",
+                    "must be a mapping of campaign keys; campaign files are YAML "
+                    f"(`name: my-campaign`, one key per line), this one reads as "
+                    f"{'nothing' if document is None else type(document).__name__}",
+                )
+            ],
+        )
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     try:
         spec = CampaignSpec.model_validate(document, context={"base_dir": str(base)})
     except ValidationError as err:
-        raise SpecError(source, [_describe(error) for error in err.errors()]) from None
+        raise SpecError(source, [_describe(error, document) for error in err.errors()]) from None
     if check_store:
         problems = input_problems(spec)
         problem = store_problem(spec.store)
@@ -523,18 +660,47 @@ def parse_spec(
 
 
 def input_problems(spec: CampaignSpec) -> list[tuple[str, str]]:
-    """Sample paths that name no file, as ``(location, message)`` (remote URIs not checked)."""
+    """Samples that cannot be read as given, as ``(location, message)``.
+
+    A local path must name at least one file, and a ROOT file needs a ``preset``; a remote
+    Parquet URI must use a scheme pyarrow reads. Remote files are not opened (that needs the
+    network and credentials the validating machine may not have).
+    """
+    from campaign.ingest import PARQUET_URI_SCHEMES, is_parquet
+    from searches.readers import PRESETS
+
     problems = []
     for role in ("background", "observed"):
         config = getattr(spec.data, role)
         for index, sample in enumerate(getattr(config, "files", None) or []):
-            if not sample.files():
+            where = f"data.{role}.files.{index}"
+            files = sample.files()
+            scheme = sample.path.split("://")[0] if "://" in sample.path else None
+            if not files:
                 problems.append(
                     (
-                        f"data.{role}.files.{index}.path",
+                        f"{where}.path",
                         f"{sample.path} matches no file; allowed: an existing file or a glob "
                         f"that matches one (paths may use ${{{DATA_VARIABLE}}} and are relative "
                         "to the campaign file)",
+                    )
+                )
+            elif is_parquet(sample.path) and scheme and scheme not in PARQUET_URI_SCHEMES:
+                problems.append(
+                    (
+                        f"{where}.path",
+                        f"{sample.path}: pyarrow reads no {scheme}:// URIs; allowed: a local "
+                        f"path or a URI with scheme {', '.join(PARQUET_URI_SCHEMES)}",
+                    )
+                )
+            elif sample.preset is None and not all(map(is_parquet, files)):
+                root = next(f for f in files if not is_parquet(f))
+                problems.append(
+                    (
+                        f"{where}.preset",
+                        f"{root} is a ROOT file, read through the branch layout a preset "
+                        f"names; allowed: {', '.join(PRESETS)} (Parquet files in the event "
+                        "schema need no preset)",
                     )
                 )
     return problems
@@ -567,14 +733,20 @@ def store_problem(uri: str) -> str | None:
     return None
 
 
-def _describe(error: dict[str, Any]) -> tuple[str, str]:
+def _describe(error: dict[str, Any], document: Any = None) -> tuple[str, str]:
+    """``(location, message)`` of one pydantic error.
+
+    A validator that checks several fields of its model starts its message with the field
+    path below the model (``space.mas: ...``); that path is moved into the location.
+    """
     location = ".".join(str(part) for part in error["loc"] if part not in UNION_MEMBERS) or "<root>"
     message = error["msg"].removeprefix("Value error, ")
     located = re.match(r"^([A-Za-z_][\w.]*): (.*)$", message, flags=re.DOTALL)
-    if location == "<root>" and located:
-        location, message = located.groups()
+    if located:
+        below, message = located.groups()
+        location = below if location == "<root>" else f"{location}.{below}"
     if error["type"] == "extra_forbidden":
-        allowed = _allowed_keys(error["loc"][:-1])
+        allowed = _allowed_keys(error["loc"][:-1], document)
         message = f"unknown key {error['loc'][-1]!r}"
         if allowed:
             message += f"; allowed: {', '.join(allowed)}"
@@ -585,17 +757,35 @@ def _describe(error: dict[str, Any]) -> tuple[str, str]:
     return location, message
 
 
-def _allowed_keys(location: tuple[Any, ...]) -> list[str]:
-    """Field names of the model at ``location`` in the campaign, for 'unknown key' errors."""
+def _allowed_keys(location: tuple[Any, ...], document: Any = None) -> list[str]:
+    """Field names of the model at ``location`` in the campaign, for 'unknown key' errors.
+
+    A union member's tag in the location picks that member; a search's keys are its own and
+    those of its method's options (the method read from ``document``).
+    """
     model: Any = CampaignSpec
+    node = document
     for part in location:
-        if isinstance(part, int) or model is None:
-            continue
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        model = _model_of(field.annotation)
-    return sorted(getattr(model, "model_fields", {}))
+        if part in UNION_MEMBERS:
+            model = UNION_MEMBERS[part]
+        elif isinstance(part, int):
+            node = node[part] if isinstance(node, list) and 0 <= part < len(node) else None
+        else:
+            field = _fields(model, node).get(part)
+            if field is None:
+                return []
+            model = _model_of(field.annotation)
+            node = node.get(part) if isinstance(node, dict) else None
+    return sorted(_fields(model, node))
+
+
+def _fields(model: Any, node: Any) -> dict[str, Any]:
+    """The fields of ``model`` (none for a non-model), with a search's method options."""
+    fields = dict(getattr(model, "model_fields", {}))
+    method = node.get("method") if isinstance(node, dict) else None
+    if model is SearchSpec and isinstance(method, str) and method in METHODS:
+        fields.update(get_method(method).options_model.model_fields)
+    return fields
 
 
 def _model_of(annotation: Any) -> Any:

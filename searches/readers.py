@@ -3,7 +3,8 @@
 Experiments write their events in many layouts; a declarative :class:`BranchMap` says which
 branch holds which quantity, so that one reader serves CMS NanoAOD, Delphes, the classic HEP
 tutorial ntuples and any flat ntuple a collaboration brings. Presets ship for the common layouts
-(:data:`PRESETS`); a campaign file may also spell a map out in full.
+(:data:`PRESETS`), and a campaign file names one of them for each ROOT input; a custom
+:class:`BranchMap` is for the Python API.
 
 Every problem with an input (a missing, corrupt or truncated file, a tree that is not there, a
 branch that is missing or has the wrong type) raises one :class:`InputFileError` or

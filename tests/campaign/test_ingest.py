@@ -18,7 +18,9 @@ from campaign.ingest import (
     SAMPLE_METADATA_KEY,
     IngestError,
     ingest,
+    inspect_file,
     list_classes,
+    read_chunk,
     read_class,
 )
 from campaign.inputs import (
@@ -32,7 +34,14 @@ from campaign.inputs import (
 from campaign.spec import parse_spec
 from campaign.store import Store, TaskRecord
 from campaign.testing import lamppost, search_results, write_campaign
-from searches.events import SCHEMA_METADATA_KEY, SCHEMA_VERSION, concatenate, write_parquet
+from searches.events import (
+    SCHEMA_METADATA_KEY,
+    SCHEMA_VERSION,
+    EventValidationError,
+    concatenate,
+    make_events,
+    write_parquet,
+)
 from searches.readers import BranchMapError, Sample, read_root
 from searches.signatures import SignatureConfig, exclusive_class_names
 
@@ -431,3 +440,45 @@ def test_campaign_read_tasks_normalise_to_the_cross_section_like_one_read(
         expected = direct[exclusive_class_names(direct, CONFIG) == name]
         assert ak.to_list(events.weight) == pytest.approx(ak.to_list(expected.weight), rel=1e-12)
     assert index["samples"][str(shared_data / NANOAOD)]["files"] == 1
+
+
+def _schema_file(path: Path, *, drop: str | None = None) -> Path:
+    """Five events in the event schema, optionally without one top-level column."""
+    weights = np.arange(1.0, 6.0)
+    write_parquet(make_events({}, met=weights, met_phi=0 * weights, weight=weights), path)
+    if drop is not None:
+        pq.write_table(pq.read_table(path).drop_columns([drop]), path)
+    return path
+
+
+def test_parquet_without_a_weight_column_is_a_bad_file_that_skip_can_skip(
+    tmp_path: Path,
+) -> None:
+    path = str(_schema_file(tmp_path / "noweight.parquet", drop="weight"))
+    with pytest.raises(EventValidationError) as caught:
+        inspect_file(path, branch_map=None, measure_weights=True)
+    assert (caught.value.source, caught.value.field) == (path, "weight")
+    assert str(caught.value) == (
+        f"{path}: field 'weight': missing event-level field; required: met, met_phi, weight"
+    )
+    payload = {"path": path, "preset": None, "measure_weights": True, "on_bad_file": "skip"}
+    skipped = inspect_task(payload, Store(tmp_path / "store"), "staging/inspect")
+    assert skipped["summary"]["error"] == str(caught.value)
+    with pytest.raises(EventValidationError, match="field 'met': missing event-level field"):
+        inspect_file(
+            str(_schema_file(tmp_path / "nomet.parquet", drop="met")),
+            branch_map=None,
+            measure_weights=False,
+        )
+
+
+def test_parquet_is_read_from_uris_through_pyarrow_filesystems(tmp_path: Path) -> None:
+    path = _schema_file(tmp_path / "events.parquet")
+    assert inspect_file(path.as_uri(), branch_map=None, measure_weights=True) == (5, 15.0)
+    events = read_chunk(path.as_uri(), branch_map=None, start=1, stop=4)
+    assert ak.to_list(events.weight) == [2.0, 3.0, 4.0]
+    absent = (tmp_path / "absent.parquet").as_uri()
+    with pytest.raises(EventValidationError, match="does not exist or is not a file"):
+        inspect_file(absent, branch_map=None, measure_weights=False)
+    with pytest.raises(EventValidationError, match=r"cannot be reached .*allowed: a local path"):
+        inspect_file("ftp://host/events.parquet", branch_map=None, measure_weights=False)

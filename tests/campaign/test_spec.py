@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -100,6 +101,95 @@ BAD_FILES = [
         {"models": [{"name": "zprime", "space": {"mass": [5000, 500]}}]},
         "theory.models.0.space",
         "low < high",
+    ),
+    (
+        "unknown theory parameter",
+        "theory",
+        {"models": [{"name": "zprime", "space": {"mas": [500, 3000]}}], "budget": 4},
+        "theory.models.0.space.mas",
+        "unknown parameters ['mas']; allowed: mass, g",
+    ),
+    (
+        "unknown model option",
+        "theory",
+        {"models": [{"name": "zprime", "options": {"chanels": ["mumu"]}}], "budget": 4},
+        "theory.models.0.options",
+        "unknown options ['chanels']; allowed: channels",
+    ),
+    (
+        "bad model option value",
+        "theory",
+        {"models": [{"name": "zprime", "options": {"channels": ["mumuu"]}}], "budget": 4},
+        "theory.models.0.options",
+        "allowed: ee, mumu",
+    ),
+    (
+        "log scale through zero",
+        "theory",
+        {"models": [{"name": "leptoquark", "space": {"beta": [0, 1, "log"]}}], "budget": 4},
+        "theory.models.0.space.beta",
+        "a log scale needs low > 0",
+    ),
+    (
+        "theory range outside the model's",
+        "theory",
+        {"models": [{"name": "zprime", "space": {"mass": [10, 100000]}}], "budget": 4},
+        "theory.models.0.space.mass",
+        "allowed: within [200, 6000]",
+    ),
+    (
+        "constraints leave no point",
+        "theory",
+        {
+            "models": [
+                {"name": "dm_mediator", "space": {"m_med": [100, 200], "m_chi": [500, 1000]}}
+            ],
+            "budget": 4,
+        },
+        "theory.models.0.space",
+        "constraints ['m_chi < m_med / 2'] leave (almost) no point",
+    ),
+    (
+        "unknown injection parameter",
+        "data.observed",
+        {"pseudo": True, "inject": {"model": "zprime", "point": {"mas": 1500, "g": 0.3}}},
+        "data.observed.inject.point",
+        "unknown ['mas'] parameters; allowed: mass, g",
+    ),
+    (
+        "injection outside the model",
+        "data.observed",
+        {"pseudo": True, "inject": {"model": "zprime", "point": {"mass": 9000, "g": 0.3}}},
+        "data.observed.inject.point",
+        "outside [200.0, 6000.0]",
+    ),
+    (
+        "malformed Ray address",
+        "execution.address",
+        "locl",
+        "execution.address",
+        "allowed: local, auto, ray://<host>:<port>, <host>:<port>",
+    ),
+    (
+        "misspelled class",
+        "searches.0.classes",
+        ["2mu", "2muu"],
+        "searches.0.classes.1",
+        "malformed token '2muu'; allowed: tokens '<n>e'",
+    ),
+    (
+        "misspelled method option",
+        "searches.0.pseudo_round",
+        50,
+        "searches.0.pseudo_round",
+        "min_region_bins, pseudo_rounds, resources",
+    ),
+    (
+        "unknown background key",
+        "data.background.evnts",
+        1000,
+        "data.background.evnts",
+        "unknown key 'evnts'; allowed: events, simulator, tail_boost",
     ),
 ]
 
@@ -240,8 +330,27 @@ def test_unset_variable_and_missing_file_name_the_sample_path(
             "data.background.files.0.preset",
             "allowed: nanoaod, delphes",
         ),
+        (
+            {"background": {"files": [{"path": "x.parquet", "xsec": 1.0}]}},
+            [{"method": "scan"}],
+            "data.background.files.0.xsec",
+            "unknown key 'xsec'; allowed: label, path, preset, sum_of_weights",
+        ),
+        (
+            {"background": None, "observed": {"files": [{"path": "x.parquet"}]}},
+            [{"method": "bumphunt", "fit_function": "dijet5"}],
+            "searches.0.fit_function",
+            "allowed: bin_min_count, classes, exclude_window_p, function, high",
+        ),
     ],
-    ids=["pseudo without background", "scan without background", "two norms", "preset"],
+    ids=[
+        "pseudo without background",
+        "scan without background",
+        "two norms",
+        "preset",
+        "unknown sample key",
+        "unknown bump-hunt option",
+    ],
 )
 def test_data_sections_that_cannot_work_are_refused(
     tmp_path: Path, data: dict[str, Any], searches: list[Any], location: str, fragment: str
@@ -251,3 +360,102 @@ def test_data_sections_that_cannot_work_are_refused(
         load_spec(write(tmp_path, document), check_store=False)
     assert any(loc == location for loc, _ in caught.value.problems), caught.value
     assert fragment in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["local", "auto", "ray://head:10001", "10.0.0.1:6379", "[::1]:6379", "ray_head-0.svc:6379"],
+)
+def test_ray_addresses_in_every_form_ray_takes_are_accepted(tmp_path: Path, address: str) -> None:
+    document = base_spec(tmp_path / "store")
+    document["execution"]["address"] = address
+    assert load_spec(write(tmp_path, document)).execution.address == address
+
+
+@pytest.mark.parametrize(
+    "address", ["locl", "ray://head", "head", "head:0", "head:99999", "http://head:8265", "::1:1"]
+)
+def test_malformed_ray_addresses_are_refused(tmp_path: Path, address: str) -> None:
+    document = base_spec(tmp_path / "store")
+    document["execution"]["address"] = address
+    with pytest.raises(SpecError, match=r"execution.address: .* is not a Ray address; allowed: "):
+        load_spec(write(tmp_path, document))
+
+
+def test_class_names_are_checked_against_the_grammar_and_the_configured_views(
+    tmp_path: Path,
+) -> None:
+    document = base_spec(tmp_path / "store")
+    names = ["2mu", "2mu+X", "2mu+NJet", "1e_1mu_2j_1b_MET", "6j+", "4j+_2b"]
+    document["searches"][0]["classes"] = names
+    assert load_spec(write(tmp_path, document)).searches[0].classes == names
+    refused = {
+        "2mu+X": "the inclusive view, which signatures.views leaves out; allowed views: exclusive",
+        "7j": "fall in the capped class '6j+'",
+        "empty": "is never searched",
+        "MET_2mu": "'MET' must be the last token",
+    }
+    document["signatures"]["views"] = ["exclusive"]
+    for name, fragment in refused.items():
+        document["searches"][0]["classes"] = ["2mu", name]
+        with pytest.raises(SpecError) as caught:
+            load_spec(write(tmp_path, document))
+        assert [loc for loc, _ in caught.value.problems] == ["searches.0.classes.1"]
+        assert fragment in str(caught.value)
+
+
+def test_a_file_that_is_not_yaml_says_campaign_files_are_yaml(tmp_path: Path) -> None:
+    file = write(tmp_path, 'name = "x"\nstore = "runs/x"\n', "campaign.toml")
+    result = CliRunner().invoke(app, ["validate", str(file)])
+    assert result.exit_code == 2
+    assert "<root>: must be a mapping of campaign keys; campaign files are YAML" in result.stderr
+
+
+def _events_file(path: Path) -> Path:
+    from searches.events import make_events, write_parquet
+
+    ones = np.ones(4)
+    return write_parquet(make_events({}, met=ones, met_phi=0 * ones, weight=ones), path)
+
+
+def test_file_uris_are_local_paths_and_other_uris_need_a_scheme_pyarrow_reads(
+    tmp_path: Path,
+) -> None:
+    events = _events_file(tmp_path / "data" / "bkg.parquet")
+    document = {**base_spec(tmp_path / "s"), "searches": [{"method": "bumphunt"}]}
+    document["data"] = {"background": None, "observed": {"files": [{"path": events.as_uri()}]}}
+    spec = load_spec(write(tmp_path, document))
+    assert spec.data.observed.files[0].files() == [str(events)]
+    document["data"]["observed"]["files"] = [{"path": "gs://bucket/run/*.parquet"}]
+    assert load_spec(write(tmp_path, document)).data.observed.files[0].path.startswith("gs://")
+    refused = {
+        "ftp://host/run.parquet": "pyarrow reads no ftp:// URIs; allowed: a local path or a URI",
+        "file://host/run.parquet": "a file:// URI names a file on this machine",
+        f"file://{tmp_path}/absent.parquet": "matches no file",
+    }
+    for path, fragment in refused.items():
+        document["data"]["observed"]["files"] = [{"path": path}]
+        with pytest.raises(SpecError) as caught:
+            load_spec(write(tmp_path, document))
+        assert [loc for loc, _ in caught.value.problems] == ["data.observed.files.0.path"]
+        assert fragment in str(caught.value)
+
+
+def test_a_root_file_without_a_preset_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "bkg.root").write_bytes(b"")
+    _events_file(tmp_path / "data" / "more.parquet")
+    store = tmp_path / "store"
+    document = base_spec(store)
+    document["data"]["background"] = {"files": [{"path": "data/*", "xsec_pb": 10}]}
+    file = write(tmp_path, document)
+    result = CliRunner().invoke(app, ["run", str(file)])
+    assert result.exit_code == 2, result.output
+    assert "data.background.files.0.preset:" in result.stderr
+    assert "bkg.root is a ROOT file" in result.stderr
+    assert "allowed: nanoaod, delphes, heptutorial, dimuon" in result.stderr
+    assert not store.exists()
+    document["data"]["background"]["files"][0]["preset"] = "delphes"
+    assert load_spec(write(tmp_path, document)).data.background.files[0].preset == "delphes"
+    document["data"]["background"]["files"] = [{"path": "data/more.parquet"}]
+    assert load_spec(write(tmp_path, document)).data.background.files[0].preset is None
