@@ -8,6 +8,9 @@ answer goes to stdout, everything else to stderr.
 from __future__ import annotations
 
 import json
+import math
+import os
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -15,8 +18,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from campaign.spec import CampaignSpec, SpecError, json_schema, load_spec
+from campaign.spec import CampaignSpec, SpecError, json_schema, load_spec, parse_spec
 from campaign.store import Store, StoreError
 
 if TYPE_CHECKING:
@@ -38,7 +42,11 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable outpu
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    """Print ``message`` without rich markup.
+
+    Messages quote user input and ranges such as ``[low, high]``, which markup would swallow.
+    """
+    err.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -81,20 +89,56 @@ def schema(
 
 def _run(file: Path, *, resume: bool, as_json: bool) -> int:
     """Run a campaign file; return the exit code (bad input raises ``typer.Exit(2)``)."""
-    from campaign.runner import run_campaign
-
     try:
         spec = load_spec(file)
     except SpecError as problem:
         raise _fail(str(problem)) from None
-    store = Store(spec.store)
-    if store.exists("spec.json") and not resume:
+    if Store(spec.store).exists("spec.json") and not resume:
         raise _fail(
             f"{spec.store}: a campaign store already exists; continue it with "
             f"`lamppost resume {spec.store}` (or `run --resume`), or choose a new store"
         )
+    return _execute(spec, spec_text=file.read_text(), as_json=as_json)
+
+
+def _stored_campaign(directory: Path) -> tuple[CampaignSpec, str]:
+    """The campaign that the store ``directory`` holds, with ``directory`` as its store.
+
+    It comes from ``spec.json`` (sample paths stored absolute), not from ``campaign.yaml``:
+    that file's relative ``store:`` and sample paths meant something only from where it was
+    first run, so re-reading it from elsewhere would start a new campaign in another folder or
+    look for the samples in the wrong one.
+    """
+    store = Store(str(directory))
+    if not store.exists("spec.json"):
+        raise _fail(
+            f"{directory}: not a campaign store (no spec.json); allowed: a folder that "
+            "`lamppost run` created"
+        )
+    source = store.path("spec.json")
     try:
-        summary = run_campaign(spec, spec_text=file.read_text())
+        document = store.read_json("spec.json")
+    except (OSError, ValueError) as problem:
+        raise _fail(f"{source}: cannot be read ({problem})") from None
+    if not isinstance(document, dict):
+        raise _fail(f"{source}: not a campaign spec (expected a JSON object)")
+    try:
+        spec = parse_spec(
+            {**document, "store": os.path.abspath(directory)}, source=source, base_dir=directory
+        )
+    except SpecError as problem:
+        raise _fail(str(problem)) from None
+    text = store.read_text("campaign.yaml") if store.exists("campaign.yaml") else ""
+    return spec, text
+
+
+def _execute(spec: CampaignSpec, *, spec_text: str, as_json: bool) -> int:
+    """Run (or continue) ``spec`` in its store; return the exit code."""
+    from campaign.runner import run_campaign
+
+    store = Store(spec.store)
+    try:
+        summary = run_campaign(spec, spec_text=spec_text)
     except StoreError as problem:
         raise _fail(str(problem)) from None
     except KeyboardInterrupt:
@@ -133,11 +177,9 @@ def run(
 
 @app.command()
 def resume(directory: Path, as_json: JsonOption = False) -> None:
-    """Continue a campaign from its store; finished tasks are not run again."""
-    spec_file = directory / "campaign.yaml"
-    if not spec_file.is_file():
-        raise _fail(f"{directory}: not a campaign store (no campaign.yaml)")
-    raise typer.Exit(_run(spec_file, resume=True, as_json=as_json))
+    """Continue the campaign stored in DIRECTORY, in place; finished tasks are not run again."""
+    spec, text = _stored_campaign(directory)
+    raise typer.Exit(_execute(spec, spec_text=text, as_json=as_json))
 
 
 def _read_status(directory: Path) -> Any:
@@ -302,6 +344,13 @@ def _reinterpret_published(store: Store, source: Path, *, select: list[str], as_
     raise typer.Exit(code)
 
 
+def _positive_xsec(value: float | None) -> float | None:
+    """Refuse a cross section that cannot normalise events now, before any file is read."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"{value} is not allowed; allowed: a finite number > 0 (pb)")
+    return value
+
+
 def _parse_point(items: list[str]) -> dict[str, float]:
     point = {}
     for item in items:
@@ -323,18 +372,21 @@ def reinterpret(
         str | None, typer.Option("--preset", help="Branch-map preset for ROOT events.")
     ] = None,
     xsec_pb: Annotated[
-        float | None, typer.Option("--xsec-pb", help="Cross section of the events file, pb.")
+        float | None,
+        typer.Option(
+            "--xsec-pb", help="Cross section of the events file, pb (> 0).", callback=_positive_xsec
+        ),
     ] = None,
     model: Annotated[str | None, typer.Option("--model", help="Theory model name.")] = None,
     point: Annotated[
         list[str] | None, typer.Option("--point", help="Parameter value, NAME=NUMBER.")
     ] = None,
     n_events: Annotated[
-        int, typer.Option("--n-events", help="Events to simulate for --model.")
+        int, typer.Option("--n-events", min=1, help="Events to simulate for --model.")
     ] = 20000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the signal simulation.")] = 0,
     max_fits: Annotated[
-        int, typer.Option("--max-fits", help="Most sensitive searches fitted with pyhf.")
+        int, typer.Option("--max-fits", min=0, help="Most sensitive searches fitted with pyhf.")
     ] = 10,
     limits: Annotated[
         bool, typer.Option("--limits", help="Also 95% CL upper limits on mu (slow).")
@@ -429,6 +481,17 @@ def demo(
     raise typer.Exit(code)
 
 
+_SUBMIT_FLAGS = {"time_limit": "--time", "env_secret": "--env-secret"}
+"""Options of :func:`campaign.submit.submit` whose ``lamppost submit`` flag has another name."""
+
+
+def _as_flags(message: str) -> str:
+    """``message`` with option names replaced by the flags a CLI user typed."""
+    for name, flag in _SUBMIT_FLAGS.items():
+        message = re.sub(rf"(^|; ){name}:", rf"\1{flag} ({name}):", message)
+    return message
+
+
 @app.command()
 def submit(
     file: Path,
@@ -439,7 +502,32 @@ def submit(
     output: Annotated[
         Path | None, typer.Option("--out", help="Folder for the rendered files.")
     ] = None,
-    image: Annotated[str | None, typer.Option("--image", help="Container image.")] = None,
+    image: Annotated[str | None, typer.Option("--image", help="Container image (k8s).")] = None,
+    namespace: Annotated[
+        str | None,
+        typer.Option("--namespace", help="Kubernetes namespace (k8s; default: default)."),
+    ] = None,
+    env_secret: Annotated[
+        str | None,
+        typer.Option(
+            "--env-secret",
+            help="Secret whose keys become environment variables of every Ray container (k8s), "
+            "e.g. object-store credentials.",
+        ),
+    ] = None,
+    time_limit: Annotated[
+        str | None,
+        typer.Option("--time", help="Job time limit (slurm; default 24:00:00), e.g. 2-00:00:00."),
+    ] = None,
+    partition: Annotated[str | None, typer.Option("--partition", help="Partition (slurm).")] = None,
+    account: Annotated[str | None, typer.Option("--account", help="Account (slurm).")] = None,
+    setup: Annotated[
+        str | None,
+        typer.Option(
+            "--setup",
+            help="Shell lines run before Ray starts (slurm), e.g. 'module load cuda'.",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Render a campaign for Kubernetes (KubeRay) or Slurm and, unless --dry-run, submit it."""
@@ -447,6 +535,34 @@ def submit(
 
     if target not in ("k8s", "slurm"):
         raise _fail(f"--target: {target!r} is not allowed; allowed: k8s, slurm")
+    flags = {
+        "k8s": {"--image": image, "--namespace": namespace, "--env-secret": env_secret},
+        "slurm": {
+            "--time": time_limit,
+            "--partition": partition,
+            "--account": account,
+            "--setup": setup,
+        },
+    }
+    other = "slurm" if target == "k8s" else "k8s"
+    misplaced = [flag for flag, value in flags[other].items() if value is not None]
+    if misplaced:
+        raise _fail(
+            f"{', '.join(misplaced)}: only for --target {other}; allowed with --target "
+            f"{target}: {', '.join(flags[target])}"
+        )
+    options = {
+        name: value
+        for name, value in (
+            ("namespace", namespace),
+            ("env_secret", env_secret),
+            ("time_limit", time_limit),
+            ("partition", partition),
+            ("account", account),
+            ("setup", setup),
+        )
+        if value is not None
+    }
     try:
         result = submission.submit(
             target,  # type: ignore[arg-type]
@@ -454,9 +570,10 @@ def submit(
             out_dir=output,
             image=image or submission.DEFAULT_IMAGE,
             dry_run=dry_run,
+            **options,
         )
     except (SpecError, submission.SubmitError) as problem:
-        raise _fail(str(problem)) from None
+        raise _fail(_as_flags(str(problem))) from None
     if as_json:
         _emit_json(
             {

@@ -33,10 +33,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import jinja2
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from campaign import __version__
-from campaign.spec import CampaignSpec, load_spec
+from campaign.spec import CampaignSpec, expand_path, load_spec
 
 Target = Literal["k8s", "slurm"]
 TARGETS: tuple[str, ...] = ("k8s", "slurm")
@@ -415,6 +416,51 @@ def apply(
     return Submission(target, out, tuple(written), tuple(command), result.stdout)
 
 
+def _relative_samples(document: Any, spec: CampaignSpec) -> list[tuple[str, int, str, str]]:
+    """``(role, index, path as written, absolute path)`` of every sample path written relative.
+
+    Such a path means "next to the campaign file", which only holds where the file was
+    validated: the Slurm copy lives in another folder and the Kubernetes ConfigMap is mounted
+    alone at :data:`CAMPAIGN_MOUNT`.
+    """
+    found = []
+    for role in ("background", "observed"):
+        written = ((document.get("data") or {}).get(role) or {}).get("files") or []
+        expanded = getattr(getattr(spec.data, role), "files", None) or []
+        for index, (raw, sample) in enumerate(zip(written, expanded, strict=True)):
+            if not Path(expand_path(raw["path"])).is_absolute() and "://" not in sample.path:
+                found.append((role, index, raw["path"], sample.path))
+    return found
+
+
+def _shipped_text(target: Target, path: Path, spec: CampaignSpec) -> str:
+    """The campaign file as shipped to ``target``: verbatim, unless a sample path is relative.
+
+    Slurm jobs run on a shared filesystem, so the copy gets those paths made absolute (they
+    name the files validated here). A pod sees its image and volumes, with the campaign file
+    alone in its ConfigMap mount, so Kubernetes refuses them here rather than when the job
+    starts.
+    """
+    text = path.read_text()
+    document = yaml.safe_load(text)
+    relative = _relative_samples(document, spec)
+    if not relative:
+        return text
+    if target == "k8s":
+        named = ", ".join(
+            f"data.{role}.files.{index}.path ({written!r})" for role, index, written, _ in relative
+        )
+        raise SubmitError(
+            f"{path}: {named}: relative to the campaign file, which the pods see alone at "
+            f"{CAMPAIGN_MOUNT}; allowed on Kubernetes: an absolute path inside the image or a "
+            "mounted volume, or a remote URI (root://, s3://, gs://)"
+        )
+    for role, index, _, absolute in relative:
+        document["data"][role]["files"][index]["path"] = absolute
+    header = f"# Copy of {path.resolve()} for Slurm; relative sample paths made absolute.\n"
+    return header + yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+
+
 def submit(
     target: Target,
     file: str | Path,
@@ -429,7 +475,9 @@ def submit(
 
     The store is not checked locally (it lives on the cluster). For Slurm, the job reads the
     copy of the campaign file written to ``out_dir`` and runs in the current directory, so a
-    relative store resolves where it would on this machine.
+    relative store resolves where it would on this machine; relative sample paths are made
+    absolute in the copy, so they still name the files next to ``file``. Kubernetes refuses
+    relative sample paths (see :func:`_shipped_text`).
 
     Args:
         target: ``"k8s"`` or ``"slurm"``.
@@ -454,6 +502,11 @@ def submit(
         options.setdefault("campaign_path", str((out / CAMPAIGN_KEY).absolute()))
         options.setdefault("workdir", str(Path.cwd().absolute()))
     rendered = render(
-        target, spec, spec_text=path.read_text(), image=image, namespace=namespace, **options
+        target,
+        spec,
+        spec_text=_shipped_text(target, path, spec),
+        image=image,
+        namespace=namespace,
+        **options,
     )
     return apply(target, rendered, out_dir=out, dry_run=dry_run)

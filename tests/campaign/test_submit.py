@@ -563,6 +563,40 @@ def test_submit_slurm_dry_run_points_at_its_copy(
     assert done.out_dir == Path("rendered")
 
 
+def _campaign_with_relative_sample(folder: Path) -> Path:
+    """The golden campaign reading ``bkg.parquet`` next to it (an empty file: paths only)."""
+    folder.mkdir()
+    (folder / "bkg.parquet").touch()
+    document = yaml.safe_load((GOLDEN / "campaign.yaml").read_text())
+    document["data"] = {"background": {"files": [{"path": "bkg.parquet", "xsec_pb": 10}]}}
+    file = folder / "campaign.yaml"
+    file.write_text(yaml.safe_dump(document))
+    return file
+
+
+def test_submit_slurm_copy_keeps_relative_samples_pointing_at_the_originals(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = _campaign_with_relative_sample(tmp_path / "project")
+    monkeypatch.chdir(tmp_path)
+    submit("slurm", source, out_dir="rendered", dry_run=True)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    copied = load_spec(tmp_path / "rendered" / "campaign.yaml")
+    assert copied.data.background.files[0].path == str(tmp_path / "project" / "bkg.parquet")
+    assert copied.model_dump(exclude={"store"}) == load_spec(source).model_dump(exclude={"store"})
+
+
+def test_submit_k8s_refuses_relative_samples_before_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = _campaign_with_relative_sample(tmp_path / "project")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SubmitError, match=r"data\.background\.files\.0\.path \('bkg\.parquet'\)"):
+        submit("k8s", source, out_dir="rendered", dry_run=True)
+    assert not (tmp_path / "rendered").exists()
+
+
 def test_submit_default_out_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     done = submit("k8s", GOLDEN / "campaign.yaml", dry_run=True)
