@@ -25,6 +25,7 @@ from campaign import plan
 from campaign.execute import RayExecutor
 from campaign.runner import Driver
 from campaign.spec import parse_spec
+from campaign.status import read_classes
 from campaign.tasks import run_task
 
 
@@ -64,7 +65,7 @@ def main() -> None:
         driver._stage(executor, [background], "background")
         driver._stage(executor, [observed], "observed")
         driver._stage(executor, [classify], "classify")
-    classes = driver.store.read_json(driver.finished[classify.key].artifacts["classes"])
+    classes = read_classes(driver.store, driver.finished[classify.key].artifacts["classes"])
     driver._mark_searchable(classes)
     searches = plan.search_tasks(spec, classify, classes)
     work = [(task, {**task.payload, "inputs": driver._inputs(task)}) for task in searches]

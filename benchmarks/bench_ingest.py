@@ -87,6 +87,7 @@ def _campaign_read(files: list[str], workers: int, out_dir: str) -> tuple[int, f
     from campaign.execute import RayExecutor
     from campaign.runner import Driver
     from campaign.spec import parse_spec
+    from campaign.status import read_classes
     from searches.signatures import SignatureConfig
 
     document = {
@@ -115,7 +116,7 @@ def _campaign_read(files: list[str], workers: int, out_dir: str) -> tuple[int, f
         for task in (background, observed, classify):
             driver._stage(executor, [task], task.name)
         seconds = time.perf_counter() - start
-    classes = driver.store.read_json(driver.finished[classify.key].artifacts["classes"])
+    classes = read_classes(driver.store, driver.finished[classify.key].artifacts["classes"])
     events = sum(int(c["observed"]) for name, c in classes.items() if c["members"] == [name])
     return events, seconds
 

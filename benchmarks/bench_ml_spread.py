@@ -42,6 +42,7 @@ from campaign import plan
 from campaign.execute import Outcome, RayExecutor
 from campaign.runner import Driver
 from campaign.spec import CampaignSpec, parse_spec
+from campaign.status import read_classes
 from searches import events as event_model
 from searches import signatures
 from theory.models import get_model
@@ -197,7 +198,7 @@ def prepare(args: argparse.Namespace, tmp: Path) -> tuple[Driver, list, int]:
         driver._stage(executor, [classify], "classify")
     if classify.key not in driver.finished:
         raise SystemExit(f"data stages failed: {driver.failures}")
-    classes = driver.store.read_json(driver.finished[classify.key].artifacts["classes"])
+    classes = read_classes(driver.store, driver.finished[classify.key].artifacts["classes"])
     driver._mark_searchable(classes)
     searchable = sorted(name for name, info in classes.items() if info["searchable"])
     if args.max_classes:

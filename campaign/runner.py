@@ -14,6 +14,7 @@ from typing import Any
 from campaign import plan
 from campaign.execute import Outcome, RayExecutor
 from campaign.spec import CampaignSpec
+from campaign.status import read_classes, read_global
 from campaign.store import Store, TaskRecord
 
 
@@ -84,7 +85,7 @@ class Driver:
                 self._stage(executor, [landscape], "landscape")
             if not self._have(classify):
                 return self._summary()
-            classes = self.store.read_json(self.finished[classify.key].artifacts["classes"])
+            classes = read_classes(self.store, self.finished[classify.key].artifacts["classes"])
             self._mark_searchable(classes)
             searches = plan.search_tasks(self.spec, classify, classes)
             self._stage(executor, searches, "search")
@@ -179,7 +180,7 @@ class Driver:
         global_result = {}
         if lee_records:
             latest = max(lee_records, key=lambda r: r.finished_at)
-            global_result = self.store.read_json(latest.artifacts["lee"])
+            global_result = read_global(self.store, latest.artifacts["lee"])
         return CampaignSummary(
             store=self.store.uri,
             done=self.done,

@@ -10,6 +10,35 @@ from campaign.store import Store, StoreError, TaskRecord
 from searches.result import SearchResult
 
 STATUS_SCHEMA_VERSION = "1"
+CLASSES_SCHEMA_VERSION = "1"
+"""Layout of a classify task's ``classes.json``: ``{"schema_version", "classes": {name: row}}``."""
+GLOBAL_SCHEMA_VERSION = "1"
+"""Layout of a look-elsewhere task's ``lee.json``: the global significance's fields."""
+
+
+def _versioned(store: Store, path: str, allowed: str) -> dict[str, Any]:
+    """The JSON object at ``path``; files written before versioning (no ``schema_version``)
+    are read as version ``allowed``, any other version is refused naming the file."""
+    data = store.read_json(path)
+    version = data.get("schema_version", allowed) if isinstance(data, dict) else None
+    if version != allowed:
+        raise StoreError(
+            f"{store.path(path)}: schema_version={version!r} is not readable by this version of "
+            f"Lamppost; allowed: {allowed!r}"
+        )
+    return data
+
+
+def read_classes(store: Store, path: str) -> dict[str, dict[str, Any]]:
+    """Populated event classes (exclusive and views) with their counts, from ``classes.json``."""
+    data = _versioned(store, path, CLASSES_SCHEMA_VERSION)
+    return data["classes"] if "schema_version" in data else data
+
+
+def read_global(store: Store, path: str) -> dict[str, Any]:
+    """The campaign's global (look-elsewhere-corrected) significance, from ``lee.json``."""
+    data = _versioned(store, path, GLOBAL_SCHEMA_VERSION)
+    return {key: value for key, value in data.items() if key != "schema_version"}
 
 
 @dataclass(frozen=True)
@@ -71,14 +100,14 @@ def read_status(store: Store) -> CampaignStatus:
     rows: list[SearchRow] = []
     global_result: dict[str, Any] = {}
     for record in _done(records, "classify"):
-        classes = store.read_json(record.artifacts["classes"])
+        classes = read_classes(store, record.artifacts["classes"])
     for record in _done(records, "search"):
         for item in store.read_json(record.artifacts["results"]):
             rows.append(SearchRow.from_result(SearchResult.from_dict(item)))
     lee_records = _done(records, "lee")
     if lee_records:
         latest = max(lee_records, key=lambda r: r.finished_at)
-        global_result = store.read_json(latest.artifacts["lee"])
+        global_result = read_global(store, latest.artifacts["lee"])
     rows.sort(key=lambda row: (row.p_tilde if row.p_tilde is not None else 1.0, row.p_local))
     return CampaignStatus(
         name=spec["name"],

@@ -26,6 +26,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from campaign.inputs import gather, inspect_task, read_index, read_parts, read_task
+from campaign.status import CLASSES_SCHEMA_VERSION, GLOBAL_SCHEMA_VERSION
 from campaign.store import Store
 from searches import events as ev
 from searches import signatures
@@ -170,7 +171,9 @@ def classify(payload: Mapping[str, Any], store: Store, staging: str) -> TaskOutp
                 for key in ("expected", "observed", "mc_events")
             },
         }
-    store.write_json(f"{staging}/classes.json", table)
+    store.write_json(
+        f"{staging}/classes.json", {"schema_version": CLASSES_SCHEMA_VERSION, "classes": table}
+    )
     artifacts["classes"] = f"{staging}/classes.json"
     return {
         "artifacts": artifacts,
@@ -367,7 +370,7 @@ def look_elsewhere(payload: Mapping[str, Any], store: Store, staging: str) -> Ta
         "observable": best.observable,
     }
     path = f"{staging}/lee.json"
-    store.write_json(path, summary)
+    store.write_json(path, {"schema_version": GLOBAL_SCHEMA_VERSION, **summary})
     return {"artifacts": {"lee": path}, "summary": summary}
 
 

@@ -32,6 +32,7 @@ from campaign.inputs import (
     read_tasks,
 )
 from campaign.spec import parse_spec
+from campaign.status import read_classes
 from campaign.store import Store, TaskRecord
 from campaign.testing import lamppost, search_results, write_campaign
 from searches.events import (
@@ -323,7 +324,7 @@ def test_campaign_reads_files_as_chunk_tasks_and_resume_reads_nothing_again(
     direct = concatenate([read_root(file, preset="dimuon") for file in files])
     names = exclusive_class_names(direct, DIMUON)
     classify_record = first["classify"][0]
-    classes = json.loads((store / classify_record.artifacts["classes"]).read_text())
+    classes = read_classes(Store(store), classify_record.artifacts["classes"])
     assert {n: int(c["observed"]) for n, c in classes.items()} == dict(Counter(names.tolist()))
     assert "bkg_parts" not in classes["2mu"] and len(classes["2mu"]["obs_parts"]) == 12
     two_muons = read_parts(Store(store), classes["2mu"]["obs_parts"])
@@ -377,7 +378,7 @@ def test_campaign_bad_files_fail_naming_file_and_branch_or_are_skipped(
     index = json.loads((store / ledger["observed"][0].artifacts["index"]).read_text())
     assert {Path(s["path"]).name for s in index["skipped"]} == {"truncated.root", "missing.root"}
     assert index["samples"] == {"dimuon": {"files": 1, "events": entries, "weighted": entries}}
-    classes = json.loads((store / ledger["classify"][0].artifacts["classes"]).read_text())
+    classes = read_classes(Store(store), ledger["classify"][0].artifacts["classes"])
     names = exclusive_class_names(read_root(good, preset="dimuon"), DIMUON)
     assert {n: int(c["observed"]) for n, c in classes.items()} == dict(Counter(names.tolist()))
     parts = {part for c in classes.values() for part, _ in c["obs_parts"]}

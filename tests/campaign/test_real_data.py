@@ -18,6 +18,7 @@ import pytest
 import uproot
 import yaml
 
+from campaign.status import read_classes, read_global
 from campaign.store import Store
 from campaign.testing import lamppost, search_results, write_campaign
 from searches.result import SearchResult
@@ -82,7 +83,7 @@ def test_dimuon_bump_hunt_finds_the_known_resonances_and_nothing_else(dimuon_sto
     assert quiet_global.p_global > 0.05
 
     lee_record = next(r for r in Store(dimuon_store).records() if r.kind == "lee")
-    outcome = json.loads((dimuon_store / lee_record.artifacts["lee"]).read_text())
+    outcome = read_global(Store(dimuon_store), lee_record.artifacts["lee"])
     assert outcome["event_class"] == "2mu" and outcome["n_searches"] == 5
     # The three resonances beat every pseudo-round of their windows: p_global is a bound set by
     # the rounds — only the one smallest round of each quiet window can reach the 1/(R+1) floor.
@@ -93,7 +94,7 @@ def test_dimuon_bump_hunt_finds_the_known_resonances_and_nothing_else(dimuon_sto
 @pytest.mark.slow
 def test_dimuon_campaign_has_no_simulated_background(dimuon_store: Path) -> None:
     records = _records(dimuon_store)
-    classes = json.loads((dimuon_store / records["classify"].artifacts["classes"]).read_text())
+    classes = read_classes(Store(dimuon_store), records["classify"].artifacts["classes"])
     assert classes["2mu"]["observed"] == 49_112
     assert all(info["expected"] == 0 and info["mc_events"] == 0 for info in classes.values())
     assert sum(info["observed"] for info in classes.values()) == DIMUON_ENTRIES
@@ -109,7 +110,7 @@ def test_dimuon_file_is_read_as_chunk_tasks_into_class_row_groups(dimuon_store: 
     assert len(reads) == -(-DIMUON_ENTRIES // DIMUON_CHUNK) == 5
     assert all(r.status == "done" and r.name.startswith("read/observed/") for r in reads)
     records = _records(dimuon_store)
-    classes = json.loads((dimuon_store / records["classify"].artifacts["classes"]).read_text())
+    classes = read_classes(Store(dimuon_store), records["classify"].artifacts["classes"])
     assert [part for part, _ in classes["2mu"]["obs_parts"]] == [r.artifacts["part"] for r in reads]
     sizes = []
     for record in reads:
@@ -128,7 +129,7 @@ def test_heptutorial_background_classes_are_populated_and_scanned(
 ) -> None:
     store = _run(tmp_path, _example("heptutorial.yaml", tmp_path / "store"), shared_data)
     records = _records(store)
-    classes = json.loads((store / records["classify"].artifacts["classes"]).read_text())
+    classes = read_classes(Store(store), records["classify"].artifacts["classes"])
     exclusive = {name: info for name, info in classes.items() if info["members"] == [name]}
 
     files = sorted((shared_data / "heptutorial-mc").glob("*.root"))
@@ -157,7 +158,7 @@ def test_heptutorial_background_classes_are_populated_and_scanned(
         for item in items:
             result = SearchResult.from_dict(item)
             assert 0 < result.p_local <= 1 and 0 < result.p_tilde <= 1
-    outcome = json.loads((store / records["look-elsewhere"].artifacts["lee"]).read_text())
+    outcome = read_global(Store(store), records["look-elsewhere"].artifacts["lee"])
     assert outcome["n_searches"] == 2 * len(scanned)
     assert np.isfinite(outcome["z_global"]) and 0 < outcome["p_global"] <= 1
 

@@ -32,6 +32,10 @@ def test_uninterrupted_run_records_every_stage(reference_run: Path) -> None:
     assert state["tasks"]["search"]["done"] >= 4
     assert 0 < state["global_result"]["p_global"] <= 1
     assert state["searches"][0]["p_tilde"] is not None
+    records = {r.kind: r for r in Store(reference_run).records()}
+    for kind, artifact in (("classify", "classes"), ("lee", "lee")):
+        written = json.loads((reference_run / records[kind].artifacts[artifact]).read_text())
+        assert written["schema_version"] == "1", kind
 
 
 def test_driver_killed_mid_campaign_resumes_to_identical_results(
