@@ -11,7 +11,7 @@ is seeded for the call and restored afterwards.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -119,8 +119,8 @@ def _toy_test(
     teststat = calc.teststatistic(mu)
     sb_dist, b_dist = calc.distributions(mu)
     column = 0 if test_stat == "q0" else 2
-    quiet = test_stat == "q0"
-    with np.errstate(divide="ignore" if quiet else "warn", invalid="ignore" if quiet else "warn"):
+    quiet = np.errstate(divide="ignore", invalid="ignore") if test_stat == "q0" else nullcontext()
+    with quiet:
         observed = float(calc.pvalues(teststat, sb_dist, b_dist)[column])
         per_toy = np.array(
             [float(calc.pvalues(t, sb_dist, b_dist)[column]) for t in b_dist.samples]
