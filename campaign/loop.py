@@ -42,13 +42,12 @@ from campaign.coverage import (
     save_coverage,
     save_next_searches,
 )
-from campaign.spec import CampaignSpec, ModelSpace
+from campaign.spec import CampaignSpec, ModelSpace, campaign_space
 from campaign.store import Store, TaskRecord
 from searches.result import SearchResult
 from searches.signatures import SignatureConfig
 from theory.active import ActiveOptions, ModelArm, PoolHistory, choose_model, learn_box, learn_pool
-from theory.models import get_model
-from theory.space import Parameter, ParameterSpace
+from theory.space import ParameterSpace
 
 RunTasks = Callable[[Sequence[plan.Task], str], Mapping[str, TaskRecord]]
 """Runs tasks on the executor and returns the ledger's finished records by task key."""
@@ -63,43 +62,6 @@ def model_label(model: ModelSpace) -> str:
         for k, v in sorted(model.options.items())
     )
     return f"{model.name}[{options}]"
-
-
-def campaign_space(model: ModelSpace) -> ParameterSpace:
-    """The model's parameter space narrowed to the campaign's ranges (and scale flags).
-
-    The model's constraints, checks and priors are kept; a parameter whose scale the campaign
-    changes takes the default prior of the new scale (log-uniform on a log axis, else uniform),
-    which is the measure its excluded volume fraction is quoted in.
-
-    Raises:
-        ValueError: naming the model, the unknown parameter and the model's parameters.
-    """
-    own = get_model(model.name, **model.options).space
-    unknown = sorted(set(model.space) - set(own.names))
-    if unknown:
-        raise ValueError(
-            f"theory.models[{model.name}].space: unknown parameters {unknown}; "
-            f"allowed: {', '.join(own.names)}"
-        )
-    parameters = []
-    for parameter in own.parameters:
-        bounds = model.space.get(parameter.name)
-        if bounds is None:
-            parameters.append(parameter)
-            continue
-        low, high = (float(b) for b in bounds if not isinstance(b, str))
-        flags = [b for b in bounds if isinstance(b, str)]
-        log = flags[0] == "log" if flags else parameter.log
-        prior = parameter.prior if log == parameter.log else None
-        parameters.append(
-            Parameter(
-                name=parameter.name, low=low, high=high, log=log, prior=prior, unit=parameter.unit
-            )
-        )
-    return ParameterSpace(
-        parameters=tuple(parameters), constraints=own.constraints, checks=own.checks
-    )
 
 
 def evaluation_task(

@@ -36,6 +36,7 @@ from searches.methods.registry import METHODS, get_method
 from searches.observables import OBSERVABLES
 from searches.signatures import EMPTY_CLASS, VIEW_SUFFIX, SignatureConfig, parse_class_name
 from theory.models import MODELS, get_model
+from theory.space import Parameter, ParameterSpace
 
 SPEC_VERSION = "1"
 
@@ -337,8 +338,6 @@ class ModelSpace(_Strict):
         a range outside the model's, a log scale through zero or constraints that leave no
         point found there cost the whole campaign and end in a traceback.
         """
-        from campaign.loop import campaign_space
-
         try:
             own = get_model(self.name, **self.options).space
         except (TypeError, ValueError) as err:
@@ -377,6 +376,43 @@ class ModelSpace(_Strict):
                 f"point in these ranges; allowed: ranges where they hold for some points"
             ) from None
         return self
+
+
+def campaign_space(model: ModelSpace) -> ParameterSpace:
+    """The model's parameter space narrowed to the campaign's ranges (and scale flags).
+
+    The model's constraints, checks and priors are kept; a parameter whose scale the campaign
+    changes takes the default prior of the new scale (log-uniform on a log axis, else uniform),
+    which is the measure its excluded volume fraction is quoted in.
+
+    Raises:
+        ValueError: naming the model, the unknown parameter and the model's parameters.
+    """
+    own = get_model(model.name, **model.options).space
+    unknown = sorted(set(model.space) - set(own.names))
+    if unknown:
+        raise ValueError(
+            f"theory.models[{model.name}].space: unknown parameters {unknown}; "
+            f"allowed: {', '.join(own.names)}"
+        )
+    parameters = []
+    for parameter in own.parameters:
+        bounds = model.space.get(parameter.name)
+        if bounds is None:
+            parameters.append(parameter)
+            continue
+        low, high = (float(b) for b in bounds if not isinstance(b, str))
+        flags = [b for b in bounds if isinstance(b, str)]
+        log = flags[0] == "log" if flags else parameter.log
+        prior = parameter.prior if log == parameter.log else None
+        parameters.append(
+            Parameter(
+                name=parameter.name, low=low, high=high, log=log, prior=prior, unit=parameter.unit
+            )
+        )
+    return ParameterSpace(
+        parameters=tuple(parameters), constraints=own.constraints, checks=own.checks
+    )
 
 
 class ClassSelection(_Strict):

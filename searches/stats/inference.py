@@ -193,14 +193,17 @@ def cls(
 def _first_crossing(scan: np.ndarray, curve: np.ndarray, level: float) -> float:
     """``mu`` where ``curve`` (CLs on the increasing ``scan``) first falls to ``level``."""
     below = np.flatnonzero(curve <= level)
-    if not len(below) or below[0] == 0:
-        where = "above" if not len(below) else "at or below"
+    span = f"[{scan[0]:.4g}, {scan[-1]:.4g}]; choose a scan that brackets the limit"
+    if not len(below):
         raise ValueError(
-            f"upper_limit: the toy CLs is {where} level={level} at the "
-            f"{'whole' if not len(below) else 'first point of the'} scan "
-            f"[{scan[0]:.4g}, {scan[-1]:.4g}]; choose a scan that brackets the limit"
+            f"upper_limit: the toy CLs is above level={level} on the whole scan {span}"
         )
     k = int(below[0])
+    if k == 0:
+        raise ValueError(
+            f"upper_limit: the toy CLs is at or below level={level} at the first point of the "
+            f"scan {span}"
+        )
     x0, x1, y0, y1 = scan[k - 1], scan[k], curve[k - 1], curve[k]
     return float(x0 + (x1 - x0) * (y0 - level) / (y0 - y1))
 

@@ -31,7 +31,7 @@ def test_campaign_space_keeps_the_models_priors_and_checks(monkeypatch) -> None:
     not drop a prior or a check the model declares (no shipped model declares one yet)."""
     from types import SimpleNamespace
 
-    import campaign.loop as loop
+    import campaign.spec as spec
     from theory.models import get_model
     from theory.space import Parameter, ParameterSpace
 
@@ -43,7 +43,7 @@ def test_campaign_space_keeps_the_models_priors_and_checks(monkeypatch) -> None:
         ),
         checks=(lambda columns: columns["mass"] > 600.0,),
     )
-    monkeypatch.setattr(loop, "get_model", lambda name, **options: SimpleNamespace(space=declared))
+    monkeypatch.setattr(spec, "get_model", lambda name, **options: SimpleNamespace(space=declared))
     space = campaign_space(ModelSpace(name="zprime", space={"mass": [500, 3000]}))
     assert [p.prior for p in space.parameters] == ["log-uniform", "uniform"]
     assert space.checks == declared.checks

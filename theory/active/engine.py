@@ -130,12 +130,20 @@ def posterior(
     return probs[:, 0], (probs[:, 1] if m > 1 else None)
 
 
-def initial_design(unit: np.ndarray, *, size: int, seed: int) -> np.ndarray:
-    """The run's ``size``-point initial design on a pool, in design order: a seeded Latin
-    hypercube snapped to distinct points of ``unit``, as :func:`propose` draws it at step 0
-    when nothing has been evaluated."""
-    design = latin_hypercube(size, unit.shape[1], seed=stream(seed, 0, _INITIAL))
-    return nearest_unique(design, unit, np.ones(unit.shape[0], dtype=bool))
+def initial_design(
+    unit: np.ndarray,
+    *,
+    size: int,
+    seed: int,
+    step: int = 0,
+    available: np.ndarray | None = None,
+) -> np.ndarray:
+    """A ``size``-point seeded Latin hypercube snapped to distinct ``available`` points of
+    ``unit``, in design order: a run's initial design (step 0, nothing evaluated), or the
+    space-filling batch of a later step that has no surrogate yet."""
+    design = latin_hypercube(size, unit.shape[1], seed=stream(seed, step, _INITIAL))
+    free = np.ones(unit.shape[0], dtype=bool) if available is None else available
+    return nearest_unique(design, unit, free)
 
 
 def maximin(
@@ -180,23 +188,20 @@ def propose(
     q = min(q, int(available.sum()))
     if q <= 0:
         return np.empty(0, dtype=int)
-    d = unit.shape[1]
     if opts.acquisition in BASELINES:
         if opts.acquisition == "random":
             order = np.random.default_rng(stream(seed, 0, _ORDER)).permutation(unit.shape[0])
         elif opts.acquisition == "grid":
             order = grid_order(unit)
         else:
-            design = latin_hypercube(budget, d, seed=stream(seed, 0, _INITIAL))
-            snapped = nearest_unique(design, unit, np.ones(unit.shape[0], dtype=bool))
+            snapped = initial_design(unit, size=budget, seed=seed)
             rest = np.random.default_rng(stream(seed, 0, _ORDER)).permutation(unit.shape[0])
             order = np.concatenate([snapped, rest])
         free = order[available[order]]
         _, first = np.unique(free, return_index=True)
         return free[np.sort(first)][:q]
     if step == 0 or fit.surrogate is None:
-        design = latin_hypercube(q, d, seed=stream(seed, step, _INITIAL))
-        return nearest_unique(design, unit, available)
+        return initial_design(unit, size=q, seed=seed, step=step, available=available)
     if not fit.contour_seen:
         return maximin(unit, available, fit.evaluated, q)
     if opts.acquisition == "information_gain":

@@ -21,7 +21,7 @@ def test_identical_channels_combine_like_their_sum():
     """Four identical channels whose normalisation systematic is one shared nuisance have the
     likelihood of their summed counts (the split of a Poisson total between channels of fixed
     ratios carries no information on mu or the nuisance), so CLs equals the one-bin CLs of the
-    sums. Per-channel systematics would average down and exclude (CLs 0.026 here)."""
+    sums. Per-channel systematics would average down and exclude (CLs 0.023 here)."""
     channels = [channel(n, background=100.0, signal=25.0) for n in (90.0, 100.0, 110.0, 100.0)]
     combined = combine(channels, names=["a", "b", "c", "d"])
     summed = channel(400.0, background=400.0, signal=100.0)
