@@ -25,6 +25,7 @@ import awkward as ak
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyhf.exceptions import FailedMinimization
 
 from campaign.store import Store, StoreError
 from campaign.tasks import finished_results
@@ -167,14 +168,20 @@ def _test(
                 "reason": f"no expected sensitivity (Z ≈ {expected_z:.2g})",
             }
         return {"status": "failed", "reason": f"{name}: {tested.reason}"}
-    limit = inference.upper_limit(workspace) if limits else None
+    limit, reason = None, tested.reason
+    if limits:
+        try:
+            limit = inference.upper_limit(workspace)
+        except FailedMinimization:
+            problem = "no 95 % CL upper limit: MINUIT found no valid minimum on its CLs scan"
+            reason = f"{reason}; {problem}" if reason else problem
     return {
         "status": _verdict(tested.cls_obs),
         "cls_observed": tested.cls_obs,
         "cls_expected": tuple(tested.cls_exp),
         "mu_limit_observed": None if limit is None else limit.observed,
         "mu_limit_expected": None if limit is None else limit.expected,
-        "reason": tested.reason,
+        "reason": reason,
     }
 
 

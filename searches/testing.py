@@ -7,6 +7,7 @@ CLs and the expected band from −2σ to +2σ (None where the README gives none)
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections.abc import Callable, Iterable
@@ -18,6 +19,7 @@ import pyhf
 
 from searches.stats.batched import compile_stack, stack_cls
 from searches.stats.robust import restoring_backend
+from searches.stats.workspace import build_workspace, with_signal
 
 REFERENCE_TOLERANCE = 1e-10
 """scipy tolerance of the converged pyhf reference."""
@@ -204,3 +206,37 @@ def lamppost_best_fits(spec: dict, name: str, model: pyhf.Model) -> tuple[np.nda
         where = model.config.par_slice(base)
         starts[:, where.start + (int(rest[:-1]) if rest else 0)] = theta[:, column]
     return tuple(starts)
+
+
+def without_mc_statistics(spec: dict) -> dict:
+    """The workspace with every MC-statistics modifier removed: the limit of infinite MC."""
+    stripped = copy.deepcopy(spec)
+    for channel in stripped["channels"]:
+        for sample in channel["samples"]:
+            sample["modifiers"] = [
+                m for m in sample["modifiers"] if m["type"] not in ("staterror", "shapesys")
+            ]
+    return stripped
+
+
+def stiff_workspace(relative: float) -> dict:
+    """A 3-bin search workspace whose signal dominates the last bin, with every MC-statistics
+    uncertainty set to ``relative`` by hand (below the floor that ``build_workspace`` applies).
+
+    With ``relative`` = 1e-5 pyhf's default SLSQP reports CLs 0.9999 without complaint and
+    MINUIT finds no valid minimum; the infinite-MC answer (:func:`without_mc_statistics`) is
+    CLs = 0.076.
+    """
+    b, s = np.array([1000.0, 30.0, 2.0]), np.array([30.0, 8.0, 3.0])
+    spec = with_signal(
+        build_workspace(observed=[980.0, 40.0, 0.0], expected=b, sumw2=b, syst=0.3),
+        s,
+        signal_sumw2=s,
+    )
+    for sample in spec["channels"][0]["samples"]:
+        for modifier in sample["modifiers"]:
+            if modifier["type"] == "staterror":
+                modifier["data"] = (relative * b).tolist()
+            if modifier["type"] == "shapesys":
+                modifier["data"] = [0.0, 0.0, relative * s[2]]
+    return spec

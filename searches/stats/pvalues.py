@@ -385,5 +385,9 @@ def local_pvalue(n: ArrayLike, b: ArrayLike, sigma: ArrayLike) -> np.ndarray:
 
 
 def significance(p: ArrayLike) -> np.ndarray:
-    """One-sided Gaussian significance ``Z = Φ⁻¹(1 − p)`` (``p`` clipped to ``[1e-300, 1]``)."""
+    """One-sided Gaussian significance ``Z = Φ⁻¹(1 − p)`` (``p`` clipped to ``[1e-300, 1]``).
+
+    ``p = 1`` (a deficit or nothing observed where nothing is expected) gives ``Z = −∞``;
+    ``p ≤ 1e-300`` gives Z ≈ 37.0, a lower bound.
+    """
     return norm.isf(np.clip(np.asarray(p, dtype=np.float64), 1e-300, 1.0))

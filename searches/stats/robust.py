@@ -188,7 +188,9 @@ def restoring_backend(function: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def _set_backend(settings: FitSettings) -> None:
+def use_fit_settings(settings: FitSettings) -> None:
+    """Make ``settings`` pyhf's global numpy backend and optimizer (callers restore it, see
+    :func:`restoring_backend`)."""
     if settings.optimizer == "minuit":
         optimizer = pyhf.optimize.minuit_optimizer(
             tolerance=settings.tolerance if settings.tolerance is not None else 0.1,
@@ -245,7 +247,7 @@ def plain_hypotest(
         parameters and twice-NLL values: ``free``, ``fixed``, ``asimov`` (background-only fit that
         defines the Asimov data), ``free_asimov``, ``fixed_asimov``.
     """
-    _set_backend(settings)
+    use_fit_settings(settings)
     start = time.process_time()
     init = (
         _background_init(model, data)
@@ -312,7 +314,7 @@ def pyhf_cls(
     Builds the model from the workspace and runs ``pyhf.infer.hypotest`` once with the published
     settings; non-finite values are returned as pyhf gives them.
     """
-    _set_backend(settings)
+    use_fit_settings(settings)
     model, data = build_model(spec)
     with np.errstate(all="ignore"):
         cls_obs, cls_exp, calc = pyhf.infer.hypotest(
@@ -456,7 +458,7 @@ def profile_scan(
     The lower of the fit from pyhf's default start and from the background-only fit is kept, so
     one fit that stalls does not fake a profile.
     """
-    _set_backend(
+    use_fit_settings(
         FitSettings(optimizer=optimizer, tolerance=1e-6 if optimizer == "minuit" else 1e-10)
     )
     bounds = model.config.suggested_bounds()

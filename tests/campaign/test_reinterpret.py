@@ -18,7 +18,12 @@ from campaign.testing import lamppost
 from searches.events import make_collection, make_events, write_parquet
 from searches.stats.robust import FitSettings, pyhf_cls
 from searches.stats.workspace import with_signal
-from searches.testing import lamppost_best_fits, reference_cls
+from searches.testing import (
+    lamppost_best_fits,
+    reference_cls,
+    stiff_workspace,
+    without_mc_statistics,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -163,3 +168,18 @@ def test_a_sensitive_search_gets_its_cls_from_the_fit() -> None:
     reference = float(pyhf.infer.hypotest(1.0, workspace.data(model), model, test_stat="qtilde"))
     assert verdict["status"] in ("excluded", "allowed")
     assert verdict["cls_observed"] == pytest.approx(reference, rel=1e-3)
+
+
+def test_a_limit_minuit_cannot_fit_keeps_the_cls_and_says_why() -> None:
+    """The batched engine fits this stiff workspace (relative MC statistics 1e-5); the limit's
+    MINUIT scan does not. The search keeps its CLs and says why it has no limit, instead of
+    failing as a whole."""
+    spec = stiff_workspace(1e-5)
+    verdict = _test(spec, name="s", limits=True, expected_z=3.0, pyhf_attempts=0)
+    workspace = pyhf.Workspace(without_mc_statistics(spec))
+    model = workspace.model()
+    reference = float(pyhf.infer.hypotest(1.0, workspace.data(model), model, test_stat="qtilde"))
+    assert verdict["cls_observed"] == pytest.approx(reference, rel=1e-4)
+    assert verdict["status"] == "allowed"
+    assert verdict["mu_limit_observed"] is None
+    assert "no 95 % CL upper limit: MINUIT found no valid minimum" in verdict["reason"]

@@ -23,10 +23,10 @@ from searches.stats.batched import (
 from searches.stats.robust import (
     CLsResult,
     FitSettings,
-    _set_backend,
     build_model,
     pyhf_cls,
     restoring_backend,
+    use_fit_settings,
 )
 from searches.stats.workspace import build_workspace, with_signal
 from searches.testing import SBOTTOM_REFERENCE, SBOTTOM_TARBALL
@@ -288,7 +288,7 @@ def _minuit_background_fit(model, data) -> float:
     """pyhf's own background-only fit on MINUIT (the retry ladder's settings): −2 log L."""
     import pyhf
 
-    _set_backend(FitSettings(optimizer="minuit"))
+    use_fit_settings(FitSettings(optimizer="minuit"))
     _, value = pyhf.infer.mle.fixed_poi_fit(0.0, data, model, return_fitted_val=True)
     return float(value)
 

@@ -294,3 +294,5 @@ def test_rejects_bad_input():
 def test_significance():
     assert significance(0.5) == pytest.approx(0.0)
     assert significance(stats.norm.sf(5.0)) == pytest.approx(5.0)
+    assert significance(1.0) == -np.inf
+    assert significance(0.0) == significance(1e-300) == pytest.approx(stats.norm.isf(1e-300))

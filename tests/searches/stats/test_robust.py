@@ -53,10 +53,13 @@ def test_cls_formula_matches_pyhf_asymptotics(q, qa):
     assert np.allclose(exp, band, rtol=1e-9)
 
 
+@pytest.mark.filterwarnings("ignore:Creating a tensor from a list of numpy.ndarrays:UserWarning")
 def test_restoring_backend_puts_pyhf_back_after_a_failure():
     """A retry switches pyhf's global optimizer; the caller's backend must survive an error.
     So must torch's default dtype, which pyhf's pytorch backend sets to float64 for the whole
-    process (every torch network built afterwards would train in double precision)."""
+    process (every torch network built afterwards would train in double precision). The
+    switch re-converts every pyhf model still alive in the process (an earlier test's model
+    with a ``shapesys``, say), and torch warns that pyhf builds one of those tensors slowly."""
     import logging
 
     import torch

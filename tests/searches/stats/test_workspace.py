@@ -6,7 +6,16 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from searches.stats import inference
-from searches.stats.workspace import build_workspace, current_signal, validate, with_signal
+from searches.stats.batched import evaluate_patches
+from searches.stats.robust import use_fit_settings
+from searches.stats.workspace import (
+    MCSTAT_FLOOR,
+    build_workspace,
+    current_signal,
+    validate,
+    with_signal,
+)
+from searches.testing import stiff_workspace, without_mc_statistics
 
 OBSERVED = [12.0, 8.0, 3.0, 0.0]
 EXPECTED = [10.0, 7.0, 2.5, 0.0]
@@ -99,10 +108,21 @@ def direct(spec):
     return model, ws.data(model)
 
 
+@pytest.fixture
+def pyhf_default_optimizer():
+    """pyhf's default SLSQP as the global optimizer for the test, the previous one put back."""
+    backend, optimizer = pyhf.get_backend()
+    pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer())
+    yield pyhf.get_backend()[1]
+    pyhf.set_backend(backend, optimizer)
+
+
 @pytest.mark.slow
-def test_inference_equals_direct_pyhf_calls():
+def test_inference_equals_direct_pyhf_calls(pyhf_default_optimizer):
+    """The same numbers as pyhf's own calls on the optimizer inference fits with (MINUIT)."""
     spec = with_signal(workspace(), [0.5, 2.0, 3.0, 0.1])
     model, data = direct(spec)
+    use_fit_settings(inference.FITS)
 
     p0, p0_exp = pyhf.infer.hypotest(0.0, data, model, test_stat="q0", return_expected=True)
     found = inference.discovery_p0(spec)
@@ -121,6 +141,59 @@ def test_inference_equals_direct_pyhf_calls():
     limit = inference.upper_limit(spec)
     assert limit.observed == pytest.approx(float(up_obs), rel=1e-9)
     assert np.allclose(limit.expected, np.asarray(up_exp, dtype=float), rtol=1e-9)
+
+
+STIFF_BACKGROUND = np.array([1000.0, 31.6, 1.0])
+
+
+@pytest.mark.parametrize(
+    ("signal", "observed"),
+    [([10.0, 3.0, 1.5], [1000.0, 35.0, 2.0]), ([10.0, 3.0, 5.0], [1000.0, 35.0, 1.0])],
+    ids=["signal-below-background", "signal-dominates-a-bin"],
+)
+@pytest.mark.parametrize("relative", [1e-6, 0.0])
+def test_near_exact_mc_statistics_give_the_infinite_mc_answer(
+    pyhf_default_optimizer, signal, observed, relative
+):
+    """A tiny MC-statistics uncertainty must give (almost) the CLs of none at all. Before the
+    floor, and with pyhf's default SLSQP, this gave CLs ≈ 1: silently "allowed"."""
+    b, s = STIFF_BACKGROUND, np.array(signal)
+    spec = with_signal(
+        build_workspace(observed=observed, expected=b, sumw2=(relative * b) ** 2, syst=0.1),
+        s,
+        signal_sumw2=(relative * s) ** 2,
+    )
+    stat = next(
+        m["data"]
+        for sample in spec["channels"][0]["samples"]
+        for m in sample["modifiers"]
+        if m["type"] == "staterror"
+    )
+    assert np.all(np.asarray(stat) >= MCSTAT_FLOOR * b * (1 - 1e-12))
+    model, data = direct(without_mc_statistics(spec))
+    reference = float(pyhf.infer.hypotest(1.0, data, model, test_stat="qtilde"))
+    assert inference.cls(spec).observed == pytest.approx(reference, rel=1e-4)
+    assert pyhf.get_backend()[1] is pyhf_default_optimizer, "the caller's optimizer is restored"
+    (batched,) = evaluate_patches(spec, [("x", [])], check_bounds=False, pyhf_attempts=0)
+    assert batched.status == "ok"
+    assert batched.cls_obs == pytest.approx(reference, rel=1e-4)
+
+
+def test_inference_fits_stiff_workspaces_on_minuit_or_fails_loudly(pyhf_default_optimizer):
+    """A workspace built elsewhere, without the floor, whose signal dominates one bin: with
+    relative MC statistics of 1e-4 to 1e-7 pyhf's default SLSQP answers NaN, 0.9999, 0.93 and
+    1.0 without complaint, where the answer is 0.076. Inference's MINUIT gets 0.076 at 1e-4
+    and below that reports the invalid minimum instead of a number."""
+    model, data = direct(without_mc_statistics(stiff_workspace(1e-4)))
+    reference = float(pyhf.infer.hypotest(1.0, data, model, test_stat="qtilde"))
+    model, data = direct(stiff_workspace(1e-5))
+    plain = float(pyhf.infer.hypotest(1.0, data, model, test_stat="qtilde"))
+    assert plain > 0.99, "pyhf's default optimizer no longer fails here; re-measure the docs"
+    assert inference.cls(stiff_workspace(1e-4)).observed == pytest.approx(reference, rel=1e-4)
+    for relative in (1e-5, 1e-7):
+        with pytest.raises(pyhf.exceptions.FailedMinimization):
+            inference.cls(stiff_workspace(relative))
+    assert pyhf.get_backend()[1] is pyhf_default_optimizer
 
 
 @pytest.mark.slow
@@ -179,3 +252,28 @@ def test_toy_limit_is_read_at_the_first_crossing():
         inference._first_crossing(scan, wiggly + 0.5, 0.05)
     with pytest.raises(ValueError, match="first point"):
         inference._first_crossing(scan, wiggly - 0.39, 0.05)
+
+
+@pytest.mark.slow
+def test_limit_search_reads_an_undefined_cls_without_sensitivity_as_one(pyhf_default_optimizer):
+    """Far below the limit the fits cannot resolve the tiny test statistics: pyhf returns a NaN
+    observed CLs with an expected band of exactly 1 (q_A = 0). Its own ``toms748_scan`` stops
+    there ("function value at x=0 is NaN" on SLSQP); the limit search reads it as CLs = 1,
+    and the limit still sits where pyhf's CLs equals the level."""
+    rng = np.random.default_rng(0)
+    b = np.geomspace(1000.0, 1.0, 20) * rng.uniform(0.5, 2.0)
+    s = rng.uniform(0.1, 0.6) * np.sqrt(b) + 0.5
+    spec = with_signal(
+        build_workspace(observed=rng.poisson(b), expected=b, sumw2=(0.05 * b) ** 2, syst=0.1), s
+    )
+    model, data = direct(spec)
+    use_fit_settings(inference.FITS)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        raw = [pyhf.infer.hypotest(mu, data, model, test_stat="qtilde") for mu in (1e-6, 1e-3)]
+    undefined = [float(r) for r in raw if np.isnan(float(r))]
+    assert undefined, "pyhf resolves these points now; find another workspace"
+    for mu in (1e-6, 1e-3):
+        assert inference._cls_point(model, data, mu)[0] == 1.0
+    limit = inference.upper_limit(spec)
+    observed = pyhf.infer.hypotest(limit.observed, data, model, test_stat="qtilde")
+    assert float(observed) == pytest.approx(0.05, rel=1e-3)
