@@ -120,6 +120,7 @@ def test_pool_api_shapes_and_json_round_trip(ellipse_pool):
     again = PoolHistory.from_dict(json.loads(json.dumps(history.to_dict())))
     assert np.array_equal(again.evaluated_indices, history.evaluated_indices)
     assert np.array_equal(again.final.p_excluded, history.final.p_excluded)
+    assert [s.surrogate_kernels for s in again.steps] == [("matern-5/2",)] * 3
 
 
 def test_pool_models_observed_and_expected_together(ellipse_pool):
@@ -395,3 +396,28 @@ def test_only_successful_trusted_evaluations_are_known_labels(ellipse_pool):
     np.testing.assert_array_equal(expected[rows], (values[rows, 1] < 0.05).astype(float))
     untrusted = ActiveOptions(trust_evaluated=False)
     assert np.isnan(known_labels(arm, fit, untrusted)).all()
+
+
+def test_an_evaluation_missing_one_cls_still_teaches_the_other(ellipse_pool):
+    """Row 3 has its observed CLs but not its expected one: the observed output is fitted on
+    all 12 rows and the expected one on 11, the row's observed label is known, and P(excluded)
+    of the observed output at that row is its measured label."""
+    from theory.active.engine import posterior
+
+    toy, points, _ = ellipse_pool
+    values = toy.cls_pair(points[:12])
+    values[3, 1] = np.nan
+    unit = pool_to_unit(points)
+    opts = ActiveOptions()
+    fit = fit_step(unit[:12], values, opts=opts, seed=0, step=1)
+    sizes = [out.model.train_inputs[0].shape[0] for out in fit.surrogate.outputs]
+    assert sizes == [12, 11]
+    arm = ModelArm("m", points, np.arange(12), values, cost=1.0)
+    known = known_labels(arm, fit, opts)
+    assert known[3] == float(values[3, 0] < 0.05)
+    p_observed, p_expected = posterior(fit, unit, opts=opts, measured=(np.arange(12), values))
+    assert p_observed[3] == float(values[3, 0] < 0.05)
+    assert 0.0 < p_expected[3] < 1.0, "the expected output's label at row 3 is not measured"
+    all_known = toy.cls_pair(points[:12])
+    same = fit_step(unit[:12], all_known, opts=opts, seed=0, step=1)
+    assert [o.model.train_inputs[0].shape[0] for o in same.surrogate.outputs] == [12, 12]

@@ -152,6 +152,9 @@ class BoxStep:
         p_excluded: (r,) P(excluded) on the reference set for the label output.
         p_excluded_other: (r,) the other output's, or None.
         expected_misclassified: mean of min(p, 1 - p) over the reference set.
+        surrogate_kernels: kernel of each output of the surrogate fitted after this step
+            (``theory.active.surrogate.MATERN``, or ``FALLBACK`` where the Matérn fit failed);
+            empty before a surrogate exists.
     """
 
     step: int
@@ -160,6 +163,7 @@ class BoxStep:
     p_excluded: np.ndarray
     p_excluded_other: np.ndarray | None
     expected_misclassified: float
+    surrogate_kernels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("points", "values", "p_excluded", "p_excluded_other"):
@@ -442,7 +446,8 @@ def learn_box(
             fit = fit_step(space.to_unit(points), values, opts=opts, seed=seed, step=step + 1)
             p, p_other = posterior(fit, setup.reference_unit, opts=opts)
             miss = expected_misclassified_fraction(p)
-            steps.append(BoxStep(step, new, new_values, p, p_other, miss))
+            kernels = fit.surrogate.kernels if fit.surrogate is not None else ()
+            steps.append(BoxStep(step, new, new_values, p, p_other, miss, kernels))
             progress.update(task, completed=len(points), miss=f"{miss:.3f}")
     return BoxHistory(
         reference=reference_points,

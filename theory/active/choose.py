@@ -122,9 +122,9 @@ def known_labels(arm: ModelArm, fit: Fit, opts: ActiveOptions) -> np.ndarray:
     known = np.full(arm.candidates.shape[0], np.nan)
     if not opts.trust_evaluated:
         return known
-    ok = np.isfinite(arm.values).all(axis=1)
-    label = arm.values[ok][:, fit.output_order[0]]
-    known[arm.indices[ok]] = (label < opts.threshold).astype(float)
+    label = arm.values[:, fit.output_order[0]]
+    ok = np.isfinite(label)
+    known[arm.indices[ok]] = (label[ok] < opts.threshold).astype(float)
     return known
 
 

@@ -62,7 +62,10 @@ class Fit:
 def fit_step(
     unit: np.ndarray, values: np.ndarray, *, opts: ActiveOptions, seed: int, step: int
 ) -> Fit:
-    """Fit the surrogate to the finite rows of ``values`` (failed evaluations are NaN).
+    """Fit the surrogate to the known entries of ``values`` (NaN: a failed evaluation).
+
+    Each output is fitted where it is known, so an evaluation that gave the observed CLs but
+    not the expected one still teaches the observed output.
 
     Args:
         unit: (k, d) unit-cube inputs of the evaluated points.
@@ -71,7 +74,7 @@ def fit_step(
         seed, step: the random stream.
 
     Returns:
-        A :class:`Fit`; its surrogate is None while fewer than two points succeeded.
+        A :class:`Fit`; its surrogate is None while an output has fewer than two known values.
     """
     t_latent = latent_threshold(opts.threshold, kind=opts.transform)
     if values.shape[0] == 0:
@@ -80,8 +83,9 @@ def fit_step(
     if opts.label == "expected" and m < 2:
         raise ValueError("label='expected' needs evaluate to return (observed, expected) pairs")
     order = (1, 0) if opts.label == "expected" else tuple(range(m))
-    ok = np.isfinite(values).all(axis=1)
-    if ok.sum() < 2:
+    known = np.isfinite(values[:, list(order)])
+    ok = known.any(axis=1)
+    if (known.sum(axis=0) < 2).any():
         return Fit(None, order, t_latent, unit[ok])
     latent = cls_to_latent(values[ok][:, list(order)], kind=opts.transform, eps=opts.eps)
     surrogate = fit_surrogate(
@@ -92,7 +96,8 @@ def fit_step(
         exact_max=opts.exact_max,
         threads=opts.torch_threads,
     )
-    labels = values[ok][:, order[0]] < opts.threshold
+    label = values[:, order[0]]
+    labels = label[np.isfinite(label)] < opts.threshold
     return Fit(surrogate, order, t_latent, unit[ok], bool(labels.any() and not labels.all()))
 
 
@@ -125,8 +130,9 @@ def posterior(
         probs = p_excluded(mean, var, fit.latent_threshold)
     if measured is not None and opts.trust_evaluated:
         rows, values = measured
-        ok = np.isfinite(values).all(axis=1)
-        probs[rows[ok]] = (values[ok][:, list(fit.output_order)] < opts.threshold).astype(float)
+        for j, column in enumerate(fit.output_order):
+            ok = np.isfinite(values[:, column])
+            probs[rows[ok], j] = (values[ok, column] < opts.threshold).astype(float)
     return probs[:, 0], (probs[:, 1] if m > 1 else None)
 
 

@@ -47,6 +47,9 @@ class PoolStep:
         p_excluded: (n,) P(excluded) of every candidate for the label output.
         p_excluded_other: (n,) the same for the other output when two are modelled, else None.
         expected_misclassified: mean of min(p, 1 - p) over the pool (the stopping statistic).
+        surrogate_kernels: kernel of each output of the surrogate fitted after this step
+            (``theory.active.surrogate.MATERN``, or ``FALLBACK`` where the Matérn fit failed);
+            empty before a surrogate exists.
     """
 
     step: int
@@ -55,6 +58,7 @@ class PoolStep:
     p_excluded: np.ndarray
     p_excluded_other: np.ndarray | None
     expected_misclassified: float
+    surrogate_kernels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("indices", "values", "p_excluded", "p_excluded_other"):
@@ -141,6 +145,7 @@ class PoolHistory:
                     "p_excluded": listify(s.p_excluded),
                     "p_excluded_other": listify(s.p_excluded_other),
                     "expected_misclassified": s.expected_misclassified,
+                    "surrogate_kernels": list(s.surrogate_kernels),
                 }
                 for s in self.steps
             ],
@@ -165,6 +170,7 @@ class PoolHistory:
                 p_excluded=arr(s["p_excluded"]),
                 p_excluded_other=arr(s["p_excluded_other"]),
                 expected_misclassified=s["expected_misclassified"],
+                surrogate_kernels=tuple(s.get("surrogate_kernels", ())),
             )
             for s in data["steps"]
         )
@@ -364,7 +370,8 @@ def learn_pool(
             fit = fit_step(unit[indices], values, opts=opts, seed=seed, step=step + 1)
             p, p_other = posterior(fit, unit, opts=opts, measured=(indices, values))
             miss = expected_misclassified_fraction(p)
-            steps.append(PoolStep(step, new, new_values, p, p_other, miss))
+            kernels = fit.surrogate.kernels if fit.surrogate is not None else ()
+            steps.append(PoolStep(step, new, new_values, p, p_other, miss, kernels))
             progress.update(task, completed=len(indices), miss=f"{miss:.3f}")
     return PoolHistory(
         candidates=np.asarray(candidates, dtype=float),

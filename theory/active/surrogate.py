@@ -15,6 +15,7 @@ their contours differ by the data fluctuation, so forcing a shared kernel buys l
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +37,9 @@ from searches.ml.device import default_dtype, seeded_global_rng, torch_threads
 Backend = Literal["auto", "exact", "sparse"]
 _CHUNK = 1024
 _QUIET = (OptimizationWarning, BotorchWarning, InputDataWarning, NumericalWarning, GPInputWarning)
+_LOG = logging.getLogger(__name__)
+MATERN = "matern-5/2"
+FALLBACK = "botorch-default"
 
 
 @contextmanager
@@ -79,13 +83,19 @@ class _SVGP(gpytorch.models.ApproximateGP):
 
 @dataclass(frozen=True)
 class _Output:
-    """One fitted output: a model plus the affine map from its scale to the latent scale."""
+    """One fitted output: a model plus the affine map from its scale to the latent scale.
+
+    ``kernel`` is :data:`MATERN`, or :data:`FALLBACK` when every Matérn fit failed and BoTorch's
+    default kernel was fitted instead; ``fallback_reason`` then says why.
+    """
 
     model: torch.nn.Module
     likelihood: gpytorch.likelihoods.GaussianLikelihood | None
     offset: float
     scale: float
     noise: float
+    kernel: str = MATERN
+    fallback_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -107,6 +117,11 @@ class Surrogate:
     @property
     def n_outputs(self) -> int:
         return len(self.outputs)
+
+    @property
+    def kernels(self) -> tuple[str, ...]:
+        """Kernel fitted for each output: :data:`MATERN`, or :data:`FALLBACK` where it failed."""
+        return tuple(out.kernel for out in self.outputs)
 
     def noise(self, output: int = 0) -> float:
         """Observation-noise variance of ``output`` on the latent scale."""
@@ -181,15 +196,30 @@ def _gp(
 
 
 def _fit_exact(x: torch.Tensor, y: torch.Tensor, *, maxiter: int) -> _Output:
-    """Fit with the Matérn kernel, or with BoTorch's default kernel if every attempt fails."""
+    """Fit with the Matérn kernel, or with BoTorch's default kernel if every attempt fails.
+
+    The fallback keeps a campaign going, but its proposals then come from another model, so it
+    is logged and recorded on the output (:attr:`Surrogate.kernels`), never silent.
+    """
+    kernel, reason = MATERN, ""
     try:
         model = _gp(x, y, maxiter=maxiter, kernel=matern_kernel(x.shape[1]))
-    except ModelFittingError:
+    except ModelFittingError as problem:
+        kernel, reason = FALLBACK, f"Matérn-5/2 fit failed on {x.shape[0]} points: {problem}"
+        _LOG.warning("GP surrogate: %s; fitting BoTorch's default kernel instead", reason)
         model = _gp(x, y, maxiter=maxiter, kernel=None)
     model.eval()
     stdv = float(model.outcome_transform.stdvs.squeeze())
     noise = float(model.likelihood.noise.detach().squeeze()) * stdv**2
-    return _Output(model=model, likelihood=None, offset=0.0, scale=1.0, noise=noise)
+    return _Output(
+        model=model,
+        likelihood=None,
+        offset=0.0,
+        scale=1.0,
+        noise=noise,
+        kernel=kernel,
+        fallback_reason=reason,
+    )
 
 
 def _fit_sparse(
@@ -264,7 +294,9 @@ def fit_surrogate(
 
     Args:
         x: (n, d) training inputs in the unit cube.
-        y: (n,) or (n, m) latent targets (e.g. probit CLs); column 0 is the label output.
+        y: (n,) or (n, m) latent targets (e.g. probit CLs); column 0 is the label output. NaN
+            marks a value that is unknown (an evaluation that gave the observed CLs but not
+            the expected one, say): each output is fitted on the rows where it is known.
         seed: seeds torch for the fit (hyperparameter restarts, inducing points, minibatches).
         backend: ``"exact"``, ``"sparse"``, or ``"auto"`` (exact up to ``exact_max`` points).
         exact_max: largest training set fitted exactly under ``"auto"``.
@@ -285,8 +317,9 @@ def fit_surrogate(
         raise ValueError(
             f"x must be (n, d) and y (n,) or (n, m) with n ≥ 1; got {x.shape}, {y.shape}"
         )
-    if not (np.isfinite(x).all() and np.isfinite(y).all()):
-        raise ValueError("x and y must be finite")
+    known = ~np.isnan(y)
+    if not (np.isfinite(x).all() and np.isfinite(y[known]).all() and known.any(axis=0).all()):
+        raise ValueError("x must be finite, and y finite or NaN with a value in every column")
     if backend not in ("auto", "exact", "sparse"):
         raise ValueError(f"backend={backend!r}; allowed values: auto, exact, sparse")
     chosen = backend if backend != "auto" else ("exact" if x.shape[0] <= exact_max else "sparse")
@@ -295,13 +328,15 @@ def fit_surrogate(
     with seeded_global_rng(seed), _quiet(), _torch_state(threads):
         generator = torch.Generator().manual_seed(seed)
         for j in range(y.shape[1]):
-            y_t = torch.as_tensor(y[:, j], dtype=torch.float64)
+            rows = torch.as_tensor(known[:, j])
+            x_j = x_t if bool(rows.all()) else x_t[rows]
+            y_t = torch.as_tensor(y[known[:, j], j], dtype=torch.float64)
             if chosen == "exact":
-                outputs.append(_fit_exact(x_t, y_t, maxiter=maxiter))
+                outputs.append(_fit_exact(x_j, y_t, maxiter=maxiter))
             else:
                 outputs.append(
                     _fit_sparse(
-                        x_t,
+                        x_j,
                         y_t,
                         generator=generator,
                         num_inducing=num_inducing,

@@ -199,9 +199,9 @@ def excluded_fraction_posterior(
             continue
         fixed = None
         if fixed_rows is not None and opts.trust_evaluated:
-            ok = np.isfinite(values).all(axis=1)
-            column = values[ok][:, fit.output_order[k]]
-            fixed = (fixed_rows[ok], column < opts.threshold)
+            column = values[:, fit.output_order[k]]
+            ok = np.isfinite(column)
+            fixed = (fixed_rows[ok], column[ok] < opts.threshold)
         mean, cov = fit.surrogate.joint(reference, output=k)
         fractions = fraction_draws(
             mean,

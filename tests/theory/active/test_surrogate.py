@@ -27,14 +27,15 @@ def test_exact_surrogate_is_a_matern_gp_that_interpolates() -> None:
     assert isinstance(kernel, gpytorch.kernels.ScaleKernel)
     assert isinstance(kernel.base_kernel, gpytorch.kernels.MaternKernel)
     assert kernel.base_kernel.nu == 2.5
+    assert fitted.kernels == (surrogate_module.MATERN,)
     test_x, test_y = _data(200, seed=1)
     mean, var = fitted.predict(test_x)
     assert np.sqrt(np.mean((mean[:, 0] - test_y) ** 2)) < 0.05
     assert (var > 0).all()
 
 
-def test_a_failed_matern_fit_falls_back_to_botorchs_default(
-    monkeypatch: pytest.MonkeyPatch,
+def test_a_failed_matern_fit_falls_back_to_botorchs_default_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     real = surrogate_module.fit_gpytorch_mll
     calls = []
@@ -47,9 +48,13 @@ def test_a_failed_matern_fit_falls_back_to_botorchs_default(
 
     monkeypatch.setattr(surrogate_module, "fit_gpytorch_mll", first_fails)
     x, y = _data()
-    fitted = fit_surrogate(x, y, seed=0, backend="exact")
+    with caplog.at_level("WARNING", logger=surrogate_module.__name__):
+        fitted = fit_surrogate(x, y, seed=0, backend="exact")
     assert calls == ["ScaleKernel", "RBFKernel"]
     assert isinstance(_kernel(fitted), gpytorch.kernels.RBFKernel)
+    assert fitted.kernels == (surrogate_module.FALLBACK,)
+    assert "All attempts to fit the model have failed" in fitted.outputs[0].fallback_reason
+    assert "fitting BoTorch's default kernel instead" in caplog.text
     mean, _ = fitted.predict(x)
     assert np.sqrt(np.mean((mean[:, 0] - y) ** 2)) < 0.05
 
