@@ -101,7 +101,7 @@ def _run(file: Path, *, resume: bool, as_json: bool) -> int:
     return _execute(spec, spec_text=file.read_text(), as_json=as_json)
 
 
-def _stored_campaign(directory: Path) -> tuple[CampaignSpec, str]:
+def _stored_campaign(directory: str) -> tuple[CampaignSpec, str]:
     """The campaign that the store ``directory`` holds, with ``directory`` as its store.
 
     It comes from ``spec.json`` (sample paths stored absolute), not from ``campaign.yaml``:
@@ -109,7 +109,7 @@ def _stored_campaign(directory: Path) -> tuple[CampaignSpec, str]:
     first run, so re-reading it from elsewhere would start a new campaign in another folder or
     look for the samples in the wrong one.
     """
-    store = Store(str(directory))
+    store = Store(directory)
     if not store.exists("spec.json"):
         raise _fail(
             f"{directory}: not a campaign store (no spec.json); allowed: a folder that "
@@ -122,10 +122,9 @@ def _stored_campaign(directory: Path) -> tuple[CampaignSpec, str]:
         raise _fail(f"{source}: cannot be read ({problem})") from None
     if not isinstance(document, dict):
         raise _fail(f"{source}: not a campaign spec (expected a JSON object)")
+    uri = directory if "://" in directory else os.path.abspath(directory)
     try:
-        spec = parse_spec(
-            {**document, "store": os.path.abspath(directory)}, source=source, base_dir=directory
-        )
+        spec = parse_spec({**document, "store": uri}, source=source, base_dir=store.root)
     except SpecError as problem:
         raise _fail(str(problem)) from None
     text = store.read_text("campaign.yaml") if store.exists("campaign.yaml") else ""
@@ -176,32 +175,32 @@ def run(
 
 
 @app.command()
-def resume(directory: Path, as_json: JsonOption = False) -> None:
+def resume(directory: str, as_json: JsonOption = False) -> None:
     """Continue the campaign stored in DIRECTORY, in place; finished tasks are not run again."""
     spec, text = _stored_campaign(directory)
     raise typer.Exit(_execute(spec, spec_text=text, as_json=as_json))
 
 
-def _read_status(directory: Path) -> Any:
+def _read_status(directory: str) -> Any:
     from campaign.status import read_status
 
     try:
-        return read_status(Store(str(directory)))
+        return read_status(Store(directory))
     except (StoreError, FileNotFoundError, OSError) as problem:
         raise _fail(str(problem)) from None
 
 
 @app.command()
-def status(directory: Path, as_json: JsonOption = False) -> None:
+def status(directory: str, as_json: JsonOption = False) -> None:
     """Where a campaign stands (reads the store only; works without Ray)."""
     if as_json:
         _emit_json(_read_status(directory).to_dict())
     else:
-        _print_status(Store(str(directory)), top=20)
+        _print_status(Store(directory), top=20)
 
 
 def _print_status(store: Store, *, top: int) -> None:
-    state = _read_status(Path(store.uri))
+    state = _read_status(store.uri)
     tasks = ", ".join(
         f"{kind}: " + " ".join(f"{s}={n}" for s, n in counts.items())
         for kind, counts in state.tasks.items()
@@ -235,7 +234,7 @@ def _print_status(store: Store, *, top: int) -> None:
 
 @app.command()
 def report(
-    directory: Annotated[Path | None, typer.Argument(help="Campaign store.")] = None,
+    directory: Annotated[str | None, typer.Argument(help="Campaign store (folder or URI).")] = None,
     output: Annotated[
         Path | None, typer.Option("--out", help="Folder for report.html/.json/.pdf.")
     ] = None,
@@ -282,13 +281,13 @@ def report(
 
 
 def _write_report(
-    directory: Path, *, out_dir: Path | None, pdf: bool | None, top: int | None = None
+    directory: str, *, out_dir: Path | None, pdf: bool | None, top: int | None = None
 ) -> ReportFiles:
     from campaign.report import BrowserError, write_report
 
     _read_status(directory)
     try:
-        return write_report(Store(str(directory)), out_dir=out_dir, pdf=pdf, top=top)
+        return write_report(Store(directory), out_dir=out_dir, pdf=pdf, top=top)
     except (BrowserError, StoreError, OSError, ValueError) as problem:
         raise _fail(f"{directory}: {problem}") from None
 
@@ -364,7 +363,7 @@ def _parse_point(items: list[str]) -> dict[str, float]:
 
 @app.command()
 def reinterpret(
-    directory: Path,
+    directory: str,
     events: Annotated[
         Path | None, typer.Option("--events", help="Signal events (ROOT or Parquet).")
     ] = None,
@@ -407,7 +406,7 @@ def reinterpret(
     from campaign import reinterpret as engine
     from campaign.benchmark import BenchmarkError, signal_events
 
-    store = Store(str(directory))
+    store = Store(directory)
     if patchset is not None:
         _reinterpret_published(store, patchset, select=patch or [], as_json=as_json)
         return

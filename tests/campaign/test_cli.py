@@ -65,11 +65,15 @@ def test_resume_continues_the_given_store_from_any_directory(tmp_path: Path) -> 
     finished = {r.key: r for r in Store(store).records()}
     assert finished
 
-    for cwd, argument in ((elsewhere, str(store)), (project / "runs", "tiny")):
+    uri = f"file://{store}"
+    for cwd, argument in ((elsewhere, str(store)), (project / "runs", "tiny"), (elsewhere, uri)):
         resumed = _lamppost_in(cwd, "resume", argument)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert not (cwd / "runs").exists(), f"resume from {cwd} started a new store"
         assert {r.key: r for r in Store(store).records()} == finished
+    shown = _lamppost_in(elsewhere, "status", uri)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    assert "Most significant searches" in shown.stdout
 
 
 def test_resume_reads_the_stored_spec_with_its_absolute_sample_paths(
@@ -87,10 +91,12 @@ def test_resume_reads_the_stored_spec_with_its_absolute_sample_paths(
     Store(spec.store).initialise(spec_text=file.read_text(), spec_json=spec.model_dump(mode="json"))
 
     monkeypatch.chdir(elsewhere)
-    stored, text = _stored_campaign(Path("../project/runs/tiny"))
+    stored, text = _stored_campaign("../project/runs/tiny")
     assert stored.store == str((project / "runs" / "tiny").absolute())
     assert stored.data.background.files[0].path == str(project / "bkg.parquet")
     assert text == file.read_text()
+    uri = f"file://{project / 'runs' / 'tiny'}"
+    assert _stored_campaign(uri)[0].store == uri, "a store URI must reach the store as given"
 
 
 def test_resume_of_a_folder_without_a_campaign_names_it(tmp_path: Path) -> None:
