@@ -128,24 +128,39 @@ def main() -> None:
                     value, seconds = timed(function, spec)
                     rows[name]["seconds"].append((seconds, relative))
                     rows[name]["failed"].append(value is None)
-                    err = np.nan if value is None else abs(value - reference) / reference
+                    if value is None:
+                        err = np.nan
+                    elif not np.isfinite(value):
+                        err = np.inf
+                    else:
+                        err = abs(value - reference) / reference
                     rows[name]["err"].append((err, relative))
 
     table = Table(title="CLs at mu = 1 against the batched engine (relative error)")
-    columns = ("fits", "workspaces", "raised", f"wrong (>{BAD:g})", "worst", "median")
+    columns = (
+        "fits",
+        "workspaces",
+        "raised",
+        "NaN",
+        f"wrong (>{BAD:g}, NaN incl.)",
+        "worst finite",
+        "median finite",
+    )
     for column in (*columns, "s/CLs, MC ≥ 1e-2", "s/CLs, MC ≤ 1e-4"):
         table.add_column(column, justify="right")
     for name, row in rows.items():
         errors = np.array([e for e, _ in row["err"]])
-        wrong = [rel for e, rel in row["err"] if np.isfinite(e) and e > BAD]
+        wrong = [rel for e, rel in row["err"] if e > BAD]
+        finite = errors[np.isfinite(errors)]
         table.add_row(
             name,
             str(len(errors)),
             str(sum(row["failed"])),
+            str(int(np.sum(np.isinf(errors)))),
             f"{len(wrong)}"
             + (f" (MC {', '.join(f'{r:g}' for r in sorted(set(wrong)))})" if wrong else ""),
-            f"{np.nanmax(errors):.1e}",
-            f"{np.nanmedian(errors):.1e}",
+            f"{np.max(finite):.1e}",
+            f"{np.median(finite):.1e}",
             f"{np.mean([t for t, rel in row['seconds'] if rel >= 1e-2]):.2f}",
             f"{np.mean([t for t, rel in row['seconds'] if rel <= 1e-4]):.2f}",
         )
@@ -161,7 +176,7 @@ def main() -> None:
         start = time.perf_counter()
         try:
             observed, expected = upper_limit(spec, name)
-        except ValueError as problem:
+        except (ValueError, pyhf.exceptions.FailedMinimization) as problem:
             limits.add_row(
                 str(seed), name, f"raised: {problem}", "", f"{time.perf_counter() - start:.1f}"
             )

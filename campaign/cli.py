@@ -50,6 +50,14 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _open_store(directory: str) -> Store:
+    """The store at ``directory`` (a folder or URI); one clear error if it cannot be opened."""
+    try:
+        return Store(directory)
+    except StoreError as problem:
+        raise _fail(str(problem)) from None
+
+
 def _emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
 
@@ -93,7 +101,7 @@ def _run(file: Path, *, resume: bool, as_json: bool) -> int:
         spec = load_spec(file)
     except SpecError as problem:
         raise _fail(str(problem)) from None
-    if Store(spec.store).exists("spec.json") and not resume:
+    if _open_store(spec.store).exists("spec.json") and not resume:
         raise _fail(
             f"{spec.store}: a campaign store already exists; continue it with "
             f"`lamppost resume {spec.store}` (or `run --resume`), or choose a new store"
@@ -109,7 +117,7 @@ def _stored_campaign(directory: str) -> tuple[CampaignSpec, str]:
     first run, so re-reading it from elsewhere would start a new campaign in another folder or
     look for the samples in the wrong one.
     """
-    store = Store(directory)
+    store = _open_store(directory)
     if not store.exists("spec.json"):
         raise _fail(
             f"{directory}: not a campaign store (no spec.json); allowed: a folder that "
@@ -135,7 +143,7 @@ def _execute(spec: CampaignSpec, *, spec_text: str, as_json: bool) -> int:
     """Run (or continue) ``spec`` in its store; return the exit code."""
     from campaign.runner import run_campaign
 
-    store = Store(spec.store)
+    store = _open_store(spec.store)
     try:
         summary = run_campaign(spec, spec_text=spec_text)
     except StoreError as problem:
@@ -185,7 +193,7 @@ def _read_status(directory: str) -> Any:
     from campaign.status import read_status
 
     try:
-        return read_status(Store(directory))
+        return read_status(_open_store(directory))
     except (StoreError, FileNotFoundError, OSError) as problem:
         raise _fail(str(problem)) from None
 
@@ -196,7 +204,7 @@ def status(directory: str, as_json: JsonOption = False) -> None:
     if as_json:
         _emit_json(_read_status(directory).to_dict())
     else:
-        _print_status(Store(directory), top=20)
+        _print_status(_open_store(directory), top=20)
 
 
 def _print_status(store: Store, *, top: int) -> None:
@@ -287,7 +295,7 @@ def _write_report(
 
     _read_status(directory)
     try:
-        return write_report(Store(directory), out_dir=out_dir, pdf=pdf, top=top)
+        return write_report(_open_store(directory), out_dir=out_dir, pdf=pdf, top=top)
     except (BrowserError, StoreError, OSError, ValueError) as problem:
         raise _fail(f"{directory}: {problem}") from None
 
@@ -406,7 +414,7 @@ def reinterpret(
     from campaign import reinterpret as engine
     from campaign.benchmark import BenchmarkError, signal_events
 
-    store = Store(directory)
+    store = _open_store(directory)
     if patchset is not None:
         _reinterpret_published(store, patchset, select=patch or [], as_json=as_json)
         return
@@ -473,7 +481,7 @@ def demo(
     file = write_demo(directory)
     err.print(f"demo campaign file: {file}", markup=False)
     code = _run(file, resume=True, as_json=as_json)
-    files = _write_report(directory / "store", out_dir=None, pdf=None)
+    files = _write_report(str(directory / "store"), out_dir=None, pdf=None)
     err.print(f"report: {files.html}", markup=False)
     if files.pdf is None:
         err.print(f"pdf: skipped ({files.pdf_skipped})", markup=False)

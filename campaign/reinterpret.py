@@ -175,6 +175,9 @@ def _test(
         except FailedMinimization:
             problem = "no 95 % CL upper limit: MINUIT found no valid minimum on its CLs scan"
             reason = f"{reason}; {problem}" if reason else problem
+        except (ValueError, RuntimeError) as err:
+            problem = f"no 95 % CL upper limit: {type(err).__name__}: {err}"
+            reason = f"{reason}; {problem}" if reason else problem
     return {
         "status": _verdict(tested.cls_obs),
         "cls_observed": tested.cls_obs,

@@ -66,7 +66,14 @@ class Store:
     def __init__(self, uri: str | os.PathLike[str]) -> None:
         uri = str(uri)
         if "://" in uri:
-            self.fs, self.root = pafs.FileSystem.from_uri(uri)
+            try:
+                self.fs, self.root = pafs.FileSystem.from_uri(uri)
+            except (ValueError, OSError) as problem:
+                raise StoreError(
+                    f"{uri}: not a store location pyarrow can open ({problem}); allowed: a "
+                    "local folder, file:///absolute/path, or a URI of a pyarrow filesystem "
+                    "(s3://, gs://, hdfs://)"
+                ) from None
         else:
             self.fs, self.root = pafs.LocalFileSystem(), str(Path(uri).expanduser().absolute())
         self.uri = uri

@@ -13,9 +13,9 @@ point on stiff likelihoods and still reports success: with relative MC-statistic
 of 1e-4 and below (about 1e8 effective simulated events in a bin) it returned CLs 0.93–1.0 or
 NaN where the answer is 0.08–0.5, silently "allowed". On 48 workspaces (3 and 20 bins, relative
 MC statistics 0.3 to 1e-6; ``benchmarks/bench_inference.py``) MINUIT agreed with the reference
-to 3.9e-5, where SLSQP was off by more than 1e-3 on 20; where MINUIT cannot fit, it reports an
-invalid minimum (pyhf raises ``FailedMinimization``) instead of a number. It costs about 30 %
-more per CLs, 45 % more per limit. Search workspaces built here floor the
+to 3.9e-5, where SLSQP was off by more than 1e-3 or NaN on 23; where MINUIT cannot fit, it
+reports an invalid minimum (pyhf raises ``FailedMinimization``) instead of a number. It costs
+about a third more per CLs, 45 % more per limit. Search workspaces built here floor the
 MC statistics (:data:`~searches.stats.workspace.MCSTAT_FLOOR`), so they stay fittable.
 """
 
@@ -173,6 +173,9 @@ def discovery_p0(
     With toys, pyhf's p-value is the fraction of ``ntoys`` toys at least as extreme, which is
     0 when none is; that would read as Z ≈ 37. A zero is reported as the resolution
     ``1/ntoys`` instead and flagged ``resolution_limited`` (an upper bound on p0).
+
+    Raises:
+        pyhf.exceptions.FailedMinimization: where MINUIT finds no valid minimum.
     """
     _check(calctype)
     model, data = model_and_data(workspace)
@@ -206,7 +209,11 @@ def cls(
     ntoys: int = 2000,
     seed: int | None = 0,
 ) -> CLs:
-    """CLs of signal strength ``mu`` (``qtilde``), observed and expected band."""
+    """CLs of signal strength ``mu`` (``qtilde``), observed and expected band.
+
+    Raises:
+        pyhf.exceptions.FailedMinimization: where MINUIT finds no valid minimum.
+    """
     _check(calctype)
     model, data = model_and_data(workspace)
     with _seeded(seed):
@@ -327,6 +334,7 @@ def upper_limit(
         ValueError: for ``level`` outside (0, 1), when a toy CLs curve does not cross
             ``level`` inside ``scan`` (the limit lies outside the grid), or when the asymptotic
             CLs is not defined at a point of the root search.
+        pyhf.exceptions.FailedMinimization: where MINUIT finds no valid minimum.
     """
     _check(calctype)
     if not 0.0 < level < 1.0:

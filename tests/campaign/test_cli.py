@@ -99,6 +99,14 @@ def test_resume_reads_the_stored_spec_with_its_absolute_sample_paths(
     assert _stored_campaign(uri)[0].store == uri, "a store URI must reach the store as given"
 
 
+@pytest.mark.parametrize("command", [["status"], ["status", "--json"], ["resume"], ["report"]])
+def test_a_store_uri_pyarrow_cannot_open_is_one_clear_error(command: list[str]) -> None:
+    code, message = _cli(*command, "nosuchscheme://bucket/run")
+    assert code == 2
+    assert "nosuchscheme://bucket/run: not a store location pyarrow can open" in message
+    assert "allowed: a local folder, file:///absolute/path" in message
+
+
 def test_resume_of_a_folder_without_a_campaign_names_it(tmp_path: Path) -> None:
     code, message = _cli("resume", str(tmp_path))
     assert code == 2
