@@ -325,10 +325,10 @@ def upper_limit(
 
     Asymptotics: pyhf's root finding on CLs (its ``toms748_scan`` algorithm over the POI's
     suggested bounds, :func:`_asymptotic_limits`: pyhf 0.7.6's ``upper_limit`` does not pass
-    ``level`` on and always returns the 95 % limit, and its scan stops at a NaN CLs). Toys: CLs on the ``scan`` grid of ``mu`` (default 15
-    points up to twice the asymptotic +2σ expected limit), linearly interpolated at its first
-    crossing of ``level`` (a toy curve may wiggle; interpolating over a
-    non-monotonic curve would give an arbitrary limit).
+    ``level`` on and always returns the 95 % limit, and its scan stops at a NaN CLs). Toys:
+    CLs on the ``scan`` grid of ``mu`` (default 15 points up to twice the asymptotic +2σ
+    expected limit), linearly interpolated at its first crossing of ``level`` (a toy curve may
+    wiggle; interpolating over a non-monotonic curve would give an arbitrary limit).
 
     Raises:
         ValueError: for ``level`` outside (0, 1), when a toy CLs curve does not cross
