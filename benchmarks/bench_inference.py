@@ -7,7 +7,7 @@ Newton fits of the same likelihood (``searches.stats.batched``, an independent i
 The workspaces are falling spectra (3 or 20 bins) with a signal, Poisson data and relative MC
 statistics from 0.3 down to 1e-6 per bin, written by hand so that the MC-statistics floor of
 ``build_workspace`` does not apply. The second table times 95 % CL upper limits (pyhf's
-``toms748_scan``) on both optimizers.
+``toms748_scan``) on both optimizers, the third toy-based CLs (pyhf's ``ToyCalculator``).
 
     python benchmarks/bench_inference.py               # 6 seeds × 2 sizes × 4 MC levels
     python benchmarks/bench_inference.py --seeds 2
@@ -30,10 +30,26 @@ from rich.table import Table
 
 from searches.stats import inference
 from searches.stats.batched import evaluate_patches
+from searches.stats.robust import use_fit_settings
 from searches.stats.workspace import build_workspace, with_signal
 from searches.testing import without_mc_statistics
 
 MC_LEVELS = (0.3, 1e-2, 1e-4, 1e-6)
+TOY_WORKSPACES = {
+    "1 bin": with_signal(
+        build_workspace(observed=[60.0], expected=[50.0], sumw2=[4.0], syst=0.05), [15.0]
+    ),
+    "4 bins": with_signal(
+        build_workspace(
+            observed=[12.0, 8.0, 3.0, 0.0],
+            expected=[10.0, 7.0, 2.5, 0.0],
+            sumw2=[1.0, 0.5, 0.2, 0.0],
+            syst=0.1,
+        ),
+        [0.5, 2.0, 3.0, 0.1],
+    ),
+}
+"""The toy tests' workspaces (``tests/searches/stats/test_workspace.py``)."""
 BAD = 1e-3
 """Relative CLs error counted as a wrong answer."""
 
@@ -189,6 +205,28 @@ def main() -> None:
             f"{time.perf_counter() - start:.1f}",
         )
     console.print(limits)
+
+    toys = Table(title="Toy CLs at mu = 1 (300 toys, same seed)")
+    for column in ("workspace", "fits", "CLs observed", "CLs expected median", "seconds"):
+        toys.add_column(column, justify="right")
+    for label, spec in TOY_WORKSPACES.items():
+        model, data = inference.model_and_data(spec)
+        for name in ("pyhf SLSQP", "inference"):
+            if name == "pyhf SLSQP":
+                pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer())
+            else:
+                use_fit_settings(inference.FITS)
+            np.random.seed(0)
+            start = time.perf_counter()
+            observed, band = inference._toy_test(1.0, data, model, test_stat="qtilde", ntoys=300)
+            toys.add_row(
+                label,
+                name,
+                f"{observed:.4f}",
+                f"{band[2]:.4f}",
+                f"{time.perf_counter() - start:.1f}",
+            )
+    console.print(toys)
 
 
 if __name__ == "__main__":

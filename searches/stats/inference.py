@@ -15,7 +15,7 @@ NaN where the answer is 0.08–0.5, silently "allowed". On 48 workspaces (3 and 
 MC statistics 0.3 to 1e-6; ``benchmarks/bench_inference.py``) MINUIT agreed with the reference
 to 3.9e-5, where SLSQP was off by more than 1e-3 or NaN on 23; where MINUIT cannot fit, it
 reports an invalid minimum (pyhf raises ``FailedMinimization``) instead of a number. It costs
-about a third more per CLs, 45 % more per limit. Search workspaces built here floor the
+about a third more per asymptotic CLs, 35–40 % more per limit, 1.6–1.7× per toy CLs. Search workspaces built here floor the
 MC statistics (:data:`~searches.stats.workspace.MCSTAT_FLOOR`), so they stay fittable.
 """
 
