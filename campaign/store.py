@@ -4,6 +4,7 @@ Layout (relative to the store root)::
 
     campaign.yaml            the campaign file as given
     spec.json                the validated spec, normalised
+    store.json               which results version computed the store's numbers
     ledger/<key>.json        one record per finished or failed task (the ledger)
     artifacts/<kind>/...     task outputs (Parquet, JSON)
     staging/<execution>/...  outputs of running tasks, moved into artifacts/ on success
@@ -26,6 +27,17 @@ from typing import Any, Literal
 import pyarrow.fs as pafs
 
 LEDGER_SCHEMA_VERSION = "1"
+RESULTS_VERSION = 2
+"""Version of the numbers tasks write; raise it with every change that alters them.
+
+A finished task is never run again, so resuming a store made by code that computed different
+numbers would mix old and new results in one table; such a store is refused instead.
+
+1. Stores without ``store.json`` (before 2026-12-07).
+2. 2026-12-07: p-value quadrature on the integrand's peak, look-elsewhere ties, truncated-normal
+   pseudo-data, shared background systematic in combinations, inference fits on MINUIT,
+   MC-statistics floor in search workspaces.
+"""
 Status = Literal["done", "failed"]
 
 
@@ -100,11 +112,27 @@ class Store:
                     f"{self.uri}: holds another campaign (its spec.json differs); "
                     "use a new store, or `lamppost resume` with the stored campaign"
                 )
+            version = self.results_version()
+            if version != RESULTS_VERSION:
+                raise StoreError(
+                    f"{self.uri}: its results were computed by another Lamppost (results "
+                    f"version {version}; this one computes version {RESULTS_VERSION}, see "
+                    "campaign.store.RESULTS_VERSION), and continuing it would mix old and new "
+                    "numbers; run the campaign into a new store (`store:`), or read this one "
+                    "as it is with `lamppost status` and `lamppost report`"
+                )
             return
         self.fs.create_dir(self.path("ledger"), recursive=True)
         self.fs.create_dir(self.path("artifacts"), recursive=True)
+        self.write_json("store.json", {"results_version": RESULTS_VERSION})
         self.write_text("campaign.yaml", spec_text)
         self.write_json("spec.json", spec_json)
+
+    def results_version(self) -> int:
+        """The :data:`RESULTS_VERSION` that computed this store (1 for stores before it)."""
+        if not self.exists("store.json"):
+            return 1
+        return int(self.read_json("store.json")["results_version"])
 
     def write_bytes(self, relative: str, data: bytes) -> None:
         """Write atomically: a temporary sibling, then a move."""

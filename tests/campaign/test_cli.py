@@ -107,6 +107,21 @@ def test_a_store_uri_pyarrow_cannot_open_is_one_clear_error(command: list[str]) 
     assert "allowed: a local folder, file:///absolute/path" in message
 
 
+def test_resume_of_a_store_of_older_results_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    file = write_campaign(tmp_path / "c.yaml", _tiny_campaign(Path("runs/tiny")))
+    spec = load_spec(file)
+    store = Store(spec.store)
+    store.initialise(spec_text=file.read_text(), spec_json=spec.model_dump(mode="json"))
+    store.write_json("store.json", {"results_version": 1})
+    code, message = _cli("resume", "runs/tiny")
+    assert code == 2
+    assert "its results were computed by another Lamppost (results version 1" in message
+    assert list(store.records()) == []
+
+
 def test_resume_of_a_folder_without_a_campaign_names_it(tmp_path: Path) -> None:
     code, message = _cli("resume", str(tmp_path))
     assert code == 2

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from campaign.store import Store, StoreError, TaskRecord
+from campaign.store import RESULTS_VERSION, Store, StoreError, TaskRecord
 
 
 def record(key: str, status: str = "done", **extra: object) -> TaskRecord:
@@ -27,6 +27,25 @@ def test_initialise_then_reopen_same_campaign(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="another campaign"):
         Store(tmp_path / "s").initialise(spec_text="name: b\n", spec_json={"name": "b"})
     assert store.read_text("campaign.yaml") == "name: a\n"
+
+
+def test_a_store_of_other_results_is_read_but_not_continued(tmp_path: Path) -> None:
+    """Continuing a store whose numbers older code computed would mix two versions of the
+    statistics in one table; it is refused, and nothing is written."""
+    store = Store(tmp_path / "s")
+    store.initialise(spec_text="name: a\n", spec_json={"name": "a"})
+    assert store.results_version() == RESULTS_VERSION
+    store.write_json("store.json", {"results_version": RESULTS_VERSION - 1})
+    (tmp_path / "s" / "ledger" / "k.json").write_text("{}")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(StoreError, match=f"results version {RESULTS_VERSION - 1}; this one"):
+        Store(tmp_path / "s").initialise(spec_text="name: a\n", spec_json={"name": "a"})
+    (tmp_path / "s" / "store.json").unlink()
+    assert Store(tmp_path / "s").results_version() == 1, "stores from before store.json"
+    with pytest.raises(StoreError, match="results version 1; this one"):
+        Store(tmp_path / "s").initialise(spec_text="name: a\n", spec_json={"name": "a"})
+    after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert after == [p for p in before if p.name != "store.json"]
 
 
 def test_finished_task_is_never_overwritten_but_failed_can_be_retried(tmp_path: Path) -> None:
