@@ -30,9 +30,9 @@ from rich.table import Table
 
 from searches.stats import inference
 from searches.stats.batched import evaluate_patches
-from searches.stats.robust import use_fit_settings
+from searches.stats.robust import PLAIN, FitSettings, build_model, pyhf_cls, use_fit_settings
 from searches.stats.workspace import build_workspace, with_signal
-from searches.testing import without_mc_statistics
+from searches.testing import falling_workspace, without_mc_statistics
 
 MC_LEVELS = (0.3, 1e-2, 1e-4, 1e-6)
 TOY_WORKSPACES = {
@@ -50,23 +50,10 @@ TOY_WORKSPACES = {
     ),
 }
 """The toy tests' workspaces (``tests/searches/stats/test_workspace.py``)."""
+REFERENCE_FITS = FitSettings(optimizer="minuit", tolerance=0.01, strategy=2)
+"""Fits of the infinite-MC reference: a well-conditioned model, MINUIT at strategy 2."""
 BAD = 1e-3
 """Relative CLs error counted as a wrong answer."""
-
-
-def workspace(bins: int, relative: float, seed: int) -> dict:
-    rng = np.random.default_rng(seed)
-    b = np.geomspace(1000.0, 1.0, bins) * rng.uniform(0.5, 2.0)
-    s = rng.uniform(0.1, 0.6) * np.sqrt(b) + 0.5
-    spec = with_signal(
-        build_workspace(observed=rng.poisson(b), expected=b, sumw2=b, syst=rng.uniform(0.02, 0.3)),
-        s,
-    )
-    for sample in spec["channels"][0]["samples"]:
-        for modifier in sample["modifiers"]:
-            if modifier["type"] == "staterror":
-                modifier["data"] = (relative * b).tolist()
-    return spec
 
 
 def batched_or_infinite_mc(spec: dict, relative: float) -> float | None:
@@ -78,17 +65,12 @@ def batched_or_infinite_mc(spec: dict, relative: float) -> float | None:
         return batched.cls_obs
     if relative > 1e-4:
         return None
-    pyhf.set_backend("numpy", pyhf.optimize.minuit_optimizer(tolerance=0.01, strategy=2))
-    ws = pyhf.Workspace(without_mc_statistics(spec))
-    model = ws.model()
-    return float(pyhf.infer.hypotest(1.0, ws.data(model), model, test_stat="qtilde"))
+    return pyhf_cls(without_mc_statistics(spec), settings=REFERENCE_FITS)[0]
 
 
 def plain_pyhf(spec: dict) -> float:
-    pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer())
-    ws = pyhf.Workspace(spec)
-    model = ws.model()
-    return float(pyhf.infer.hypotest(1.0, ws.data(model), model, test_stat="qtilde"))
+    """pyhf's hypotest on its default optimizer (SLSQP): what inference did before."""
+    return pyhf_cls(spec, settings=PLAIN)[0]
 
 
 def upper_limit(spec: dict, name: str) -> tuple[float, float]:
@@ -96,12 +78,11 @@ def upper_limit(spec: dict, name: str) -> tuple[float, float]:
     if name == "inference":
         limit = inference.upper_limit(spec)
         return limit.observed, limit.expected[2]
-    pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer())
-    ws = pyhf.Workspace(spec)
-    model = ws.model()
+    use_fit_settings(PLAIN)
+    model, data = build_model(spec)
     low, high = model.config.suggested_bounds()[model.config.poi_index]
     observed, expected, _ = pyhf.infer.intervals.upper_limits.toms748_scan(
-        ws.data(model), model, low, high, level=0.05, test_stat="qtilde", from_upper_limit_fn=True
+        data, model, low, high, level=0.05, test_stat="qtilde", from_upper_limit_fn=True
     )
     return float(observed), float(expected[2])
 
@@ -132,7 +113,7 @@ def main() -> None:
     for seed in range(args.seeds):
         for bins in (3, 20):
             for relative in MC_LEVELS:
-                spec = workspace(bins, relative, seed)
+                spec = falling_workspace(bins, relative, seed)
                 reference = batched_or_infinite_mc(spec, relative)
                 if reference is None:
                     skipped += 1
@@ -188,7 +169,7 @@ def main() -> None:
     for column in ("seed", "fits", "observed", "expected median", "seconds"):
         limits.add_column(column, justify="right")
     for seed, name in itertools.product(range(3), ("pyhf SLSQP", "inference")):
-        spec = workspace(20, 0.05, seed)
+        spec = falling_workspace(20, 0.05, seed)
         start = time.perf_counter()
         try:
             observed, expected = upper_limit(spec, name)
@@ -213,7 +194,7 @@ def main() -> None:
         model, data = inference.model_and_data(spec)
         for name in ("pyhf SLSQP", "inference"):
             if name == "pyhf SLSQP":
-                pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer())
+                use_fit_settings(PLAIN)
             else:
                 use_fit_settings(inference.FITS)
             np.random.seed(0)

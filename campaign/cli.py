@@ -189,11 +189,11 @@ def resume(directory: str, as_json: JsonOption = False) -> None:
     raise typer.Exit(_execute(spec, spec_text=text, as_json=as_json))
 
 
-def _read_status(directory: str) -> Any:
+def _read_status(store: Store) -> Any:
     from campaign.status import read_status
 
     try:
-        return read_status(_open_store(directory))
+        return read_status(store)
     except (StoreError, FileNotFoundError, OSError) as problem:
         raise _fail(str(problem)) from None
 
@@ -202,13 +202,13 @@ def _read_status(directory: str) -> Any:
 def status(directory: str, as_json: JsonOption = False) -> None:
     """Where a campaign stands (reads the store only; works without Ray)."""
     if as_json:
-        _emit_json(_read_status(directory).to_dict())
+        _emit_json(_read_status(_open_store(directory)).to_dict())
     else:
         _print_status(_open_store(directory), top=20)
 
 
 def _print_status(store: Store, *, top: int) -> None:
-    state = _read_status(store.uri)
+    state = _read_status(store)
     tasks = ", ".join(
         f"{kind}: " + " ".join(f"{s}={n}" for s, n in counts.items())
         for kind, counts in state.tasks.items()
@@ -293,9 +293,10 @@ def _write_report(
 ) -> ReportFiles:
     from campaign.report import BrowserError, write_report
 
-    _read_status(directory)
+    store = _open_store(directory)
+    _read_status(store)
     try:
-        return write_report(_open_store(directory), out_dir=out_dir, pdf=pdf, top=top)
+        return write_report(store, out_dir=out_dir, pdf=pdf, top=top)
     except (BrowserError, StoreError, OSError, ValueError) as problem:
         raise _fail(f"{directory}: {problem}") from None
 

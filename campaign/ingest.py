@@ -46,12 +46,11 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from searches.events import (
-    COLLECTIONS,
-    EVENT_FIELDS,
     SCHEMA_METADATA_KEY,
     SCHEMA_VERSION,
     EventValidationError,
     concatenate,
+    require_fields,
     to_table,
     validate_events,
 )
@@ -63,6 +62,7 @@ from searches.readers import (
     InputFileError,
     Sample,
     inspect_root,
+    is_parquet,
     read_root,
     sum_of_weights,
 )
@@ -191,11 +191,6 @@ def _failure(err: EventValidationError) -> dict[str, Any]:
     return {"error": str(err), "error_fields": (kind, err.source, err.field, err.problem)}
 
 
-def is_parquet(path: str) -> bool:
-    """Whether a path or URI names a Parquet file (by its suffix); anything else is ROOT."""
-    return Path(path).suffix.lower() in (".parquet", ".parq")
-
-
 def _parquet_file(path: str) -> pq.ParquetFile:
     """A Parquet file from a local path or a URI pyarrow reads (:data:`PARQUET_URI_SCHEMES`).
 
@@ -229,17 +224,7 @@ def _check_columns(path: str, parquet: pq.ParquetFile) -> None:
     A missing column would otherwise surface as pyarrow's dump of the whole schema (an
     ``ArrowInvalid``, which ``on_bad_file: skip`` cannot skip) or only when chunks are read.
     """
-    present = set(parquet.schema_arrow.names)
-    for name in EVENT_FIELDS:
-        if name not in present:
-            raise EventValidationError(
-                path, name, f"missing event-level field; required: {', '.join(EVENT_FIELDS)}"
-            )
-    for name in COLLECTIONS:
-        if name not in present:
-            raise EventValidationError(
-                path, name, f"missing collection; required: {', '.join(COLLECTIONS)}"
-            )
+    require_fields(set(parquet.schema_arrow.names), source=path)
 
 
 def inspect_file(

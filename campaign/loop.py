@@ -268,10 +268,9 @@ def _learn_several(
     while not all(finished):
         arms, active = [], []
         for k, history in enumerate(histories):
-            indices, values = _evaluated(history)
-            finished[k] = finished[k] or len(indices) >= len(pools[k])
             if finished[k]:
                 continue
+            indices, values = _evaluated(history)
             arms.append(
                 ModelArm(
                     name=labels[k],
@@ -283,8 +282,6 @@ def _learn_several(
                 )
             )
             active.append(k)
-        if not active:
-            break
         choice = choose_model(
             arms,
             batch_size=theory.batch,
@@ -320,10 +317,14 @@ def _learn_several(
             stop_at=theory.stop_at,
             resume=histories[k],
         )
-        added = len(_evaluated(history)[0]) - done
+        evaluated = len(history.evaluated_indices)
         histories[k] = history
-        spent += added * cost
-        finished[k] = added == 0 or history.stop_reason in ("tolerance", "pool exhausted")
+        spent += (evaluated - done) * cost
+        finished[k] = (
+            evaluated == done
+            or evaluated >= len(pools[k])
+            or history.stop_reason in ("tolerance", "pool exhausted")
+        )
         step += 1
     return [
         ModelCoverage.from_history(label, space.names, history)

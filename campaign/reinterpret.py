@@ -172,11 +172,13 @@ def _test(
     if limits:
         try:
             limit = inference.upper_limit(workspace)
-        except FailedMinimization:
-            problem = "no 95 % CL upper limit: MINUIT found no valid minimum on its CLs scan"
-            reason = f"{reason}; {problem}" if reason else problem
-        except (ValueError, RuntimeError) as err:
-            problem = f"no 95 % CL upper limit: {type(err).__name__}: {err}"
+        except (FailedMinimization, ValueError, RuntimeError) as err:
+            why = (
+                "MINUIT found no valid minimum on its CLs scan"
+                if isinstance(err, FailedMinimization)
+                else f"{type(err).__name__}: {err}"
+            )
+            problem = f"no 95 % CL upper limit: {why}"
             reason = f"{reason}; {problem}" if reason else problem
     return {
         "status": _verdict(tested.cls_obs),

@@ -702,8 +702,8 @@ def input_problems(spec: CampaignSpec) -> list[tuple[str, str]]:
     Parquet URI must use a scheme pyarrow reads. Remote files are not opened (that needs the
     network and credentials the validating machine may not have).
     """
-    from campaign.ingest import PARQUET_URI_SCHEMES, is_parquet
-    from searches.readers import PRESETS
+    from campaign.ingest import PARQUET_URI_SCHEMES
+    from searches.readers import PRESETS, is_parquet
 
     problems = []
     for role in ("background", "observed"):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import awkward as ak
@@ -118,6 +118,20 @@ def _empty_column(field: str) -> np.ndarray:
     return np.zeros(0, dtype=np.float32)
 
 
+def require_fields(present: Collection[str], *, source: str) -> None:
+    """Raise for the first event-level field or required collection missing from ``present``."""
+    for name in EVENT_FIELDS:
+        if name not in present:
+            raise EventValidationError(
+                source, name, f"missing event-level field; required: {', '.join(EVENT_FIELDS)}"
+            )
+    for name in COLLECTIONS:
+        if name not in present:
+            raise EventValidationError(
+                source, name, f"missing collection; required: {', '.join(COLLECTIONS)}"
+            )
+
+
 def validate_events(events: object, *, source: str = "<events>") -> ak.Array:
     """Check that ``events`` follow the schema; return them unchanged or raise one clear error.
 
@@ -128,11 +142,8 @@ def validate_events(events: object, *, source: str = "<events>") -> ak.Array:
         raise EventValidationError(source, "<root>", "expected an Awkward record array of events")
     if len(events) == 0:
         raise EventValidationError(source, "<root>", "contains no events (empty input)")
+    require_fields(events.fields, source=source)
     for field in EVENT_FIELDS:
-        if field not in events.fields:
-            raise EventValidationError(
-                source, field, f"missing event-level field; required: {', '.join(EVENT_FIELDS)}"
-            )
         _check_numeric(events[field], source, field, floating=True)
     _check_finite(events["met"], source, "met")
     _check_finite(events["met_phi"], source, "met_phi")
@@ -143,10 +154,6 @@ def validate_events(events: object, *, source: str = "<events>") -> ak.Array:
 
     for name, fields in {**COLLECTIONS, **OPTIONAL_COLLECTIONS}.items():
         if name not in events.fields:
-            if name in COLLECTIONS:
-                raise EventValidationError(
-                    source, name, f"missing collection; required: {', '.join(COLLECTIONS)}"
-                )
             continue
         collection = events[name]
         if collection.ndim != 2 or not collection.fields:

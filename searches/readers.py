@@ -795,7 +795,13 @@ def sum_of_weights(
         return total
 
 
-_READERS = (".root", ".parquet", ".parq")
+PARQUET_SUFFIXES = (".parquet", ".parq")
+_READERS = (".root", *PARQUET_SUFFIXES)
+
+
+def is_parquet(path: str | os.PathLike[str]) -> bool:
+    """Whether a path or URI names a Parquet file (by its suffix)."""
+    return Path(path).suffix.lower() in PARQUET_SUFFIXES
 
 
 def read_events(
@@ -818,7 +824,7 @@ def read_events(
             entry_stop=entry_stop,
             step_size=step_size,
         )
-    if suffix in (".parquet", ".parq"):
+    if is_parquet(path):
         if preset is not None or branch_map is not None:
             raise BranchMapError(
                 str(path), "preset/branch_map", "Parquet files hold the schema; give no branch map"
@@ -899,7 +905,7 @@ class Sample(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Sample:
-        parquet = all(Path(p).suffix.lower() in (".parquet", ".parq") for p in self.paths)
+        parquet = all(map(is_parquet, self.paths))
         if not parquet and (self.preset is None) == (self.branch_map is None):
             raise ValueError(
                 f"give exactly one of preset (allowed: {', '.join(PRESETS)}) or branch_map"

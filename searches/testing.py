@@ -219,9 +219,24 @@ def without_mc_statistics(spec: dict) -> dict:
     return stripped
 
 
+def with_mc_statistics(spec: dict, relative: float) -> dict:
+    """``spec`` with every MC-statistics uncertainty set to ``relative`` of its sample's yield,
+    by hand: below the floor that ``build_workspace`` applies, as a workspace built elsewhere
+    may have it. A ``shapesys`` keeps its zero bins."""
+    for sample in spec["channels"][0]["samples"]:
+        nominal = np.asarray(sample["data"], dtype=float)
+        for modifier in sample["modifiers"]:
+            if modifier["type"] == "staterror":
+                modifier["data"] = (relative * nominal).tolist()
+            if modifier["type"] == "shapesys":
+                used = np.asarray(modifier["data"]) > 0
+                modifier["data"] = np.where(used, relative * nominal, 0.0).tolist()
+    return spec
+
+
 def stiff_workspace(relative: float) -> dict:
     """A 3-bin search workspace whose signal dominates the last bin, with every MC-statistics
-    uncertainty set to ``relative`` by hand (below the floor that ``build_workspace`` applies).
+    uncertainty set to ``relative`` (:func:`with_mc_statistics`).
 
     With ``relative`` = 1e-5 pyhf's default SLSQP reports CLs 0.9999 without complaint and
     MINUIT finds no valid minimum; the infinite-MC answer (:func:`without_mc_statistics`) is
@@ -233,10 +248,17 @@ def stiff_workspace(relative: float) -> dict:
         s,
         signal_sumw2=s,
     )
-    for sample in spec["channels"][0]["samples"]:
-        for modifier in sample["modifiers"]:
-            if modifier["type"] == "staterror":
-                modifier["data"] = (relative * b).tolist()
-            if modifier["type"] == "shapesys":
-                modifier["data"] = [0.0, 0.0, relative * s[2]]
-    return spec
+    return with_mc_statistics(spec, relative)
+
+
+def falling_workspace(bins: int, relative: float, seed: int) -> dict:
+    """A falling search spectrum (1000 → 1 events, scaled by 0.5–2) with a √b-like signal,
+    Poisson data, a 2–30 % systematic and relative MC statistics ``relative`` per bin."""
+    rng = np.random.default_rng(seed)
+    b = np.geomspace(1000.0, 1.0, bins) * rng.uniform(0.5, 2.0)
+    s = rng.uniform(0.1, 0.6) * np.sqrt(b) + 0.5
+    spec = with_signal(
+        build_workspace(observed=rng.poisson(b), expected=b, sumw2=b, syst=rng.uniform(0.02, 0.3)),
+        s,
+    )
+    return with_mc_statistics(spec, relative)

@@ -140,12 +140,15 @@ class FitSettings:
     optimizer: Literal["scipy", "minuit"] = "scipy"
     init: Literal["default", "background"] = "default"
     tolerance: float | None = None
+    strategy: Literal[0, 1, 2] = 1
+    """MINUIT's strategy (ignored by scipy)."""
 
     @property
     def label(self) -> str:
         extra = "" if self.init == "default" else f",init={self.init}"
         tol = "" if self.tolerance is None else f",tol={self.tolerance:g}"
-        return f"{self.optimizer}{extra}{tol}"
+        strategy = "" if self.optimizer != "minuit" or self.strategy == 1 else f",s={self.strategy}"
+        return f"{self.optimizer}{extra}{tol}{strategy}"
 
 
 PLAIN = FitSettings()
@@ -194,7 +197,7 @@ def use_fit_settings(settings: FitSettings) -> None:
     if settings.optimizer == "minuit":
         optimizer = pyhf.optimize.minuit_optimizer(
             tolerance=settings.tolerance if settings.tolerance is not None else 0.1,
-            strategy=1,
+            strategy=settings.strategy,
         )
     else:
         kwargs = {} if settings.tolerance is None else {"tolerance": settings.tolerance}

@@ -184,20 +184,3 @@ def test_a_limit_minuit_cannot_fit_keeps_the_cls_and_says_why() -> None:
     assert verdict["mu_limit_observed"] is None
     assert "no 95 % CL upper limit: MINUIT found no valid minimum" in verdict["reason"]
 
-
-def test_a_limit_that_cannot_be_computed_keeps_the_cls(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any failure of the limit's root search (here an undefined CLs) costs the limit only."""
-    import campaign.reinterpret as module
-
-    def undefined(workspace: Any) -> None:
-        raise ValueError("upper_limit: CLs is not defined at mu=0.5")
-
-    monkeypatch.setattr(module.inference, "upper_limit", undefined)
-    spec = _one_bin_pair([10.0, 8.0])
-    verdict = _test(spec, name="s", limits=True, expected_z=3.0, pyhf_attempts=0)
-    assert verdict["status"] in ("excluded", "allowed")
-    assert verdict["cls_observed"] is not None
-    assert verdict["mu_limit_observed"] is None
-    assert verdict["reason"].endswith(
-        "no 95 % CL upper limit: ValueError: upper_limit: CLs is not defined at mu=0.5"
-    )

@@ -446,8 +446,7 @@ def learn_box(
             fit = fit_step(space.to_unit(points), values, opts=opts, seed=seed, step=step + 1)
             p, p_other = posterior(fit, setup.reference_unit, opts=opts)
             miss = expected_misclassified_fraction(p)
-            kernels = fit.surrogate.kernels if fit.surrogate is not None else ()
-            steps.append(BoxStep(step, new, new_values, p, p_other, miss, kernels))
+            steps.append(BoxStep(step, new, new_values, p, p_other, miss, fit.kernels))
             progress.update(task, completed=len(points), miss=f"{miss:.3f}")
     return BoxHistory(
         reference=reference_points,

@@ -23,7 +23,7 @@ from theory.active.engine import (
     as_values,
     fit_step,
     initial_design,
-    maximin,
+    measured_labels,
     propose,
     stream,
 )
@@ -119,26 +119,21 @@ def known_labels(arm: ModelArm, fit: Fit, opts: ActiveOptions) -> np.ndarray:
     """(n,) measured label (1 excluded, 0 allowed) of each candidate whose label is known,
     NaN elsewhere: only successful evaluations are known, and only when the learner trusts
     measured labels (``trust_evaluated``)."""
-    known = np.full(arm.candidates.shape[0], np.nan)
-    if not opts.trust_evaluated:
-        return known
-    label = arm.values[:, fit.output_order[0]]
-    ok = np.isfinite(label)
-    known[arm.indices[ok]] = (label[ok] < opts.threshold).astype(float)
-    return known
+    labels = np.full(arm.candidates.shape[0], np.nan)
+    known, measured = measured_labels(arm.values, fit.output_order[0], opts=opts)
+    labels[arm.indices[known]] = measured
+    return labels
 
 
 def _initial_batch(
-    unit: np.ndarray, arm: ModelArm, available: np.ndarray, *, size: int, q: int, seed: int
+    unit: np.ndarray, available: np.ndarray, *, size: int, q: int, seed: int
 ) -> np.ndarray:
     """The next ``q`` points of the model's initial design not yet evaluated, so that a
-    model's design is one Latin hypercube however many rounds it is served in; maximin
-    from the evaluated points once the design is used up."""
+    model's design is one Latin hypercube however many rounds it is served in. The design is
+    never used up here: it has ``min(size, n)`` distinct points, and an arm with fewer than
+    ``size`` evaluations and a free candidate has not evaluated all of them."""
     design = initial_design(unit, size=size, seed=seed)
-    left = design[available[design]]
-    if len(left):
-        return left[:q]
-    return maximin(unit, available, unit[arm.indices], q)
+    return design[available[design]][:q]
 
 
 def choose_model(
@@ -195,7 +190,7 @@ def choose_model(
             batches.append(np.empty(0, dtype=int))
             continue
         if len(arm.indices) < size:
-            batches.append(_initial_batch(unit, arm, available, size=size, q=q, seed=arm_seed))
+            batches.append(_initial_batch(unit, available, size=size, q=q, seed=arm_seed))
             reductions[a] = np.inf
             continue
         fit = fit_step(unit[arm.indices], arm.values, opts=opts, seed=arm_seed, step=step)

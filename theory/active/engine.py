@@ -50,6 +50,11 @@ class Fit:
     two_sided: bool = False
 
     @property
+    def kernels(self) -> tuple[str, ...]:
+        """The surrogate's kernel per output (see :attr:`Surrogate.kernels`); empty without one."""
+        return () if self.surrogate is None else self.surrogate.kernels
+
+    @property
     def contour_seen(self) -> bool:
         """Whether the data hold both an excluded and an allowed point.
 
@@ -101,6 +106,15 @@ def fit_step(
     return Fit(surrogate, order, t_latent, unit[ok], bool(labels.any() and not labels.all()))
 
 
+def measured_labels(
+    values: np.ndarray, column: int, *, opts: ActiveOptions
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``values`` whose ``column`` is known, and their measured label (CLs below the
+    threshold); none when the learner does not trust measured labels (``trust_evaluated``)."""
+    known = np.isfinite(values[:, column]) & opts.trust_evaluated
+    return known, values[known, column] < opts.threshold
+
+
 def posterior(
     fit: Fit,
     unit: np.ndarray,
@@ -128,11 +142,11 @@ def posterior(
     else:
         mean, var = fit.surrogate.predict(unit)
         probs = p_excluded(mean, var, fit.latent_threshold)
-    if measured is not None and opts.trust_evaluated:
+    if measured is not None:
         rows, values = measured
         for j, column in enumerate(fit.output_order):
-            ok = np.isfinite(values[:, column])
-            probs[rows[ok], j] = (values[ok, column] < opts.threshold).astype(float)
+            known, labels = measured_labels(values, column, opts=opts)
+            probs[rows[known], j] = labels
     return probs[:, 0], (probs[:, 1] if m > 1 else None)
 
 

@@ -370,8 +370,7 @@ def learn_pool(
             fit = fit_step(unit[indices], values, opts=opts, seed=seed, step=step + 1)
             p, p_other = posterior(fit, unit, opts=opts, measured=(indices, values))
             miss = expected_misclassified_fraction(p)
-            kernels = fit.surrogate.kernels if fit.surrogate is not None else ()
-            steps.append(PoolStep(step, new, new_values, p, p_other, miss, kernels))
+            steps.append(PoolStep(step, new, new_values, p, p_other, miss, fit.kernels))
             progress.update(task, completed=len(indices), miss=f"{miss:.3f}")
     return PoolHistory(
         candidates=np.asarray(candidates, dtype=float),

@@ -85,8 +85,8 @@ class _SVGP(gpytorch.models.ApproximateGP):
 class _Output:
     """One fitted output: a model plus the affine map from its scale to the latent scale.
 
-    ``kernel`` is :data:`MATERN`, or :data:`FALLBACK` when every Matérn fit failed and BoTorch's
-    default kernel was fitted instead; ``fallback_reason`` then says why.
+    ``fallback_reason`` says why BoTorch's default kernel was fitted instead of the Matérn one
+    (empty when the Matérn fit succeeded).
     """
 
     model: torch.nn.Module
@@ -94,8 +94,12 @@ class _Output:
     offset: float
     scale: float
     noise: float
-    kernel: str = MATERN
     fallback_reason: str = ""
+
+    @property
+    def kernel(self) -> str:
+        """:data:`MATERN`, or :data:`FALLBACK` where every Matérn fit failed."""
+        return FALLBACK if self.fallback_reason else MATERN
 
 
 @dataclass(frozen=True)
@@ -201,11 +205,11 @@ def _fit_exact(x: torch.Tensor, y: torch.Tensor, *, maxiter: int) -> _Output:
     The fallback keeps a campaign going, but its proposals then come from another model, so it
     is logged and recorded on the output (:attr:`Surrogate.kernels`), never silent.
     """
-    kernel, reason = MATERN, ""
+    reason = ""
     try:
         model = _gp(x, y, maxiter=maxiter, kernel=matern_kernel(x.shape[1]))
     except ModelFittingError as problem:
-        kernel, reason = FALLBACK, f"Matérn-5/2 fit failed on {x.shape[0]} points: {problem}"
+        reason = f"Matérn-5/2 fit failed on {x.shape[0]} points: {problem}"
         _LOG.warning("GP surrogate: %s; fitting BoTorch's default kernel instead", reason)
         model = _gp(x, y, maxiter=maxiter, kernel=None)
     model.eval()
@@ -217,7 +221,6 @@ def _fit_exact(x: torch.Tensor, y: torch.Tensor, *, maxiter: int) -> _Output:
         offset=0.0,
         scale=1.0,
         noise=noise,
-        kernel=kernel,
         fallback_reason=reason,
     )
 
@@ -329,7 +332,7 @@ def fit_surrogate(
         generator = torch.Generator().manual_seed(seed)
         for j in range(y.shape[1]):
             rows = torch.as_tensor(known[:, j])
-            x_j = x_t if bool(rows.all()) else x_t[rows]
+            x_j = x_t[rows]
             y_t = torch.as_tensor(y[known[:, j], j], dtype=torch.float64)
             if chosen == "exact":
                 outputs.append(_fit_exact(x_j, y_t, maxiter=maxiter))

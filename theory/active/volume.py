@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from theory.active.box import BoxHistory
-from theory.active.engine import fit_step, posterior, stream
+from theory.active.engine import fit_step, measured_labels, posterior, stream
 from theory.active.pool import PoolHistory, pool_to_unit
 
 _DRAWS_STREAM = 13
@@ -199,9 +199,8 @@ def excluded_fraction_posterior(
             continue
         fixed = None
         if fixed_rows is not None and opts.trust_evaluated:
-            column = values[:, fit.output_order[k]]
-            ok = np.isfinite(column)
-            fixed = (fixed_rows[ok], column[ok] < opts.threshold)
+            known, labels = measured_labels(values, fit.output_order[k], opts=opts)
+            fixed = (fixed_rows[known], labels)
         mean, cov = fit.surrogate.joint(reference, output=k)
         fractions = fraction_draws(
             mean,

@@ -25,26 +25,6 @@ def reference(n: float, b: float, sigma: float) -> float:
     return value / stats.norm.cdf(b / sigma)
 
 
-def _upper_gamma(a, x):
-    """Regularised ``Q(a, x)`` from Legendre's continued fraction (modified Lentz; x > a + 1)."""
-    tiny = mpmath.mpf(10) ** (-3 * mpmath.mp.dps)
-    b = x + 1 - a
-    c, d = 1 / tiny, 1 / b
-    h, i = d, 0
-    while True:
-        i += 1
-        an = -i * (i - a)
-        b += 2
-        d = an * d + b
-        d = d if abs(d) > tiny else tiny
-        c = b + an / c
-        c = c if abs(c) > tiny else tiny
-        d = 1 / d
-        h *= d * c
-        if abs(d * c - 1) < mpmath.eps:
-            return mpmath.exp(a * mpmath.log(x) - x - mpmath.loggamma(a)) * h
-
-
 def mp_reference(n: float, b: float, sigma: float, dps: int = 30) -> float:
     """Independent reference: mpmath.quad of the convolution over the mean, split at its peak.
 
@@ -64,7 +44,7 @@ def mp_reference(n: float, b: float, sigma: float, dps: int = 30) -> float:
             if mu <= 0:
                 return mpmath.mpf(0 if excess else 1)
             if mu > a + 1 + 4 * mpmath.sqrt(a):
-                upper = _upper_gamma(a, mu)
+                upper = mpmath.gammainc(a, mu, mpmath.inf, regularized=True)
                 return 1 - upper if excess else upper
             lower = mpmath.gammainc(a, 0, mu, regularized=True)
             return lower if excess else 1 - lower

@@ -119,10 +119,10 @@ def test_sparse_bins_follow_the_truncated_gaussian_of_the_pvalues(backend):
             expected, sumw2, systematic=0.0, rounds=400_000, seed=1, device="cpu"
         ).numpy()
     sigma = np.sqrt(sumw2)
+    # For b = 0.5 ± 0.5 the truncated mean is 0.644; clipping the mean at 0 gave 0.540.
     truth = truncnorm.mean(-expected / sigma, np.inf, loc=expected, scale=sigma)
     spread = np.sqrt(counts.var(axis=0) / len(counts))
     assert np.all(np.abs(counts.mean(axis=0) - truth) < 5 * spread)
-    assert truth[0] == pytest.approx(0.644, abs=1e-3)
 
 
 def test_scan_histogram_finds_the_excess():

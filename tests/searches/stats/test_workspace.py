@@ -15,7 +15,7 @@ from searches.stats.workspace import (
     validate,
     with_signal,
 )
-from searches.testing import stiff_workspace, without_mc_statistics
+from searches.testing import falling_workspace, stiff_workspace, without_mc_statistics
 
 OBSERVED = [12.0, 8.0, 3.0, 0.0]
 EXPECTED = [10.0, 7.0, 2.5, 0.0]
@@ -260,12 +260,7 @@ def test_limit_search_reads_an_undefined_cls_without_sensitivity_as_one(pyhf_def
     observed CLs with an expected band of exactly 1 (q_A = 0). Its own ``toms748_scan`` stops
     there ("function value at x=0 is NaN" on SLSQP); the limit search reads it as CLs = 1,
     and the limit still sits where pyhf's CLs equals the level."""
-    rng = np.random.default_rng(0)
-    b = np.geomspace(1000.0, 1.0, 20) * rng.uniform(0.5, 2.0)
-    s = rng.uniform(0.1, 0.6) * np.sqrt(b) + 0.5
-    spec = with_signal(
-        build_workspace(observed=rng.poisson(b), expected=b, sumw2=(0.05 * b) ** 2, syst=0.1), s
-    )
+    spec = falling_workspace(20, 0.05, seed=0)
     model, data = direct(spec)
     use_fit_settings(inference.FITS)
     with np.errstate(divide="ignore", invalid="ignore"):
