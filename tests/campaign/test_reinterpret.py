@@ -183,4 +183,3 @@ def test_a_limit_minuit_cannot_fit_keeps_the_cls_and_says_why() -> None:
     assert verdict["status"] == "allowed"
     assert verdict["mu_limit_observed"] is None
     assert "no 95 % CL upper limit: MINUIT found no valid minimum" in verdict["reason"]
-
