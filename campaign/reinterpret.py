@@ -25,16 +25,15 @@ import awkward as ak
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pyhf.exceptions import FailedMinimization
 
 from campaign.store import Store, StoreError
 from campaign.tasks import finished_results
 from searches import events as ev
 from searches.methods.registry import get_method
 from searches.result import SearchResult
-from searches.stats import inference
 from searches.stats.batched import evaluate_patches
 from searches.stats.combine import combine
+from searches.stats.limits import LimitNotFound, upper_limit
 from searches.stats.robust import Q_TOLERANCE
 from searches.stats.workspace import with_signal
 
@@ -103,8 +102,9 @@ def evaluate_search(
 ) -> SearchVerdict:
     """CLs and limits of one search for the signal events (asymptotic ``qtilde``).
 
-    The upper limit on ``mu`` costs a root search (tens of pyhf fits), so campaigns compute it
-    for the best-expected search and the combination, and CLs for every search.
+    The upper limit on ``mu`` costs a root search (a few batched passes of the engine, tens of
+    pyhf fits where it falls back: :func:`searches.stats.limits.upper_limit`), so campaigns
+    compute it for the best-expected search and the combination, and CLs for every search.
     ``pyhf_attempts`` caps the plain-pyhf fallback (:func:`_test`).
     """
     yields, sumw2 = result.selection.histogram(signal)
@@ -171,14 +171,9 @@ def _test(
     limit, reason = None, tested.reason
     if limits:
         try:
-            limit = inference.upper_limit(workspace)
-        except (FailedMinimization, ValueError, RuntimeError) as err:
-            why = (
-                "MINUIT found no valid minimum on its CLs scan"
-                if isinstance(err, FailedMinimization)
-                else f"{type(err).__name__}: {err}"
-            )
-            problem = f"no 95 % CL upper limit: {why}"
+            limit = upper_limit(workspace)
+        except LimitNotFound as err:
+            problem = f"no 95 % CL upper limit: {err}"
             reason = f"{reason}; {problem}" if reason else problem
     return {
         "status": _verdict(tested.cls_obs),
@@ -257,7 +252,7 @@ def reinterpret(
     CLs; the rest are reported as "not evaluated" with their signal yield, since the
     fits of every search of a large campaign per benchmark add up. With
     ``limits`` the best-expected search and the combination also get the 95 % CL upper limit
-    on the signal strength (a root search over tens of pyhf fits each). ``pyhf_attempts``
+    on the signal strength (:func:`searches.stats.limits.upper_limit`). ``pyhf_attempts``
     caps the plain-pyhf fallback of each search's fit (:func:`_test`; default: every retry).
     """
     ev.validate_events(signal, source=str(benchmark.get("source", "signal events")))

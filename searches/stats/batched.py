@@ -822,19 +822,19 @@ def _profile_scan(
     asimov_aux: torch.Tensor,
     nll_free: torch.Tensor,
     q_asimov: torch.Tensor,
-    mu: float,
+    mu: torch.Tensor,
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Confirm tiny-q_A results by fixed-μ profile scans started from pyhf's default start.
 
     For a weak signal the Asimov statistic is quadratic, q_A(kμ) = k² q_A(μ); the data profile
     must nowhere fall below the free fit. Both are checked with fits independent of the ones
-    that produced the result (other start, other μ).
+    that produced the result (other start, other μ). ``mu`` holds each hypothesis' tested μ.
     """
     m = rows.numel()
     sub = stack.take(rows.repeat(2 * len(SCAN_POINTS)))
     start = stack.init.expand(sub.nominal.shape[0], -1).clone()
-    mus = torch.tensor(SCAN_POINTS, dtype=start.dtype, device=start.device) * mu
-    mu_col = mus.repeat_interleave(m).repeat(2)
+    points = torch.tensor(SCAN_POINTS, dtype=start.dtype, device=start.device)
+    mu_col = (points.unsqueeze(1) * mu[rows]).reshape(-1).repeat(2)
     start[:, stack.poi] = mu_col
     fixed = sub.fixed.clone()
     fixed[:, stack.poi] = True
@@ -856,7 +856,7 @@ def _profile_scan(
         ok[i] = quadratic and minimum and converged
         info.append(
             {
-                "scan_mu": [float(x) * mu for x in SCAN_POINTS],
+                "scan_mu": [float(x * mu[rows[i]]) for x in SCAN_POINTS],
                 "data_twice_nll_minus_free": data_prof[:, i].tolist(),
                 "asimov_q": asimov_prof[:, i].tolist(),
                 "asimov_q_expected_quadratic": expected.tolist(),
@@ -972,8 +972,13 @@ def _lowest_of_starts(fit: BatchFit, n_starts: int) -> BatchFit:
     )
 
 
-def stack_cls(stack: HistFactoryStack, *, mu: float = 1.0, scan_below: float = 1e-6) -> StackCLs:
+def stack_cls(
+    stack: HistFactoryStack, *, mu: float | Sequence[float] = 1.0, scan_below: float = 1e-6
+) -> StackCLs:
     """Asymptotic qtilde CLs at ``mu`` for all hypotheses of ``stack`` with three batched fits.
+
+    ``mu`` is one signal strength for every hypothesis or one per hypothesis: a stack of one
+    workspace repeated then gives its CLs curve in one pass (:mod:`searches.stats.limits`).
 
     The background-only fit (μ = 0) gives the Asimov data and the start of every other fit;
     the free and μ-fixed fits to data and the μ-fixed fit to Asimov data then run as one batch
@@ -982,6 +987,12 @@ def stack_cls(stack: HistFactoryStack, *, mu: float = 1.0, scan_below: float = 1
     """
     n, device = len(stack.names), stack.init.device
     poi = stack.poi
+    tested = torch.as_tensor(mu, dtype=stack.init.dtype, device=device)
+    if tested.dim() > 1 or (tested.dim() == 1 and tested.numel() != n):
+        raise ValueError(
+            f"mu: one value or one per hypothesis ({n}); got shape {tuple(tested.shape)}"
+        )
+    tested = tested.expand(n).clone()
     data = stack.observed.expand(n, -1)
     aux = stack.aux_init
     start = stack.init.expand(n, -1).clone()
@@ -1004,7 +1015,7 @@ def stack_cls(stack: HistFactoryStack, *, mu: float = 1.0, scan_below: float = 1
     origins = {"background_fit": theta0, "suggested_init": stack.init.expand(n, -1)}
     for origin in STARTS:
         init = origins[origin].repeat(3, 1)
-        init[n:, poi] = mu
+        init[n:, poi] = tested.repeat(2)
         starts.append(init)
     fixed = torch.cat([stack.fixed, poi_fixed, poi_fixed])
     fit_data = torch.cat([data, data, asimov])
@@ -1022,7 +1033,7 @@ def stack_cls(stack: HistFactoryStack, *, mu: float = 1.0, scan_below: float = 1
     fits = _flip_polish(stack, fits, fit_data, fit_aux, fixed, rows[: 3 * n])
     nll = fits.twice_nll.reshape(3, n)
     mu_hat = fits.theta[:n, poi]
-    q_obs = torch.where(mu_hat > mu, torch.zeros_like(mu_hat), nll[1] - nll[0])
+    q_obs = torch.where(mu_hat > tested, torch.zeros_like(mu_hat), nll[1] - nll[0])
     q_asimov = nll[2] - free_asimov
     q_obs_np = q_obs.cpu().numpy()
     q_asimov_np = q_asimov.cpu().numpy()
@@ -1046,7 +1057,7 @@ def stack_cls(stack: HistFactoryStack, *, mu: float = 1.0, scan_below: float = 1
     scan_info: list[Mapping[str, Any]] = [{} for _ in range(n)]
     weak = ((q_asimov <= scan_below) & (q_asimov > 0)).nonzero().squeeze(1)
     if weak.numel():
-        ok, info = _profile_scan(stack, weak, theta0, asimov, aux_asimov, nll[0], q_asimov, mu)
+        ok, info = _profile_scan(stack, weak, theta0, asimov, aux_asimov, nll[0], q_asimov, tested)
         for r, good, item in zip(weak.tolist(), ok, info, strict=True):
             scan_ok[r], scan_info[r] = good, item
     return StackCLs(
@@ -1064,6 +1075,28 @@ def stack_cls(stack: HistFactoryStack, *, mu: float = 1.0, scan_below: float = 1
         signal_yield=stack.signal_yield.cpu().numpy(),
         iterations=background.iterations + fits.iterations,
     )
+
+
+def row_problems(out: StackCLs, row: int) -> list[str]:
+    """:func:`~searches.stats.robust.diagnose` for one hypothesis of :func:`stack_cls`."""
+    converged = dict(zip(FIT_NAMES, (bool(v) for v in out.converged[row]), strict=True))
+    return diagnose(
+        cls_obs=float(out.cls_obs[row]),
+        cls_exp=[float(v) for v in out.cls_exp[row]],
+        q_obs_raw=float(out.q_obs_raw[row]),
+        q_asimov_raw=float(out.q_asimov_raw[row]),
+        converged=converged,
+        # A converged fit on a bound satisfies the bound's optimality condition (the gradient
+        # points outwards): a physical boundary, recorded but not a failure.
+        at_bounds=() if all(converged.values()) else out.at_bounds[row],
+        signal_yield=float(out.signal_yield[row]),
+    )
+
+
+def confirmed_weak(out: StackCLs, row: int, problems: Sequence[str]) -> bool:
+    """Whether the only problem is a q_A ≈ 0 that the profile scan confirmed (CLs finite)."""
+    weak = len(problems) == 1 and problems[0].startswith("q_A = ") and "≈ 0" in problems[0]
+    return weak and bool(out.scan_ok[row]) and bool(np.isfinite(out.cls_obs[row]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -1187,18 +1220,7 @@ def evaluate_patches(
         out = stack_cls(stack, mu=mu)
         for row, i in enumerate(members):
             name, params, _ = items[i]
-            converged = dict(zip(FIT_NAMES, (bool(v) for v in out.converged[row]), strict=True))
-            problems = diagnose(
-                cls_obs=float(out.cls_obs[row]),
-                cls_exp=[float(v) for v in out.cls_exp[row]],
-                q_obs_raw=float(out.q_obs_raw[row]),
-                q_asimov_raw=float(out.q_asimov_raw[row]),
-                converged=converged,
-                # A converged fit on a bound satisfies the bound's optimality condition (the
-                # gradient points outwards): a physical boundary, recorded but not a failure.
-                at_bounds=() if all(converged.values()) else out.at_bounds[row],
-                signal_yield=float(out.signal_yield[row]),
-            )
+            problems = row_problems(out, row)
             diagnostics: dict[str, Any] = {
                 "q_obs": float(out.q_obs_raw[row]),
                 "q_asimov": float(out.q_asimov_raw[row]),
@@ -1206,8 +1228,7 @@ def evaluate_patches(
             }
             if out.at_bounds[row]:
                 diagnostics["at_bounds_kkt_satisfied"] = list(out.at_bounds[row])
-            weak = [p for p in problems if p.startswith("q_A = ") and "≈ 0" in p]
-            if weak and len(problems) == 1 and out.scan_ok[row] and np.isfinite(out.cls_obs[row]):
+            if problems and confirmed_weak(out, row, problems):
                 diagnostics["scan"] = out.scan[row]
                 report(
                     i,
@@ -1219,7 +1240,7 @@ def evaluate_patches(
                         mu_hat=float(out.mu_hat[row]),
                         status="recovered",
                         reason=(
-                            f"{weak[0]} ({out.signal_yield[row]:.3g} signal events): with "
+                            f"{problems[0]} ({out.signal_yield[row]:.3g} signal events): with "
                             "pyhf's scipy tolerance such a q_A comes out ≤ 0 and CLs is NaN or "
                             "exactly 1; recovered by converged Newton fits (|∇| < 1e-5) and "
                             "log-space CLs tails, confirmed by a fixed-μ profile scan "

@@ -330,6 +330,8 @@ def upper_limit(
     CLs on the ``scan`` grid of ``mu`` (default 15 points up to twice the asymptotic +2σ
     expected limit), linearly interpolated at its first crossing of ``level`` (a toy curve may
     wiggle; interpolating over a non-monotonic curve would give an arbitrary limit).
+    :func:`searches.stats.limits.upper_limit` gives the asymptotic limits from the batched
+    engine in a fraction of the time, with this function as its fallback.
 
     Raises:
         ValueError: for ``level`` outside (0, 1), when a toy CLs curve does not cross

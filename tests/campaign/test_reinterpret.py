@@ -10,15 +10,18 @@ from typing import Any
 import numpy as np
 import pyhf
 import pytest
+from pyhf.exceptions import FailedMinimization
 
 from campaign.benchmark import signal_events
 from campaign.reinterpret import _test, campaign_results, reinterpret
 from campaign.store import Store
 from campaign.testing import lamppost
 from searches.events import make_collection, make_events, write_parquet
+from searches.stats import inference
 from searches.stats.robust import FitSettings, pyhf_cls
-from searches.stats.workspace import with_signal
+from searches.stats.workspace import current_signal, with_signal
 from searches.testing import (
+    falling_workspace,
     lamppost_best_fits,
     reference_cls,
     stiff_workspace,
@@ -170,16 +173,34 @@ def test_a_sensitive_search_gets_its_cls_from_the_fit() -> None:
     assert verdict["cls_observed"] == pytest.approx(reference, rel=1e-3)
 
 
-def test_a_limit_minuit_cannot_fit_keeps_the_cls_and_says_why() -> None:
-    """The batched engine fits this stiff workspace (relative MC statistics 1e-5); the limit's
-    MINUIT scan does not. The search keeps its CLs and says why it has no limit, instead of
-    failing as a whole."""
+def test_a_limit_minuit_cannot_fit_comes_from_the_engine() -> None:
+    """On this stiff workspace (relative MC statistics 1e-5) MINUIT's limit scan finds no valid
+    minimum; the engine's limit is the one of the model without MC statistics, which MINUIT
+    fits."""
     spec = stiff_workspace(1e-5)
+    with pytest.raises(FailedMinimization):
+        inference.upper_limit(spec)
     verdict = _test(spec, name="s", limits=True, expected_z=3.0, pyhf_attempts=0)
     workspace = pyhf.Workspace(without_mc_statistics(spec))
     model = workspace.model()
     reference = float(pyhf.infer.hypotest(1.0, workspace.data(model), model, test_stat="qtilde"))
     assert verdict["cls_observed"] == pytest.approx(reference, rel=1e-4)
     assert verdict["status"] == "allowed"
+    limit = inference.upper_limit(without_mc_statistics(spec))
+    assert verdict["mu_limit_observed"] == pytest.approx(limit.observed, rel=1e-4)
+    assert verdict["mu_limit_expected"] == pytest.approx(limit.expected, rel=1e-4)
+
+
+def test_a_search_without_a_limit_keeps_its_cls_and_says_why() -> None:
+    """A signal of 1e-5 events: CLs ≈ 1 at μ = 1, and no limit below μ ≈ 7e6 for either the
+    engine (its grid ends there) or MINUIT (pyhf refuses μ beyond the POI's bound of 10). The
+    search keeps its CLs and verdict instead of failing as a whole."""
+    spec = falling_workspace(3, 0.05, seed=0)
+    spec = with_signal(spec, 1e-6 * current_signal(spec))
+    verdict = _test(spec, name="s", limits=True, expected_z=0.0, pyhf_attempts=0)
+    assert verdict["status"] == "allowed"
+    assert verdict["cls_observed"] == pytest.approx(1.0, abs=1e-5)
     assert verdict["mu_limit_observed"] is None
-    assert "no 95 % CL upper limit: MINUIT found no valid minimum" in verdict["reason"]
+    reason = verdict["reason"]
+    assert "no 95 % CL upper limit: batched engine: no trusted bracket" in reason
+    assert "pyhf on MINUIT: ValueError: fit initialization parameter" in reason

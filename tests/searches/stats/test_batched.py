@@ -322,3 +322,26 @@ def test_a_parameter_a_hair_inside_its_bound_does_not_stall_the_fit():
     reference = _minuit_background_fit(model, data)
     ours = pyhf.infer.mle.twice_nll(_to_pyhf(stack, model, fit.theta[0].numpy()), data, model)
     assert float(np.ravel(ours)[0]) <= float(reference) + 1e-6
+
+
+def test_one_signal_strength_per_row_equals_one_call_per_strength():
+    """A stack of one workspace repeated, tested at a different μ per row (the limit search's
+    CLs curve), gives each row what a call at that μ alone gives."""
+    spec = with_signal(
+        build_workspace(
+            observed=[980.0, 40.0, 3.0],
+            expected=[1000.0, 30.0, 2.0],
+            sumw2=[4.0, 1.0, 0.2],
+            syst=0.1,
+        ),
+        [30.0, 8.0, 3.0],
+    )
+    mus = [1e-4, 0.3, 1.0, 2.5]
+    stack = compile_stack([spec] * len(mus), ["x"] * len(mus), device="cpu")
+    together = stack_cls(stack, mu=mus)
+    for row, mu in enumerate(mus):
+        alone = stack_cls(stack.take(torch.tensor([row])), mu=mu)
+        assert together.cls_obs[row] == pytest.approx(alone.cls_obs[0], rel=1e-9)
+        assert together.cls_exp[row] == pytest.approx(alone.cls_exp[0], rel=1e-9)
+        assert together.scan[row] == alone.scan[0]
+    assert together.scan[0]["scan_mu"] == pytest.approx([0.0, 5e-5, 1e-4, 2e-4])
