@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,6 +25,7 @@ from theory.active import (
     propose_box,
     propose_pool,
 )
+from theory.active import pool as pool_module
 from theory.active.acquisition import expected_misclassification, misclassification
 from theory.active.choose import known_labels
 from theory.active.design import grid_order
@@ -165,6 +169,23 @@ def test_failed_evaluations_are_recorded_and_skipped(ellipse_pool):
     assert np.isfinite(history.final.p_excluded).all()
 
 
+@contextlib.contextmanager
+def counting_fits() -> Iterator[list[int]]:
+    """The number of surrogate fits :func:`learn_pool` makes inside the block (one-item list)."""
+    calls = [0]
+    real = pool_module.fit_step
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return real(*args, **kwargs)
+
+    pool_module.fit_step = counted
+    try:
+        yield calls
+    finally:
+        pool_module.fit_step = real
+
+
 @pytest.mark.parametrize(
     "acquisition",
     [
@@ -191,9 +212,19 @@ def test_same_seed_same_proposals_and_resume(ellipse_pool, acquisition):
         assert np.array_equal(proposed, full.steps[k].indices)
     partial = learn_pool(points, evaluate, **kwargs, until=lambda step: step.step == 2)
     assert partial.stop_reason == "until" and len(partial.steps) == 3
-    resumed = learn_pool(points, evaluate, **kwargs, resume=partial)
-    assert np.array_equal(resumed.evaluated_indices, full.evaluated_indices)
-    assert np.allclose(resumed.final.p_excluded, full.final.p_excluded)
+    reread = PoolHistory.from_dict(json.loads(json.dumps(partial.to_dict())))
+    assert partial.fit is not None and reread.fit is None
+    fits = {}
+    for name, history in (("resumed", partial), ("refitted", reread)):
+        with counting_fits() as calls:
+            fits[name] = learn_pool(points, evaluate, **kwargs, resume=history)
+        new_steps = len(fits[name].steps) - len(partial.steps)
+        assert calls == [new_steps] if name == "resumed" else [new_steps + 1]
+    resumed, refitted = fits["resumed"], fits["refitted"]
+    for run in (resumed, refitted):
+        assert np.array_equal(run.evaluated_indices, full.evaluated_indices)
+        assert np.allclose(run.final.p_excluded, full.final.p_excluded)
+    assert resumed.to_dict() == refitted.to_dict()
     with pytest.raises(ValueError, match="resume"):
         learn_pool(points, evaluate, **{**kwargs, "seed": 6}, resume=partial)
 

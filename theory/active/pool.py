@@ -21,7 +21,7 @@ import numpy as np
 from rich.progress import TextColumn
 
 from searches.progress import progress_bar
-from theory.active.engine import as_values, fit_step, posterior, propose
+from theory.active.engine import Fit, as_values, fit_step, posterior, propose
 from theory.active.options import ActiveOptions
 from theory.active.stopping import expected_misclassified_fraction
 
@@ -72,7 +72,8 @@ class PoolStep:
 
 @dataclass(frozen=True)
 class PoolHistory:
-    """Everything a pool run did, step by step; plain data, JSON round-trippable.
+    """Everything a pool run did, step by step; plain data, JSON round-trippable (all but
+    the in-memory ``fit``).
 
     Attributes:
         candidates: (n, d) the pool.
@@ -82,6 +83,10 @@ class PoolHistory:
         budget: the evaluation budget.
         steps: one :class:`PoolStep` per batch.
         stop_reason: ``"budget"``, ``"tolerance"``, ``"until"`` or ``"pool exhausted"``.
+        fit: the surrogate fitted after the last step, kept in memory only (not in
+            :meth:`to_dict`): continuing this history in the same process starts from it
+            instead of fitting the same data with the same seed again, as
+            :mod:`campaign.loop` does once per round. A history read back from JSON refits.
     """
 
     candidates: np.ndarray
@@ -92,6 +97,7 @@ class PoolHistory:
     steps: tuple[PoolStep, ...]
     stop_reason: str
     schema_version: int = field(default=SCHEMA_VERSION)
+    fit: Fit | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "candidates", _frozen(self.candidates))
@@ -329,7 +335,9 @@ def learn_pool(
         steps = list(resume.steps)
     indices = np.concatenate([s.indices for s in steps]) if steps else np.empty(0, dtype=int)
     values = np.concatenate([s.values for s in steps]) if steps else None
-    fit = fit_step(unit[indices], values, opts=opts, seed=seed, step=len(steps)) if steps else None
+    fit = resume.fit if resume is not None else None
+    if fit is None and steps:
+        fit = fit_step(unit[indices], values, opts=opts, seed=seed, step=len(steps))
     reason = "budget"
     status = TextColumn("misclassified≈{task.fields[miss]}")
     with progress_bar(status) as progress:
@@ -380,4 +388,5 @@ def learn_pool(
         budget=budget,
         steps=tuple(steps),
         stop_reason=reason,
+        fit=fit if steps else None,
     )
