@@ -31,7 +31,10 @@ RESULTS_VERSION = 2
 """Version of the numbers tasks write; raise it with every change that alters them.
 
 A finished task is never run again, so resuming a store made by code that computed different
-numbers would mix old and new results in one table; such a store is refused instead.
+numbers would mix old and new results in one table; such a store is refused instead. The small
+test campaign's search and look-elsewhere numbers are pinned under this version
+(``tests/campaign/golden/small_campaign_results.json``): a test fails when they change while it
+stays the same.
 
 1. Stores without ``store.json`` (before 2026-12-07).
 2. 2026-12-07: p-value quadrature on the integrand's peak, look-elsewhere ties, truncated-normal

@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
+from campaign.status import read_status
 from campaign.store import RESULTS_VERSION, Store, StoreError, TaskRecord
 
 
@@ -82,3 +87,70 @@ def test_file_uri_store(tmp_path: Path) -> None:
     store.initialise(spec_text="x", spec_json={"x": 1})
     store.record(record("k"))
     assert list(Store(f"file://{tmp_path}/remote").finished()) == ["k"]
+
+
+GOLDEN = Path(__file__).parent / "golden" / "small_campaign_results.json"
+"""The small campaign's search and look-elsewhere numbers, with the results version that made
+them. Rewritten by running this test with ``LAMPPOST_WRITE_GOLDEN=1``."""
+
+
+def _numbers(store: Path) -> dict[str, Any]:
+    status = read_status(Store(store))
+    searches = {
+        f"{row.event_class}/{row.method}/{row.observable}": [row.p_local, row.z_local, row.p_tilde]
+        for row in status.searches
+    }
+    lee = {k: v for k, v in status.global_result.items() if isinstance(v, float)}
+    return {"results_version": RESULTS_VERSION, "searches": searches, "global": lee}
+
+
+def _changed(now: dict[str, Any], pinned: dict[str, Any]) -> list[str]:
+    changes = []
+    for part in ("searches", "global"):
+        for key in sorted(set(now[part]) | set(pinned[part])):
+            a, b = now[part].get(key), pinned[part].get(key)
+            same = (
+                a is not None
+                and b is not None
+                and np.allclose(
+                    np.array(a, dtype=float),
+                    np.array(b, dtype=float),
+                    rtol=1e-6,
+                    atol=0.0,
+                    equal_nan=True,
+                )
+            )
+            if not same:
+                changes.append(f"{part} {key}: {b} → {a}")
+    return changes
+
+
+@pytest.mark.slow
+def test_changed_numbers_come_with_a_new_results_version(reference_run: Path) -> None:
+    """:data:`RESULTS_VERSION` is the promise that a store's numbers are today's; this holds
+    the promise for the small campaign's 188 searches and its look-elsewhere correction
+    (theory-loop evaluations are not pinned here). Numbers that change under the same version
+    fail this test; a new version needs the golden file rewritten, which refuses to pin new
+    numbers under the old version."""
+    now = _numbers(reference_run)
+    pinned = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else None
+    same_version = pinned is not None and pinned["results_version"] == RESULTS_VERSION
+    changes = [] if pinned is None else _changed(now, pinned)
+    if os.environ.get("LAMPPOST_WRITE_GOLDEN"):
+        assert not (same_version and changes), (
+            f"the numbers changed under results version {RESULTS_VERSION}: raise "
+            "campaign.store.RESULTS_VERSION first"
+        )
+        GOLDEN.write_text(json.dumps(now, indent=1, sort_keys=True) + "\n")
+        pytest.skip(f"{GOLDEN.name} written for results version {RESULTS_VERSION}")
+    assert pinned is not None, f"{GOLDEN} is missing; write it with LAMPPOST_WRITE_GOLDEN=1"
+    assert same_version, (
+        f"results version {RESULTS_VERSION} has no pinned numbers ({GOLDEN.name} pins version "
+        f"{pinned['results_version']}); rewrite it with LAMPPOST_WRITE_GOLDEN=1"
+    )
+    assert not changes, (
+        f"{len(changes)} numbers changed under results version {RESULTS_VERSION}; a stored "
+        "campaign would resume with the old ones. Raise campaign.store.RESULTS_VERSION (and say "
+        "why in its docstring), then rewrite the golden file with LAMPPOST_WRITE_GOLDEN=1. "
+        "First changes:\n" + "\n".join(changes[:10])
+    )
