@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -20,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from campaign import submit as submission
 from campaign.spec import CampaignSpec, SpecError, json_schema, load_spec, parse_spec
 from campaign.store import Store, StoreError
 
@@ -56,6 +56,16 @@ def _open_store(directory: str) -> Store:
         return Store(directory)
     except StoreError as problem:
         raise _fail(str(problem)) from None
+
+
+def _require_campaign(store: Store) -> None:
+    """One clear error (exit 2) unless ``store`` holds a campaign."""
+    try:
+        found = store.exists("spec.json")
+    except OSError as problem:
+        raise _fail(f"{store.uri}: {problem}") from None
+    if not found:
+        raise _fail(f"{store.uri}: not a campaign store (no spec.json)")
 
 
 def _emit_json(data: Any) -> None:
@@ -291,10 +301,15 @@ def report(
 def _write_report(
     directory: str, *, out_dir: Path | None, pdf: bool | None, top: int | None = None
 ) -> ReportFiles:
+    """Write the report of the store ``directory``; one clear error if it cannot be.
+
+    :func:`campaign.report.write_report` reads the status itself, so only the cheap check that
+    this is a campaign store comes first: its error is the one ``lamppost status`` gives.
+    """
     from campaign.report import BrowserError, write_report
 
     store = _open_store(directory)
-    _read_status(store)
+    _require_campaign(store)
     try:
         return write_report(store, out_dir=out_dir, pdf=pdf, top=top)
     except (BrowserError, StoreError, OSError, ValueError) as problem:
@@ -306,8 +321,7 @@ def _reinterpret_published(store: Store, source: Path, *, select: list[str], as_
     from campaign.runner import Driver
     from searches.likelihoods import LikelihoodImportError
 
-    if not store.exists("spec.json"):
-        raise _fail(f"{store.uri}: not a campaign store (no spec.json)")
+    _require_campaign(store)
     try:
         spec = CampaignSpec.model_validate(store.read_json("spec.json"))
         spec = spec.model_copy(update={"store": store.uri})
@@ -397,7 +411,7 @@ def reinterpret(
         int, typer.Option("--max-fits", min=0, help="Most sensitive searches fitted with pyhf.")
     ] = 10,
     limits: Annotated[
-        bool, typer.Option("--limits", help="Also 95% CL upper limits on mu (slow).")
+        bool, typer.Option("--limits", help="Also 95% CL upper limits on mu.")
     ] = False,
     patchset: Annotated[
         Path | None,
@@ -489,19 +503,21 @@ def demo(
     raise typer.Exit(code)
 
 
-_SUBMIT_FLAGS = {"time_limit": "--time", "env_secret": "--env-secret"}
-"""Options of :func:`campaign.submit.submit` whose ``lamppost submit`` flag has another name."""
+def _submit_flag(option: str) -> Any:
+    """The typer option that sets ``option``, named and explained by ``submission.FLAGS``."""
+    flag = submission.FLAGS[option]
+    return typer.Option(flag.flag, help=flag.help)
 
 
-def _as_flags(message: str) -> str:
-    """``message`` with option names replaced by the flags a CLI user typed."""
-    for name, flag in _SUBMIT_FLAGS.items():
-        message = re.sub(rf"(^|; ){name}:", rf"\1{flag} ({name}):", message)
-    return message
+def _flag_name(option: str) -> str:
+    """How an error names ``option``: by the flag typed, where that is not the option's name."""
+    flag = submission.FLAGS.get(option)
+    return option if flag is None or flag.flag == f"--{option}" else f"{flag.flag} ({option})"
 
 
 @app.command()
 def submit(
+    ctx: typer.Context,
     file: Path,
     target: Annotated[str, typer.Option("--target", help="k8s (KubeRay RayJob) or slurm.")],
     dry_run: Annotated[
@@ -510,78 +526,41 @@ def submit(
     output: Annotated[
         Path | None, typer.Option("--out", help="Folder for the rendered files.")
     ] = None,
-    image: Annotated[str | None, typer.Option("--image", help="Container image (k8s).")] = None,
-    namespace: Annotated[
-        str | None,
-        typer.Option("--namespace", help="Kubernetes namespace (k8s; default: default)."),
-    ] = None,
-    env_secret: Annotated[
-        str | None,
-        typer.Option(
-            "--env-secret",
-            help="Secret whose keys become environment variables of every Ray container (k8s), "
-            "e.g. object-store credentials.",
-        ),
-    ] = None,
-    time_limit: Annotated[
-        str | None,
-        typer.Option("--time", help="Job time limit (slurm; default 24:00:00), e.g. 2-00:00:00."),
-    ] = None,
-    partition: Annotated[str | None, typer.Option("--partition", help="Partition (slurm).")] = None,
-    account: Annotated[str | None, typer.Option("--account", help="Account (slurm).")] = None,
-    setup: Annotated[
-        str | None,
-        typer.Option(
-            "--setup",
-            help="Shell lines run before Ray starts (slurm), e.g. 'module load cuda'.",
-        ),
-    ] = None,
+    image: Annotated[str | None, _submit_flag("image")] = None,
+    namespace: Annotated[str | None, _submit_flag("namespace")] = None,
+    env_secret: Annotated[str | None, _submit_flag("env_secret")] = None,
+    time_limit: Annotated[str | None, _submit_flag("time_limit")] = None,
+    partition: Annotated[str | None, _submit_flag("partition")] = None,
+    account: Annotated[str | None, _submit_flag("account")] = None,
+    setup: Annotated[str | None, _submit_flag("setup")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Render a campaign for Kubernetes (KubeRay) or Slurm and, unless --dry-run, submit it."""
-    from campaign import submit as submission
-
-    if target not in ("k8s", "slurm"):
-        raise _fail(f"--target: {target!r} is not allowed; allowed: k8s, slurm")
-    flags = {
-        "k8s": {"--image": image, "--namespace": namespace, "--env-secret": env_secret},
-        "slurm": {
-            "--time": time_limit,
-            "--partition": partition,
-            "--account": account,
-            "--setup": setup,
-        },
-    }
-    other = "slurm" if target == "k8s" else "k8s"
-    misplaced = [flag for flag, value in flags[other].items() if value is not None]
-    if misplaced:
+    if target not in submission.TARGETS:
         raise _fail(
-            f"{', '.join(misplaced)}: only for --target {other}; allowed with --target "
-            f"{target}: {', '.join(flags[target])}"
+            f"--target: {target!r} is not allowed; allowed: {', '.join(submission.TARGETS)}"
         )
-    options = {
-        name: value
-        for name, value in (
-            ("namespace", namespace),
-            ("env_secret", env_secret),
-            ("time_limit", time_limit),
-            ("partition", partition),
-            ("account", account),
-            ("setup", setup),
+    # Each flag is the parameter named after its option; reading them by name keeps one list.
+    options = {name: ctx.params[name] for name in submission.FLAGS if ctx.params[name] is not None}
+    misplaced = [flag for name in options if (flag := submission.FLAGS[name]).target != target]
+    if misplaced:
+        allowed = [flag.flag for flag in submission.FLAGS.values() if flag.target == target]
+        raise _fail(
+            f"{', '.join(flag.flag for flag in misplaced)}: only for --target "
+            f"{misplaced[0].target}; allowed with --target {target}: {', '.join(allowed)}"
         )
-        if value is not None
-    }
     try:
         result = submission.submit(
             target,  # type: ignore[arg-type]
             file,
             out_dir=output,
-            image=image or submission.DEFAULT_IMAGE,
             dry_run=dry_run,
             **options,
         )
-    except (SpecError, submission.SubmitError) as problem:
-        raise _fail(_as_flags(str(problem))) from None
+    except SpecError as problem:
+        raise _fail(str(problem)) from None
+    except submission.SubmitError as problem:
+        raise _fail(problem.describe(_flag_name)) from None
     if as_json:
         _emit_json(
             {

@@ -27,9 +27,11 @@ import re
 import shlex
 import shutil
 import subprocess
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
 import jinja2
@@ -55,8 +57,42 @@ _DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 _SLURM_NAME = r"^[A-Za-z0-9_.,-]+$"
 
 
+Problem = tuple[str | None, str]
+"""``(field, detail)``: the option or campaign field at fault (``None`` when no one field is),
+and what is wrong with it and what is allowed."""
+
+
 class SubmitError(ValueError):
-    """A submission that cannot be rendered or applied; the message names field and remedy."""
+    """A submission that cannot be rendered or applied; the message names field and remedy.
+
+    The field is kept apart from the text (``problems``, ``field``) so that a caller can call it
+    by its own name: ``lamppost submit`` names the flag that was typed, not the option it sets.
+    """
+
+    def __init__(
+        self, detail: str = "", *, field: str | None = None, problems: Sequence[Problem] = ()
+    ) -> None:
+        self.problems: tuple[Problem, ...] = tuple(problems) or ((field, detail),)
+        super().__init__(self.describe())
+
+    @property
+    def field(self) -> str | None:
+        """The field at fault (the first one when several are)."""
+        return self.problems[0][0]
+
+    def describe(self, name: Callable[[str], str] = str) -> str:
+        """The message, with every field called ``name(field)``."""
+        return "; ".join(
+            detail if field is None else f"{name(field)}: {detail}"
+            for field, detail in self.problems
+        )
+
+
+def _check_target(target: str) -> None:
+    if target not in TARGETS:
+        raise SubmitError(
+            f"{target!r} is not supported; allowed: {', '.join(TARGETS)}", field="target"
+        )
 
 
 def _ray_version() -> str:
@@ -102,6 +138,61 @@ class SlurmOptions(_Options):
     setup: str = ""
     requeue: bool = True
     ray_port: Annotated[int, Field(ge=1024, le=65535)] = 6379
+
+
+OPTIONS: Mapping[str, type[_Options]] = MappingProxyType({"k8s": K8sOptions, "slurm": SlurmOptions})
+"""Each target's options model: the options it takes and their allowed values."""
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A ``lamppost submit`` flag: the option of :func:`submit` it sets and the target it is for.
+
+    :data:`FLAGS` is the one place that ties them together: the CLI declares its flags and their
+    help from it, refuses a flag given with the other target, and names the flag in an error
+    about its option. The allowed values are those of the option in the target's model in
+    :data:`OPTIONS`, or of :func:`render`'s own check for ``image`` and ``namespace``.
+    """
+
+    option: str
+    flag: str
+    target: Target
+    help: str
+
+
+FLAGS: Mapping[str, Flag] = MappingProxyType(
+    {
+        flag.option: flag
+        for flag in (
+            Flag("image", "--image", "k8s", "Container image (k8s)."),
+            Flag(
+                "namespace", "--namespace", "k8s", "Kubernetes namespace (k8s; default: default)."
+            ),
+            Flag(
+                "env_secret",
+                "--env-secret",
+                "k8s",
+                "Secret whose keys become environment variables of every Ray container (k8s), "
+                "e.g. object-store credentials.",
+            ),
+            Flag(
+                "time_limit",
+                "--time",
+                "slurm",
+                "Job time limit (slurm; default 24:00:00), e.g. 2-00:00:00.",
+            ),
+            Flag("partition", "--partition", "slurm", "Partition (slurm)."),
+            Flag("account", "--account", "slurm", "Account (slurm)."),
+            Flag(
+                "setup",
+                "--setup",
+                "slurm",
+                "Shell lines run before Ray starts (slurm), e.g. 'module load cuda'.",
+            ),
+        )
+    }
+)
+"""The flags of ``lamppost submit`` that set an option of :func:`submit`, by option."""
 
 
 @dataclass(frozen=True)
@@ -195,8 +286,9 @@ def store_mount(store: str) -> str | None:
     path = posixpath.normpath(posixpath.join(WORKDIR, store.removeprefix("file://")))
     if path == "/" or path == CAMPAIGN_MOUNT or path.startswith(CAMPAIGN_MOUNT + "/"):
         raise SubmitError(
-            f"store: {store!r} would be mounted at {path}; allowed: a directory other than "
-            f"/ and {CAMPAIGN_MOUNT}, or an object-store URI such as s3://bucket/path"
+            f"{store!r} would be mounted at {path}; allowed: a directory other than "
+            f"/ and {CAMPAIGN_MOUNT}, or an object-store URI such as s3://bucket/path",
+            field="store",
         )
     return path
 
@@ -284,13 +376,12 @@ def render(
     Raises:
         SubmitError: unknown target, or an option outside its allowed values.
     """
-    if target not in TARGETS:
-        raise SubmitError(f"target: {target!r} is not supported; allowed: {', '.join(TARGETS)}")
-    model = K8sOptions if target == "k8s" else SlurmOptions
+    _check_target(target)
+    model = OPTIONS[target]
     try:
         opts = model.model_validate(options)
     except ValidationError as err:
-        raise SubmitError(_describe(err, model)) from None
+        raise SubmitError(problems=_problems(err, model)) from None
     size = layout(
         spec,
         workers=opts.workers,
@@ -315,12 +406,13 @@ def _render_k8s(
 ) -> dict[str, str]:
     if not re.fullmatch(_DNS_LABEL, namespace):
         raise SubmitError(
-            f"namespace: {namespace!r} is not an RFC 1123 label; allowed: at most 63 lowercase "
-            "letters, digits and '-', starting and ending with a letter or digit"
+            f"{namespace!r} is not an RFC 1123 label; allowed: at most 63 lowercase "
+            "letters, digits and '-', starting and ending with a letter or digit",
+            field="namespace",
         )
     if not image or any(ch.isspace() for ch in image):
         raise SubmitError(
-            f"image: {image!r} is not an image reference; allowed: e.g. repo/name:tag"
+            f"{image!r} is not an image reference; allowed: e.g. repo/name:tag", field="image"
         )
     mount = store_mount(store)
     context = {
@@ -351,17 +443,17 @@ def _render_slurm(context: dict[str, Any]) -> dict[str, str]:
     return {f"{context['base']}.sbatch": script, CAMPAIGN_KEY: context["spec_text"]}
 
 
-def _describe(err: ValidationError, model: type[BaseModel]) -> str:
-    problems = []
+def _problems(err: ValidationError, model: type[BaseModel]) -> list[Problem]:
+    """Every option ``model`` refused, not just the first, so one rerun can fix them all."""
+    problems: list[Problem] = []
     for error in err.errors():
         field = ".".join(str(part) for part in error["loc"])
         if error["type"] == "extra_forbidden":
-            problems.append(
-                f"{field}: unknown option; allowed: {', '.join(sorted(model.model_fields))}"
-            )
+            allowed = ", ".join(sorted(model.model_fields))
+            problems.append((field, f"unknown option; allowed: {allowed}"))
         else:
-            problems.append(f"{field}: {error['msg']} (got {error.get('input')!r})")
-    return "; ".join(problems)
+            problems.append((field, f"{error['msg']} (got {error.get('input')!r})"))
+    return problems
 
 
 def apply_order(target: Target, files: dict[str, str]) -> list[str]:
@@ -383,8 +475,7 @@ def apply(
     Raises:
         SubmitError: the submit command is not on ``PATH``, or it failed (its stderr included).
     """
-    if target not in TARGETS:
-        raise SubmitError(f"target: {target!r} is not supported; allowed: {', '.join(TARGETS)}")
+    _check_target(target)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -433,15 +524,33 @@ def _relative_samples(document: Any, spec: CampaignSpec) -> list[tuple[str, int,
     return found
 
 
+def _samples_beside(spec: CampaignSpec, path: Path) -> bool:
+    """Whether a local sample of ``spec`` lies under the folder of its campaign file ``path``.
+
+    Only there can a sample path written relative be: :func:`campaign.spec.load_spec` joins it
+    to that folder. The spec keeps paths expanded (task keys name the files really read), so
+    how one was written is only in the file, which need not be parsed again when this is false.
+    """
+    folder = path.resolve().parent
+    return any(
+        "://" not in sample.path and Path(sample.path).is_relative_to(folder)
+        for role in ("background", "observed")
+        for sample in getattr(getattr(spec.data, role), "files", None) or []
+    )
+
+
 def _shipped_text(target: Target, path: Path, spec: CampaignSpec) -> str:
     """The campaign file as shipped to ``target``: verbatim, unless a sample path is relative.
 
     Slurm jobs run on a shared filesystem, so the copy gets those paths made absolute (they
     name the files validated here). A pod sees its image and volumes, with the campaign file
     alone in its ConfigMap mount, so Kubernetes refuses them here rather than when the job
-    starts.
+    starts. The copy is the user's document with only those paths changed, not a dump of
+    ``spec``, which has every variable expanded and every default filled in.
     """
     text = path.read_text()
+    if not _samples_beside(spec, path):
+        return text
     document = yaml.safe_load(text)
     relative = _relative_samples(document, spec)
     if not relative:

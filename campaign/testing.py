@@ -30,6 +30,19 @@ BuildOnce = Callable[[str, Callable[[Path], None]], Path]
 """The test fixture ``built_once(name, build)``: a private copy of a directory built once per run."""
 
 
+BAD_SUBMIT_VALUES: dict[str, Any] = {
+    "image": "lamppost latest",
+    "namespace": "Physics",
+    "env_secret": "Bad_Name",
+    "time_limit": "one day",
+    "partition": "gpu queue",
+    "account": "hep group",
+    "setup": 5,
+}
+"""A value outside the allowed ones for each option of ``campaign.submit.FLAGS`` (``setup``
+takes any text, so only a non-text value is bad, which the command line cannot give)."""
+
+
 def small_campaign(store: Path, **overrides: Any) -> dict[str, Any]:
     """A campaign of a few dozen searches on the built-in simulator (tens of seconds)."""
     document: dict[str, Any] = {

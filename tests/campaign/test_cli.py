@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from campaign.cli import _stored_campaign, app
 from campaign.spec import load_spec
 from campaign.store import Store
-from campaign.testing import LAMPPOST, small_campaign, write_campaign
+from campaign.submit import FLAGS, TARGETS
+from campaign.testing import BAD_SUBMIT_VALUES, LAMPPOST, small_campaign, write_campaign
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -129,6 +130,13 @@ def test_resume_of_a_folder_without_a_campaign_names_it(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_report_of_a_folder_without_a_campaign_names_it(tmp_path: Path) -> None:
+    code, message = _cli("report", str(tmp_path))
+    assert code == 2
+    assert message == f"error: {tmp_path}: not a campaign store (no spec.json)"
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---------------------------------------------------------------------------------- errors
 
 
@@ -197,6 +205,11 @@ def test_submit_flags_reach_the_rayjob(tmp_path: Path, monkeypatch: pytest.Monke
         (["--target", "k8s", "--setup", "module load x"], "--setup: only for --target slurm"),
         (["--target", "slurm", "--time", "one day"], "--time (time_limit): String should match"),
         (["--target", "k8s", "--env-secret", "Bad_Name"], "--env-secret (env_secret):"),
+        (
+            ["--target", "slurm", "--time", "one day", "--account", "hep group"],
+            "(got 'one day'); account: String should match",
+        ),
+        (["--target", "nomad"], "--target: 'nomad' is not allowed; allowed: k8s, slurm"),
     ],
 )
 def test_submit_refuses_a_misplaced_or_bad_flag_before_writing(
@@ -206,4 +219,32 @@ def test_submit_refuses_a_misplaced_or_bad_flag_before_writing(
     code, message = _cli("submit", str(GOLDEN / "campaign.yaml"), "--dry-run", *flags)
     assert code == 2
     assert expected in message
+    assert list(tmp_path.iterdir()) == []
+
+
+BAD_FLAG_VALUES = {k: v for k, v in BAD_SUBMIT_VALUES.items() if isinstance(v, str)}
+"""The bad values a command line can give (``--setup`` takes any text)."""
+
+
+@pytest.mark.parametrize("option", sorted(FLAGS))
+def test_every_submit_flag_is_named_in_its_errors(
+    option: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flag of the table reaches its option, and an error about it names what was typed."""
+    assert set(BAD_FLAG_VALUES) == set(FLAGS) - {"setup"}, "give the new flag a bad value here"
+    flag = FLAGS[option]
+    (other,) = set(TARGETS) - {flag.target}
+    monkeypatch.chdir(tmp_path)
+    campaign = str(GOLDEN / "campaign.yaml")
+    code, message = _cli("submit", campaign, "--dry-run", "--target", other, flag.flag, "x")
+    assert code == 2
+    assert message.startswith(f"error: {flag.flag}: only for --target {flag.target};")
+    if option in BAD_FLAG_VALUES:
+        bad = BAD_FLAG_VALUES[option]
+        code, message = _cli(
+            "submit", campaign, "--dry-run", "--target", flag.target, flag.flag, bad
+        )
+        assert code == 2
+        named = option if flag.flag == f"--{option}" else f"{flag.flag} ({option})"
+        assert message.startswith(f"error: {named}: ") and repr(bad) in message
     assert list(tmp_path.iterdir()) == []

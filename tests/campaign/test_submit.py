@@ -7,6 +7,7 @@ The goldens compare exactly; after a deliberate template change regenerate them 
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import os
 import re
@@ -29,6 +30,9 @@ from campaign.spec import load_spec, parse_spec
 from campaign.submit import (
     BASE_NAME_LENGTH,
     DEFAULT_CPUS_PER_WORKER,
+    FLAGS,
+    OPTIONS,
+    TARGETS,
     SubmitError,
     apply,
     k8s_name,
@@ -38,6 +42,7 @@ from campaign.submit import (
     submit,
     yaml_block,
 )
+from campaign.testing import BAD_SUBMIT_VALUES
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
@@ -518,6 +523,34 @@ def test_bad_options_name_the_field(target: str, options: dict, match: str, exam
         render(target, spec, spec_text=text, **options)
 
 
+@pytest.mark.parametrize("option", sorted(FLAGS))
+def test_every_flag_is_checked_by_its_target(option: str, example: Any) -> None:
+    """The flag table, the options models and render's own checks agree on every option."""
+    assert set(BAD_SUBMIT_VALUES) == set(FLAGS), "give every flag an out-of-range value here"
+    flag = FLAGS[option]
+    (other,) = set(TARGETS) - {flag.target}
+    assert flag.option == option and flag.flag.startswith("--") and flag.help
+    assert (
+        option in OPTIONS[flag.target].model_fields
+        or option in inspect.signature(render).parameters
+    )
+    assert option not in OPTIONS[other].model_fields
+    spec, text = example
+    with pytest.raises(SubmitError) as refused:
+        render(flag.target, spec, spec_text=text, **{option: BAD_SUBMIT_VALUES[option]})
+    assert refused.value.field == option
+    assert str(refused.value).startswith(f"{option}: ")
+
+
+def test_every_bad_option_is_named_at_once(example: Any) -> None:
+    spec, text = example
+    with pytest.raises(SubmitError) as refused:
+        render("slurm", spec, spec_text=text, time_limit="one day", account="hep group")
+    assert [field for field, _ in refused.value.problems] == ["time_limit", "account"]
+    named = refused.value.describe(str.upper)
+    assert named.startswith("TIME_LIMIT: String should match") and "; ACCOUNT: " in named
+
+
 # ------------------------------------------------------------------------------- apply
 
 
@@ -563,12 +596,12 @@ def test_submit_slurm_dry_run_points_at_its_copy(
     assert done.out_dir == Path("rendered")
 
 
-def _campaign_with_relative_sample(folder: Path) -> Path:
-    """The golden campaign reading ``bkg.parquet`` next to it (an empty file: paths only)."""
+def _campaign_with_relative_sample(folder: Path, written: str = "bkg.parquet") -> Path:
+    """The golden campaign reading ``bkg.parquet`` beside it, as ``written`` (empty: paths only)."""
     folder.mkdir()
     (folder / "bkg.parquet").touch()
     document = yaml.safe_load((GOLDEN / "campaign.yaml").read_text())
-    document["data"] = {"background": {"files": [{"path": "bkg.parquet", "xsec_pb": 10}]}}
+    document["data"] = {"background": {"files": [{"path": written, "xsec_pb": 10}]}}
     file = folder / "campaign.yaml"
     file.write_text(yaml.safe_dump(document))
     return file
@@ -595,6 +628,35 @@ def test_submit_k8s_refuses_relative_samples_before_writing(
     with pytest.raises(SubmitError, match=r"data\.background\.files\.0\.path \('bkg\.parquet'\)"):
         submit("k8s", source, out_dir="rendered", dry_run=True)
     assert not (tmp_path / "rendered").exists()
+    dotted = _campaign_with_relative_sample(tmp_path / "dotted", "../dotted/bkg.parquet")
+    with pytest.raises(SubmitError, match=re.escape("('../dotted/bkg.parquet')")):
+        submit("k8s", dotted, out_dir="rendered", dry_run=True)
+
+
+@pytest.mark.parametrize("beside", [True, False], ids=["beside-the-file", "elsewhere"])
+def test_submit_ships_a_campaign_with_absolute_samples_verbatim(
+    beside: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    sample = (project if beside else tmp_path) / "bkg.parquet"
+    sample.touch()
+    document = yaml.safe_load((GOLDEN / "campaign.yaml").read_text())
+    document["data"] = {"background": {"files": [{"path": str(sample), "xsec_pb": 10}]}}
+    source = project / "campaign.yaml"
+    source.write_text("# the user's comment\n" + yaml.safe_dump(document))
+    monkeypatch.chdir(tmp_path)
+    if not beside:
+
+        def not_read_again(*args: object) -> None:
+            raise AssertionError("the campaign file was parsed again")
+
+        monkeypatch.setattr("campaign.submit._relative_samples", not_read_again)
+    submit("slurm", source, out_dir="slurm", dry_run=True)
+    assert (tmp_path / "slurm" / "campaign.yaml").read_text() == source.read_text()
+    submit("k8s", source, out_dir="k8s", dry_run=True)
+    configmap = yaml.safe_load((tmp_path / "k8s" / "configmap.yaml").read_text())
+    assert configmap["data"]["campaign.yaml"] == source.read_text()
 
 
 def test_submit_default_out_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
