@@ -79,6 +79,47 @@ def test_injected_zprime_point_agrees_with_a_dedicated_pyhf_fit(reference_run: P
     assert verdict.status == "excluded", verdict.best_expected
 
 
+def test_limits_of_a_campaign_search_sit_where_converged_pyhf_gives_the_level(
+    reference_run: Path,
+) -> None:
+    """``--limits`` on the small campaign (an 86-parameter search workspace, where plain pyhf's
+    fits are unreliable, see above): the best-expected search's observed limit is where
+    converged pyhf gives CLs = 0.05, and the combination gets its limits too."""
+    store = Store(reference_run)
+    results = campaign_results(store)
+    signal, benchmark = signal_events(
+        store, model="zprime", point={"mass": 1000.0, "g": 0.3}, n_events=5000, seed=3
+    )
+    outcome = reinterpret(
+        results, signal, benchmark=benchmark, max_fits=4, max_combined=2, limits=True
+    )
+    best = outcome.best_expected
+    assert best is not None and best.mu_limit_observed is not None, best
+    assert best.mu_limit_expected is not None and best.mu_limit_expected[2] < 1.0
+    search = next(
+        r
+        for r in results
+        if (r.event_class, r.method, r.observable)
+        == (best.event_class, best.method, best.observable)
+    )
+    yields, sumw2 = search.selection.histogram(signal)
+    spec = with_signal(search.workspace, yields, signal_sumw2=sumw2)
+    workspace = pyhf.Workspace(spec)
+    model = workspace.model()
+    reference = reference_cls(
+        model,
+        workspace.data(model),
+        mu=best.mu_limit_observed,
+        extra_starts=lamppost_best_fits(spec, "x", model),
+        backend="pytorch",
+    )
+    assert reference["cls_obs"] == pytest.approx(0.05, rel=2e-3)
+    combined = outcome.combined
+    assert combined is not None and combined.mu_limit_observed is not None, outcome
+    assert combined.mu_limit_expected is not None
+    assert combined.mu_limit_expected[2] < best.mu_limit_expected[2], "two classes see more"
+
+
 def test_signal_in_no_tested_class_is_not_covered(tmp_path: Path, reference_run: Path) -> None:
     n = 200
     counts = np.full(n, 3)
