@@ -91,7 +91,7 @@ def timed(function, *args) -> tuple[float | None, float]:
     start = time.perf_counter()
     try:
         value = function(*args)
-    except pyhf.exceptions.FailedMinimization:
+    except (pyhf.exceptions.FailedMinimization, ValueError):
         value = None
     return value, time.perf_counter() - start
 

@@ -36,7 +36,7 @@ from rich.table import Table
 
 from searches.datapath import missing_reason, shared_data_dir
 from searches.stats import inference, limits
-from searches.stats.robust import build_model, restoring_backend, use_fit_settings
+from searches.stats.robust import build_model
 from searches.stats.workspace import current_signal, with_signal
 from searches.testing import SBOTTOM_TARBALL, falling_workspace
 
@@ -54,11 +54,10 @@ def search_workspace(bins: int, scale: float, seed: int) -> dict:
     return spec if scale == 1.0 else with_signal(spec, scale * current_signal(spec))
 
 
-@restoring_backend
+@inference._on_minuit
 def pyhf_minuit(spec: dict) -> list[float]:
     """pyhf's toms748 scan on MINUIT: ``inference.upper_limit``'s algorithm, which needs no
     Lamppost signal sample when called on the model directly."""
-    use_fit_settings(inference.FITS)
     model, data = build_model(spec)
     return inference._asymptotic_limits(model, np.asarray(data), level=0.05)
 
@@ -73,8 +72,7 @@ def timed(function: Callable[[dict], list[float]], spec: dict) -> tuple[np.ndarr
     try:
         value: np.ndarray | str = np.asarray(function(spec))
     except Exception as problem:
-        first_line = str(problem).partition("\n")[0]
-        value = f"{type(problem).__name__}: {first_line[:60]}"
+        value = f"{type(problem).__name__}: {limits._first_line(problem)[:60]}"
     return value, time.perf_counter() - start
 
 

@@ -58,16 +58,6 @@ def _open_store(directory: str) -> Store:
         raise _fail(str(problem)) from None
 
 
-def _require_campaign(store: Store) -> None:
-    """One clear error (exit 2) unless ``store`` holds a campaign."""
-    try:
-        found = store.exists("spec.json")
-    except OSError as problem:
-        raise _fail(f"{store.uri}: {problem}") from None
-    if not found:
-        raise _fail(f"{store.uri}: not a campaign store (no spec.json)")
-
-
 def _emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
 
@@ -303,16 +293,16 @@ def _write_report(
 ) -> ReportFiles:
     """Write the report of the store ``directory``; one clear error if it cannot be.
 
-    :func:`campaign.report.write_report` reads the status itself, so only the cheap check that
-    this is a campaign store comes first: its error is the one ``lamppost status`` gives.
+    A :class:`~campaign.store.StoreError` names the store already; other errors get its name.
     """
     from campaign.report import BrowserError, write_report
 
     store = _open_store(directory)
-    _require_campaign(store)
     try:
         return write_report(store, out_dir=out_dir, pdf=pdf, top=top)
-    except (BrowserError, StoreError, OSError, ValueError) as problem:
+    except StoreError as problem:
+        raise _fail(str(problem)) from None
+    except (BrowserError, OSError, ValueError) as problem:
         raise _fail(f"{directory}: {problem}") from None
 
 
@@ -321,8 +311,8 @@ def _reinterpret_published(store: Store, source: Path, *, select: list[str], as_
     from campaign.runner import Driver
     from searches.likelihoods import LikelihoodImportError
 
-    _require_campaign(store)
     try:
+        store.require_campaign()
         spec = CampaignSpec.model_validate(store.read_json("spec.json"))
         spec = spec.model_copy(update={"store": store.uri})
         driver = Driver(spec, spec_text=store.read_text("campaign.yaml"))

@@ -291,7 +291,7 @@ def _learn_several(
             initial=theory.initial,
         )
         k = active[choice.arm]
-        done = len(_evaluated(histories[k])[0])
+        done = len(arms[choice.arm].indices)
         q = (
             theory.batch
             if done

@@ -323,8 +323,7 @@ def reinterpret(
 
 def campaign_results(store: Store) -> list[SearchResult]:
     """Every successful search result of a finished campaign."""
-    if not store.exists("spec.json"):
-        raise StoreError(f"{store.uri}: not a campaign store (no spec.json)")
+    store.require_campaign()
     results = finished_results(store)
     if not results:
         raise StoreError(f"{store.uri}: the campaign has no finished searches to reinterpret")

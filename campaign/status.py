@@ -89,8 +89,7 @@ class CampaignStatus:
 
 def read_status(store: Store) -> CampaignStatus:
     """Summarise the ledger of ``store``: tasks per kind, classes, search table, failures."""
-    if not store.exists("spec.json"):
-        raise StoreError(f"{store.uri}: not a campaign store (no spec.json)")
+    store.require_campaign()
     spec = store.read_json("spec.json")
     records = list(store.records())
     counts: dict[str, Counter[str]] = {}

@@ -135,7 +135,22 @@ class Store:
         """The :data:`RESULTS_VERSION` that computed this store (1 for stores before it)."""
         if not self.exists("store.json"):
             return 1
-        return int(self.read_json("store.json")["results_version"])
+        try:
+            return int(self.read_json("store.json")["results_version"])
+        except (KeyError, TypeError, ValueError) as problem:
+            raise StoreError(
+                f"{self.path('store.json')}: no readable results_version ({problem!r}); "
+                'allowed: {"results_version": <integer>}'
+            ) from None
+
+    def require_campaign(self) -> None:
+        """Refuse (:class:`StoreError`) a store that holds no campaign (no ``spec.json``)."""
+        try:
+            found = self.exists("spec.json")
+        except OSError as problem:
+            raise StoreError(f"{self.uri}: {problem}") from None
+        if not found:
+            raise StoreError(f"{self.uri}: not a campaign store (no spec.json)")
 
     def write_bytes(self, relative: str, data: bytes) -> None:
         """Write atomically: a temporary sibling, then a move."""

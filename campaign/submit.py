@@ -524,21 +524,6 @@ def _relative_samples(document: Any, spec: CampaignSpec) -> list[tuple[str, int,
     return found
 
 
-def _samples_beside(spec: CampaignSpec, path: Path) -> bool:
-    """Whether a local sample of ``spec`` lies under the folder of its campaign file ``path``.
-
-    Only there can a sample path written relative be: :func:`campaign.spec.load_spec` joins it
-    to that folder. The spec keeps paths expanded (task keys name the files really read), so
-    how one was written is only in the file, which need not be parsed again when this is false.
-    """
-    folder = path.resolve().parent
-    return any(
-        "://" not in sample.path and Path(sample.path).is_relative_to(folder)
-        for role in ("background", "observed")
-        for sample in getattr(getattr(spec.data, role), "files", None) or []
-    )
-
-
 def _shipped_text(target: Target, path: Path, spec: CampaignSpec) -> str:
     """The campaign file as shipped to ``target``: verbatim, unless a sample path is relative.
 
@@ -546,11 +531,10 @@ def _shipped_text(target: Target, path: Path, spec: CampaignSpec) -> str:
     name the files validated here). A pod sees its image and volumes, with the campaign file
     alone in its ConfigMap mount, so Kubernetes refuses them here rather than when the job
     starts. The copy is the user's document with only those paths changed, not a dump of
-    ``spec``, which has every variable expanded and every default filled in.
+    ``spec``, which has every variable expanded and every default filled in (and no longer
+    says which paths were written relative), so the file is read here as written.
     """
     text = path.read_text()
-    if not _samples_beside(spec, path):
-        return text
     document = yaml.safe_load(text)
     relative = _relative_samples(document, spec)
     if not relative:

@@ -30,6 +30,9 @@ BuildOnce = Callable[[str, Callable[[Path], None]], Path]
 """The test fixture ``built_once(name, build)``: a private copy of a directory built once per run."""
 
 
+REGEN_GOLDEN = os.environ.get("LAMPPOST_REGEN_GOLDEN") == "1"
+"""Tests with golden files rewrite them instead of comparing (``LAMPPOST_REGEN_GOLDEN=1``)."""
+
 BAD_SUBMIT_VALUES: dict[str, Any] = {
     "image": "lamppost latest",
     "namespace": "Physics",

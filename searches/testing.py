@@ -222,7 +222,8 @@ def without_mc_statistics(spec: dict) -> dict:
 def with_mc_statistics(spec: dict, relative: float) -> dict:
     """``spec`` with every MC-statistics uncertainty set to ``relative`` of its sample's yield,
     by hand: below the floor that ``build_workspace`` applies, as a workspace built elsewhere
-    may have it. A ``shapesys`` keeps its zero bins."""
+    may have it. A ``shapesys`` keeps its zero bins. ``spec`` itself is left as it is."""
+    spec = copy.deepcopy(spec)
     for sample in spec["channels"][0]["samples"]:
         nominal = np.asarray(sample["data"], dtype=float)
         for modifier in sample["modifiers"]:

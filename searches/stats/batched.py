@@ -1228,7 +1228,7 @@ def evaluate_patches(
             }
             if out.at_bounds[row]:
                 diagnostics["at_bounds_kkt_satisfied"] = list(out.at_bounds[row])
-            if problems and confirmed_weak(out, row, problems):
+            if confirmed_weak(out, row, problems):
                 diagnostics["scan"] = out.scan[row]
                 report(
                     i,

@@ -321,6 +321,7 @@ def upper_limit(
     ntoys: int = 2000,
     scan: np.ndarray | None = None,
     seed: int | None = 0,
+    rtol: float = 1e-4,
 ) -> UpperLimit:
     """Upper limit on ``mu`` at CL ``1 − level`` (``qtilde``).
 
@@ -331,7 +332,8 @@ def upper_limit(
     expected limit), linearly interpolated at its first crossing of ``level`` (a toy curve may
     wiggle; interpolating over a non-monotonic curve would give an arbitrary limit).
     :func:`searches.stats.limits.upper_limit` gives the asymptotic limits from the batched
-    engine in a fraction of the time, with this function as its fallback.
+    engine in a fraction of the time, with this function as its fallback. ``rtol`` is the
+    asymptotic root search's relative tolerance on ``mu`` (pyhf's default, 1e-4).
 
     Raises:
         ValueError: for ``level`` outside (0, 1), when a toy CLs curve does not cross
@@ -344,7 +346,7 @@ def upper_limit(
         raise ValueError(f"'level' must be in (0, 1), got {level}")
     model, data = model_and_data(workspace)
     if calctype == "asymptotics":
-        observed, *expected = _asymptotic_limits(model, data, level=level)
+        observed, *expected = _asymptotic_limits(model, data, level=level, rtol=rtol)
         return UpperLimit(level=level, observed=observed, expected=tuple(expected))  # type: ignore[arg-type]
     if scan is None:
         scan = np.linspace(0.0, 2.0 * _asymptotic_limits(model, data, level=level)[5], 16)[1:]

@@ -113,9 +113,10 @@ class _Curves:
         return float(mus[below[0] - 1]), float(mus[below[0]])
 
     def root(self, k: int, a: float, b: float, level: float) -> float:
-        """Where log CLs, linear between the bracket's ends, reaches log ``level``."""
+        """Where log CLs, linear between the bracket's ends, reaches log ``level`` (``a`` has
+        CLs ≥ level, ``b`` below it, so the two logs differ)."""
         ga, gb = (np.log(max(self.values[m][k], 1e-300) / level) for m in (a, b))
-        return float(a + (b - a) * ga / (ga - gb)) if ga > gb else 0.5 * (a + b)
+        return float(a + (b - a) * ga / (ga - gb))
 
 
 def _first_line(err: BaseException) -> str:
@@ -239,7 +240,7 @@ def upper_limit(
         log.info("upper limit on pyhf (MINUIT): %s", why)
         engine = str(why)
     try:
-        return inference.upper_limit(workspace, level=level)
+        return inference.upper_limit(workspace, level=level, rtol=rtol)
     except (FailedMinimization, ValueError, RuntimeError) as err:
         pyhf_reason = (
             "MINUIT found no valid minimum"

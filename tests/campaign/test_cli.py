@@ -121,6 +121,8 @@ def test_resume_of_a_store_of_older_results_is_refused(
     assert code == 2
     assert "its results were computed by another Lamppost (results version 1" in message
     assert list(store.records()) == []
+    code, message = _cli("status", "runs/tiny")
+    assert code == 0, f"status still reads it: {message}"
 
 
 def test_resume_of_a_folder_without_a_campaign_names_it(tmp_path: Path) -> None:
@@ -245,6 +247,7 @@ def test_every_submit_flag_is_named_in_its_errors(
             "submit", campaign, "--dry-run", "--target", flag.target, flag.flag, bad
         )
         assert code == 2
-        named = option if flag.flag == f"--{option}" else f"{flag.flag} ({option})"
+        renamed = {"time_limit": "--time (time_limit)", "env_secret": "--env-secret (env_secret)"}
+        named = renamed.get(option, option)
         assert message.startswith(f"error: {named}: ") and repr(bad) in message
     assert list(tmp_path.iterdir()) == []

@@ -7,16 +7,18 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import awkward as ak
 import numpy as np
 import pyhf
 import pytest
 from pyhf.exceptions import FailedMinimization
 
 from campaign.benchmark import signal_events
-from campaign.reinterpret import _test, campaign_results, reinterpret
+from campaign.reinterpret import SearchVerdict, _test, campaign_results, reinterpret
 from campaign.store import Store
 from campaign.testing import lamppost
 from searches.events import make_collection, make_events, write_parquet
+from searches.result import SearchResult
 from searches.stats import inference
 from searches.stats.robust import FitSettings, pyhf_cls
 from searches.stats.workspace import current_signal, with_signal
@@ -29,6 +31,23 @@ from searches.testing import (
 )
 
 pytestmark = pytest.mark.slow
+
+
+def _tested_workspace(
+    results: list[SearchResult], verdict: SearchVerdict, signal: ak.Array
+) -> tuple[dict[str, Any], pyhf.Model, list[float]]:
+    """The verdict's search workspace with the signal patched in, and its pyhf model and data."""
+    search = next(
+        r
+        for r in results
+        if (r.event_class, r.method, r.observable)
+        == (verdict.event_class, verdict.method, verdict.observable)
+    )
+    yields, sumw2 = search.selection.histogram(signal)
+    spec = with_signal(search.workspace, yields, signal_sumw2=sumw2)
+    workspace = pyhf.Workspace(spec)
+    model = workspace.model()
+    return spec, model, workspace.data(model)
 
 
 def test_injected_zprime_point_agrees_with_a_dedicated_pyhf_fit(reference_run: Path) -> None:
@@ -45,17 +64,7 @@ def test_injected_zprime_point_agrees_with_a_dedicated_pyhf_fit(reference_run: P
     assert best.cls_expected[2] < 0.05, "the campaign is sensitive to the injected model"
     assert best.status == "allowed", "a model that is in the pseudo-data must not be excluded"
 
-    search = next(
-        r
-        for r in results
-        if (r.event_class, r.method, r.observable)
-        == (best.event_class, best.method, best.observable)
-    )
-    yields, sumw2 = search.selection.histogram(signal)
-    spec = with_signal(search.workspace, yields, signal_sumw2=sumw2)
-    workspace = pyhf.Workspace(spec)
-    model = workspace.model()
-    data = workspace.data(model)
+    spec, model, data = _tested_workspace(results, best, signal)
     # Plain pyhf's own fits stopped in a shallower minimum of the free fit here on earlier
     # installs (q_obs 1.477 instead of 1.526, CLs 0.1122 instead of 0.1084) and fail with
     # scipy 1.17.1 (below). The reference is pyhf converged: its fits also start from the
@@ -96,19 +105,10 @@ def test_limits_of_a_campaign_search_sit_where_converged_pyhf_gives_the_level(
     best = outcome.best_expected
     assert best is not None and best.mu_limit_observed is not None, best
     assert best.mu_limit_expected is not None and best.mu_limit_expected[2] < 1.0
-    search = next(
-        r
-        for r in results
-        if (r.event_class, r.method, r.observable)
-        == (best.event_class, best.method, best.observable)
-    )
-    yields, sumw2 = search.selection.histogram(signal)
-    spec = with_signal(search.workspace, yields, signal_sumw2=sumw2)
-    workspace = pyhf.Workspace(spec)
-    model = workspace.model()
+    spec, model, data = _tested_workspace(results, best, signal)
     reference = reference_cls(
         model,
-        workspace.data(model),
+        data,
         mu=best.mu_limit_observed,
         extra_starts=lamppost_best_fits(spec, "x", model),
         backend="pytorch",
@@ -233,9 +233,10 @@ def test_a_limit_minuit_cannot_fit_comes_from_the_engine() -> None:
 
 
 def test_a_search_without_a_limit_keeps_its_cls_and_says_why() -> None:
-    """A signal of 1e-5 events: CLs ≈ 1 at μ = 1, and no limit below μ ≈ 7e6 for either the
-    engine (its grid ends there) or MINUIT (pyhf refuses μ beyond the POI's bound of 10). The
-    search keeps its CLs and verdict instead of failing as a whole."""
+    """A signal of 1e-5 events: CLs ≈ 1 at μ = 1, and limits of 1.9e6–9.1e6 (the full
+    signal's, times 1e6), beyond the engine's grid (it ends at 10 × 16⁴ ≈ 6.6e5) and beyond
+    the POI's bound of 10, where pyhf refuses to fit. The search keeps its CLs and verdict
+    instead of failing as a whole."""
     spec = falling_workspace(3, 0.05, seed=0)
     spec = with_signal(spec, 1e-6 * current_signal(spec))
     verdict = _test(spec, name="s", limits=True, expected_z=0.0, pyhf_attempts=0)

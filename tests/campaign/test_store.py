@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ import pytest
 
 from campaign.status import read_status
 from campaign.store import RESULTS_VERSION, Store, StoreError, TaskRecord
+from campaign.testing import REGEN_GOLDEN
 
 
 def record(key: str, status: str = "done", **extra: object) -> TaskRecord:
@@ -51,6 +51,9 @@ def test_a_store_of_other_results_is_read_but_not_continued(tmp_path: Path) -> N
         Store(tmp_path / "s").initialise(spec_text="name: a\n", spec_json={"name": "a"})
     after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     assert after == [p for p in before if p.name != "store.json"]
+    (tmp_path / "s" / "store.json").write_text('{"results": 2}')
+    with pytest.raises(StoreError, match=r"store.json: no readable results_version"):
+        Store(tmp_path / "s").initialise(spec_text="name: a\n", spec_json={"name": "a"})
 
 
 def test_finished_task_is_never_overwritten_but_failed_can_be_retried(tmp_path: Path) -> None:
@@ -91,7 +94,7 @@ def test_file_uri_store(tmp_path: Path) -> None:
 
 GOLDEN = Path(__file__).parent / "golden" / "small_campaign_results.json"
 """The small campaign's search and look-elsewhere numbers, with the results version that made
-them. Rewritten by running this test with ``LAMPPOST_WRITE_GOLDEN=1``."""
+them. Rewritten by running this test with ``LAMPPOST_REGEN_GOLDEN=1``."""
 
 
 def _numbers(store: Path) -> dict[str, Any]:
@@ -136,21 +139,21 @@ def test_changed_numbers_come_with_a_new_results_version(reference_run: Path) ->
     pinned = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else None
     same_version = pinned is not None and pinned["results_version"] == RESULTS_VERSION
     changes = [] if pinned is None else _changed(now, pinned)
-    if os.environ.get("LAMPPOST_WRITE_GOLDEN"):
+    if REGEN_GOLDEN:
         assert not (same_version and changes), (
             f"the numbers changed under results version {RESULTS_VERSION}: raise "
             "campaign.store.RESULTS_VERSION first"
         )
         GOLDEN.write_text(json.dumps(now, indent=1, sort_keys=True) + "\n")
         pytest.skip(f"{GOLDEN.name} written for results version {RESULTS_VERSION}")
-    assert pinned is not None, f"{GOLDEN} is missing; write it with LAMPPOST_WRITE_GOLDEN=1"
+    assert pinned is not None, f"{GOLDEN} is missing; write it with LAMPPOST_REGEN_GOLDEN=1"
     assert same_version, (
         f"results version {RESULTS_VERSION} has no pinned numbers ({GOLDEN.name} pins version "
-        f"{pinned['results_version']}); rewrite it with LAMPPOST_WRITE_GOLDEN=1"
+        f"{pinned['results_version']}); rewrite it with LAMPPOST_REGEN_GOLDEN=1"
     )
     assert not changes, (
         f"{len(changes)} numbers changed under results version {RESULTS_VERSION}; a stored "
         "campaign would resume with the old ones. Raise campaign.store.RESULTS_VERSION (and say "
-        "why in its docstring), then rewrite the golden file with LAMPPOST_WRITE_GOLDEN=1. "
+        "why in its docstring), then rewrite the golden file with LAMPPOST_REGEN_GOLDEN=1. "
         "First changes:\n" + "\n".join(changes[:10])
     )

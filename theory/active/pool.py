@@ -83,10 +83,9 @@ class PoolHistory:
         budget: the evaluation budget.
         steps: one :class:`PoolStep` per batch.
         stop_reason: ``"budget"``, ``"tolerance"``, ``"until"`` or ``"pool exhausted"``.
-        fit: the surrogate fitted after the last step, kept in memory only (not in
-            :meth:`to_dict`): continuing this history in the same process starts from it
-            instead of fitting the same data with the same seed again, as
-            :mod:`campaign.loop` does once per round. A history read back from JSON refits.
+        fit: the surrogate fitted after step ``fitted_steps``, kept in memory only (not in
+            :meth:`to_dict`); read it through :meth:`last_fit`.
+        fitted_steps: how many steps ``fit`` was fitted after.
     """
 
     candidates: np.ndarray
@@ -98,9 +97,20 @@ class PoolHistory:
     stop_reason: str
     schema_version: int = field(default=SCHEMA_VERSION)
     fit: Fit | None = field(default=None, compare=False, repr=False)
+    fitted_steps: int = field(default=0, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "candidates", _frozen(self.candidates))
+
+    def last_fit(self) -> Fit | None:
+        """The surrogate fitted after the last step, if this process still holds it.
+
+        Continuing the history (:func:`learn_pool` with ``resume``, once per round in
+        :mod:`campaign.loop`) or reading its coverage starts from it instead of fitting the same
+        data with the same seed again. A history read back from JSON, or one whose steps were
+        cut (``dataclasses.replace``), has none and is refitted.
+        """
+        return self.fit if self.steps and self.fitted_steps == len(self.steps) else None
 
     @property
     def final(self) -> PoolStep:
@@ -335,7 +345,7 @@ def learn_pool(
         steps = list(resume.steps)
     indices = np.concatenate([s.indices for s in steps]) if steps else np.empty(0, dtype=int)
     values = np.concatenate([s.values for s in steps]) if steps else None
-    fit = resume.fit if resume is not None else None
+    fit = resume.last_fit() if resume is not None else None
     if fit is None and steps:
         fit = fit_step(unit[indices], values, opts=opts, seed=seed, step=len(steps))
     reason = "budget"
@@ -389,4 +399,5 @@ def learn_pool(
         steps=tuple(steps),
         stop_reason=reason,
         fit=fit if steps else None,
+        fitted_steps=len(steps),
     )

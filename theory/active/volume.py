@@ -181,7 +181,8 @@ def excluded_fraction_posterior(
             raise ValueError("excluded_fraction_posterior: a box history needs to_unit")
         reference = to_unit(history.reference)
         evaluated = to_unit(history.evaluated_points)
-    fit = fit_step(evaluated, values, opts=opts, seed=seed, step=len(steps))
+    held = history.last_fit() if isinstance(history, PoolHistory) else None
+    fit = held or fit_step(evaluated, values, opts=opts, seed=seed, step=len(steps))
     if fit.surrogate is None:
         return None, None
     final = steps[-1]
