@@ -306,7 +306,9 @@ def _write_report(
         raise _fail(f"{directory}: {problem}") from None
 
 
-def _reinterpret_published(store: Store, source: Path, *, select: list[str], as_json: bool) -> None:
+def _reinterpret_published(
+    store: Store, source: Path, *, select: list[str], limits: bool, as_json: bool
+) -> None:
     from campaign.published import evaluate_published
     from campaign.runner import Driver
     from searches.likelihoods import LikelihoodImportError
@@ -317,28 +319,36 @@ def _reinterpret_published(store: Store, source: Path, *, select: list[str], as_
         spec = spec.model_copy(update={"store": store.uri})
         driver = Driver(spec, spec_text=store.read_text("campaign.yaml"))
         results, folder = evaluate_published(
-            source, run_tasks=driver.run_tasks, store=store, select=select
+            source, run_tasks=driver.run_tasks, store=store, select=select, limits=limits
         )
     except (LikelihoodImportError, KeyError, SpecError, StoreError) as problem:
         raise _fail(str(problem).strip('"')) from None
-    code = EXIT_PARTIAL if results.missing else EXIT_OK
+    code = EXIT_PARTIAL if results.missing or results.missing_limits else EXIT_OK
     if as_json:
         _emit_json(
             {
                 "source": results.source,
                 "rows": list(results.rows),
                 "missing": list(results.missing),
+                "missing_limits": list(results.missing_limits),
                 "saved": folder,
             }
         )
         raise typer.Exit(code)
     table = Table(title=f"{source.name}: {len(results.rows)} signal hypotheses")
-    for column in ("region", "evaluated", "excluded (CLs < 0.05)", "failed"):
+    columns = ["region", "evaluated", "excluded (CLs < 0.05)", "failed"]
+    if limits:
+        columns += ["mu95 obs < 1", "no observed limit"]
+    for column in columns:
         table.add_column(column)
     for region in results.regions():
         rows = [r for r in results.rows if r["region"] == region]
         failed = sum(1 for r in rows if r["status"] == "failed")
-        table.add_row(region, str(len(rows)), str(results.excluded(region)), str(failed))
+        cells = [region, str(len(rows)), str(results.excluded(region)), str(failed)]
+        if limits:
+            found = [r["mu_limit_obs"] for r in rows if r["mu_limit_obs"] is not None]
+            cells += [str(sum(1 for mu in found if mu < 1)), str(len(rows) - len(found))]
+        table.add_row(*cells)
     out.print(table)
     for row in results.rows:
         if row["status"] != "ok":
@@ -346,10 +356,21 @@ def _reinterpret_published(store: Store, source: Path, *, select: list[str], as_
                 f"{row['region']}/{row['patch']}: {row['status']} — {row['reason']}",
                 markup=False,
             )
+        if limits and row["limit_reason"]:
+            err.print(
+                f"{row['region']}/{row['patch']}: upper limits missing — {row['limit_reason']}",
+                markup=False,
+            )
     if results.missing:
         err.print(
             f"{len(results.missing)} patches not evaluated (their task failed; "
             f"`lamppost status {store.uri}` shows why): {', '.join(results.missing[:5])}",
+            markup=False,
+        )
+    if results.missing_limits:
+        err.print(
+            f"{len(results.missing_limits)} patches without limits (their limit task failed; "
+            f"`lamppost status {store.uri}` shows why): {', '.join(results.missing_limits[:5])}",
             markup=False,
         )
     err.print(f"saved to {store.path(folder)}", markup=False)
@@ -401,7 +422,10 @@ def reinterpret(
         int, typer.Option("--max-fits", min=0, help="Most sensitive searches fitted with pyhf.")
     ] = 10,
     limits: Annotated[
-        bool, typer.Option("--limits", help="Also 95% CL upper limits on mu.")
+        bool,
+        typer.Option(
+            "--limits", help="Also 95% CL upper limits on mu (with --patchset: each patch's)."
+        ),
     ] = False,
     patchset: Annotated[
         Path | None,
@@ -421,7 +445,7 @@ def reinterpret(
 
     store = _open_store(directory)
     if patchset is not None:
-        _reinterpret_published(store, patchset, select=patch or [], as_json=as_json)
+        _reinterpret_published(store, patchset, select=patch or [], limits=limits, as_json=as_json)
         return
     try:
         results = engine.campaign_results(store)

@@ -425,6 +425,13 @@ def evaluate_published_patches(
     return evaluate_chunk(payload, store, staging)
 
 
+def evaluate_published_limits(payload: Mapping[str, Any], store: Store, staging: str) -> TaskOutput:
+    """Upper limits on μ for one chunk of published patches (:mod:`campaign.published`)."""
+    from campaign.published import evaluate_limits_chunk
+
+    return evaluate_limits_chunk(payload, store, staging)
+
+
 TASKS: dict[str, Callable[[Mapping[str, Any], Store, str], TaskOutput]] = {
     "background": make_background,
     "observed": make_observed,
@@ -437,4 +444,5 @@ TASKS: dict[str, Callable[[Mapping[str, Any], Store, str], TaskOutput]] = {
     "evaluate": evaluate_theory_point,
     "deposit": deposit_theory_signal,
     "patches": evaluate_published_patches,
+    "patch_limits": evaluate_published_limits,
 }

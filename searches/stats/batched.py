@@ -1114,6 +1114,24 @@ def _as_patch(item: Any) -> tuple[str, dict[str, float], list[dict[str, Any]]]:
     return str(name), {}, list(ops)
 
 
+def patched_specs(
+    background: Mapping[str, Any], patches: Sequence[Any], *, region: str = ""
+) -> tuple[list[tuple[str, dict[str, float], list[dict[str, Any]]]], list[dict]]:
+    """Each patch as (name, parameters, operations) and the workspace it makes.
+
+    Raises:
+        ValueError: A patch that does not apply, named with its region.
+    """
+    items = [_as_patch(p) for p in patches]
+    specs = []
+    for name, _, ops in items:
+        try:
+            specs.append(patched_spec(background, ops))
+        except ValueError as error:
+            raise ValueError(f"{region + '/' if region else ''}{name}: {error}") from None
+    return items, specs
+
+
 BATCH_SIZE = 8
 """Hypotheses per stacked fit. The batched Newton iterations run until the slowest member of a
 stack has converged, so one hard hypothesis makes its whole stack iterate: on the 650 sbottom
@@ -1165,13 +1183,7 @@ def evaluate_patches(
     if backend not in ("auto", "torch", "pyhf"):
         raise ValueError(f"backend must be one of 'auto', 'torch', 'pyhf', got {backend!r}")
     dev = torch.device(device) if device is not None else default_device()
-    items = [_as_patch(p) for p in patches]
-    specs = []
-    for name, _, ops in items:
-        try:
-            specs.append(patched_spec(bkg_workspace, ops))
-        except ValueError as error:
-            raise ValueError(f"{region + '/' if region else ''}{name}: {error}") from None
+    items, specs = patched_specs(bkg_workspace, patches, region=region)
     results: list[CLsResult | None] = [None] * len(items)
     groups: dict[str | None, list[int]] = {}
     for i, spec in enumerate(specs):

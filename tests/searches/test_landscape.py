@@ -414,14 +414,6 @@ def test_global_p_value_is_uniform_without_injection(background) -> None:
     assert again.p_global == p_global[0]
 
 
-@pytest.fixture
-def precise_pyhf():
-    backend, optimizer = pyhf.get_backend()
-    pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer(tolerance=1e-12))
-    yield
-    pyhf.set_backend(backend, optimizer)
-
-
 def _per_fb_model(b: float, sigma: float, per_fb: float, mu_max: float) -> pyhf.pdf.Model:
     """Signal of ``per_fb`` events at μ = 1, shapesys background (with ``per_fb`` the events
     of 1 fb in the window, μ is the visible cross section in fb)."""

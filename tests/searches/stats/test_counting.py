@@ -5,15 +5,6 @@ import pytest
 from searches.stats import counting
 
 
-@pytest.fixture
-def precise_pyhf():
-    """pyhf with a tight optimizer tolerance, restored afterwards."""
-    backend, optimizer = pyhf.get_backend()
-    pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer(tolerance=1e-12))
-    yield
-    pyhf.set_backend(backend, optimizer)
-
-
 def shapesys_model(b: float, sigma: float, s: float, mu_max: float) -> pyhf.pdf.Model:
     """Exactly the model of the fast path: normfactor signal, shapesys background."""
     spec = {

@@ -1,4 +1,5 @@
 import dataclasses
+import json
 import logging
 
 import numpy as np
@@ -7,18 +8,10 @@ import pytest
 import torch
 
 from searches.stats import inference, limits
-from searches.stats.robust import build_model, use_fit_settings
-from searches.stats.workspace import current_signal, with_signal
+from searches.stats.batched import evaluate_patches
+from searches.stats.robust import build_model
+from searches.stats.workspace import SIGNAL, current_signal, with_signal
 from searches.testing import falling_workspace
-
-
-@pytest.fixture
-def pyhf_on_minuit():
-    """pyhf fitting as inference does (MINUIT, tolerance 0.01), the caller's backend put back."""
-    backend, optimizer = pyhf.get_backend()
-    use_fit_settings(inference.FITS)
-    yield
-    pyhf.set_backend(backend, optimizer)
 
 
 def pyhf_cls_at(spec: dict, mu: float, *, top: float) -> np.ndarray:
@@ -140,3 +133,119 @@ def test_no_limit_from_either_path_names_both_reasons():
     spec = with_signal(spec, 1e-6 * current_signal(spec))
     with pytest.raises(limits.LimitNotFound, match=r"batched engine: no trusted bracket.*MINUIT"):
         limits.upper_limit(spec)
+
+
+def _published(spec: dict, scales: list[float]) -> tuple[dict, list[dict]]:
+    """``spec`` split as a HEPData likelihood is: the background-only workspace, and one patch
+    per signal scale that adds the signal sample (its yields × scale)."""
+    background = {
+        **spec,
+        "channels": [
+            {**channel, "samples": [s for s in channel["samples"] if s["name"] != SIGNAL]}
+            for channel in spec["channels"]
+        ],
+    }
+    (channel,) = spec["channels"]
+    (signal,) = (s for s in channel["samples"] if s["name"] == SIGNAL)
+    patches = [
+        {
+            "name": f"scale_{scale:g}",
+            "parameters": {"scale": scale},
+            "operations": [
+                {
+                    "op": "add",
+                    "path": "/channels/0/samples/0",
+                    "value": {**signal, "data": [scale * v for v in signal["data"]]},
+                }
+            ],
+        }
+        for scale in scales
+    ]
+    return background, patches
+
+
+def test_patch_limits_are_excluded_exactly_where_cls_at_one_is_below_the_level():
+    """Closed form and an independent path: the signal is exact, so a patch scaling it by k has
+    limits 1/k times the unscaled workspace's; and μ95 < 1 exactly where the CLs at μ = 1 (the
+    engine's hypothesis test, as a published evaluation reports it) is below 0.05."""
+    spec = falling_workspace(3, 0.05, seed=1)
+    base = limits.batched_upper_limit(spec)
+    scales = [base.observed * f for f in (0.5, 0.9, 1.1, 2.0)]
+    background, patches = _published(spec, scales)
+    done = []
+    found = limits.patch_upper_limits(background, patches, region="SR", progress=done.append)
+    assert done == [1] * len(scales)
+    cls = evaluate_patches(background, patches)
+    for limit, scale, tested in zip(found, scales, cls, strict=True):
+        assert (limit.name, limit.region, limit.parameters) == (tested.name, "SR", {"scale": scale})
+        assert limit.reason == "" and limit.level == 0.05
+        assert limit.observed * scale == pytest.approx(base.observed, rel=5e-4)
+        assert np.array(limit.expected) * scale == pytest.approx(base.expected, rel=5e-4)
+        assert (limit.observed < 1) == (tested.cls_obs < 0.05)
+        assert (limit.expected[2] < 1) == (tested.cls_exp[2] < 0.05)
+    assert [limit.observed < 1 for limit in found] == [False, False, True, True]
+    assert json.loads(json.dumps(found[0].to_dict()))["expected"] == list(found[0].expected)
+
+
+def test_patches_without_a_limit_say_why_and_bad_patches_are_refused():
+    spec = falling_workspace(3, 0.05, seed=1)
+    background, (empty,) = _published(spec, [0.0])
+    (limit,) = limits.patch_upper_limits(background, [empty])
+    assert limit.observed is None and limit.expected == (None,) * 5
+    assert "multiplies no events" in limit.reason
+    broken = {"name": "broken", "operations": [{"op": "remove", "path": "/channels/7"}]}
+    with pytest.raises(ValueError, match=r"^SR/broken: patch does not apply"):
+        limits.patch_upper_limits(background, [broken], region="SR")
+    with pytest.raises(ValueError, match="'level' must be in"):
+        limits.patch_upper_limits(background, [empty], level=1.5)
+
+
+def test_a_patch_keeps_the_limits_that_were_found(monkeypatch):
+    """Every μ within 5 % of the observed limit rejected (as above; the nearest expected limit
+    is 18 % away): the patch has no observed limit, says so, and keeps its five expected limits,
+    which equal the unpatched search's."""
+    spec = falling_workspace(3, 0.05, seed=1)
+    reference = limits.batched_upper_limit(spec)
+    engine = limits.stack_cls
+
+    def rejecting_near_the_limit(stack, *, mu):
+        out = engine(stack, mu=mu)
+        near = np.abs(np.asarray(mu) / reference.observed - 1) < 0.05
+        return dataclasses.replace(out, cls_obs=np.where(near, np.nan, out.cls_obs))
+
+    monkeypatch.setattr(limits, "stack_cls", rejecting_near_the_limit)
+    background, patches = _published(spec, [1.0])
+    (limit,) = limits.patch_upper_limits(background, patches)
+    assert limit.observed is None
+    assert limit.expected == pytest.approx(reference.expected, rel=5e-4)
+    assert limit.reason.startswith(
+        "brackets of CLs = 0.05 not shrunk to rtol = 0.0001 for observed ("
+    )
+    assert "expected" not in limit.reason.partition(" on μ in")[0]
+
+
+def test_a_curve_without_a_bracket_leaves_the_other_limits_of_a_patch(monkeypatch):
+    """The +2σ expected CLs held at 1 for every μ (injected): it never falls below the level,
+    so that limit is missing and named; the other five are the unpatched search's. The
+    single-workspace search wants all six, so it raises instead (and upper_limit goes to pyhf)."""
+    spec = falling_workspace(3, 0.05, seed=1)
+    reference = limits.batched_upper_limit(spec)
+    engine = limits.stack_cls
+
+    def flat_upper_band(stack, *, mu):
+        out = engine(stack, mu=mu)
+        band = np.array(out.cls_exp, copy=True)
+        band[:, 4] = 1.0
+        return dataclasses.replace(out, cls_exp=band)
+
+    monkeypatch.setattr(limits, "stack_cls", flat_upper_band)
+    background, patches = _published(spec, [1.0])
+    (limit,) = limits.patch_upper_limits(background, patches)
+    assert limit.observed == pytest.approx(reference.observed, rel=5e-4)
+    assert limit.expected[:4] == pytest.approx(reference.expected[:4], rel=5e-4)
+    assert limit.expected[4] is None
+    assert limit.reason.startswith(
+        "no trusted bracket of CLs = 0.05 for expected +2σ (CLs ≥ 0.05 at every trusted μ) on μ"
+    )
+    with pytest.raises(limits.LimitNotBracketed, match=r"^no trusted bracket .* expected \+2σ"):
+        limits.batched_upper_limit(spec)

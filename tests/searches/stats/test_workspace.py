@@ -109,12 +109,10 @@ def direct(spec):
 
 
 @pytest.fixture
-def pyhf_default_optimizer():
-    """pyhf's default SLSQP as the global optimizer for the test, the previous one put back."""
-    backend, optimizer = pyhf.get_backend()
+def pyhf_default_optimizer(pyhf_restored):
+    """pyhf's default SLSQP as the global optimizer for the test."""
     pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer())
-    yield pyhf.get_backend()[1]
-    pyhf.set_backend(backend, optimizer)
+    return pyhf.get_backend()[1]
 
 
 @pytest.mark.slow
