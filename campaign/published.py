@@ -36,7 +36,7 @@ CHUNK = 40
 """Patches per task: large enough for the batched engine to pay off, small enough to spread."""
 LIMIT_CHUNK = 10
 """Patches per limit task."""
-SECONDS_PER_PATCH = {"patches": 0.1, "patch_limits": 3.3}
+SECONDS_PER_PATCH = {"patches": 0.1, "patch_limits": 3.2}
 """Task cost per patch for the executor's batching: seconds on one core for the SUSY-2018-31
 sbottom likelihoods (benchmarks/RESULTS.md, "Limits on every published patch")."""
 LIMIT_LEVEL = 0.05

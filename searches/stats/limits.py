@@ -173,8 +173,9 @@ def batched_upper_limit(
     A grid of :data:`GRID_POINTS` μ over three decades below the POI's upper bound is grown
     until every curve falls below ``level`` between two trusted points; each bracket is then
     shrunk with its log-linear interpolation and two points a little either side of it (the
-    estimate's last move), all curves in one batch per pass, until it is narrower than
-    ``rtol`` relative. Where a tested μ (or twice it, the top of the profile scan that confirms
+    estimate's last move), plus its midpoint where the last pass did not halve it (a curve
+    that is nearly a step stalls the interpolation), all curves in one batch per pass, until
+    it is narrower than ``rtol`` relative. Where a tested μ (or twice it, the top of the profile scan that confirms
     a weak signal) lies beyond the POI's upper bound, the bound is raised to it: the μ-fixed
     fits need it, and a μ̂ above the old bound then counts as qtilde wants (pyhf's own scan
     refuses such μ); for μ below the old bound the raise changes nothing, since a μ̂ capped at
@@ -182,7 +183,7 @@ def batched_upper_limit(
 
     Raises:
         LimitNotBracketed: the engine cannot stack the workspace, or no bracket from trusted
-            points could be found and shrunk (the reason names the sides, the grid and the
+            points could be found and shrunk (the reason names the curves, the grid and the
             engine's objections).
         ValueError: ``level`` or ``rtol`` outside (0, 1), or a workspace without a signal.
         pyhf.exceptions.InvalidSpecification: not a pyhf workspace.
@@ -225,6 +226,7 @@ def _search(
         if "up" in sides:
             curves.evaluate(known[-1] * 4.0 ** np.arange(1, 3))
     estimates = np.full(6, np.nan)
+    widths = np.full(6, np.inf)
     for _ in range(MAX_PASSES):
         brackets = [curves.bracket(k, level) for k in range(6)]
         if every_limit and any(isinstance(b, str) for b in brackets):
@@ -234,6 +236,7 @@ def _search(
             if isinstance(bracket, str) or bracket[1] - bracket[0] <= rtol * bracket[0]:
                 continue
             a, b = bracket
+            stalled, widths[k] = b - a > 0.5 * widths[k], b - a
             guess = min(max(curves.root(k, a, b, level), a + 0.01 * (b - a)), b - 0.01 * (b - a))
             if guess in curves.values:
                 guess = 0.5 * (a + b)
@@ -242,6 +245,8 @@ def _search(
             )
             estimates[k] = guess
             trial += [m for m in (guess - step, guess, guess + step) if a < m < b]
+            if stalled:
+                trial.append(0.5 * (a + b))
         if not set(trial) - set(curves.values):
             break
         curves.evaluate(np.array(trial))

@@ -249,3 +249,19 @@ def test_a_curve_without_a_bracket_leaves_the_other_limits_of_a_patch(monkeypatc
     )
     with pytest.raises(limits.LimitNotBracketed, match=r"^no trusted bracket .* expected \+2σ"):
         limits.batched_upper_limit(spec)
+
+
+def test_a_nearly_step_like_band_edge_is_still_bracketed(shared_data):
+    """Region B's sbottom_850_845_60 of ATLAS SUSY-2018-31: its +2σ expected CLs falls almost
+    as a step near μ ≈ 604, where the log-linear steps alone left the bracket 2e-3 wide after
+    every pass; the midpoint added when a pass does not halve a bracket finds it."""
+    from searches.likelihoods import load_likelihoods
+    from searches.testing import SBOTTOM_TARBALL
+
+    (region,) = (r for r in load_likelihoods(shared_data / SBOTTOM_TARBALL) if r.name == "RegionB")
+    (limit,) = limits.patch_upper_limits(
+        region.background, [region.patch("sbottom_850_845_60")], region="RegionB"
+    )
+    assert limit.reason == ""
+    assert limit.expected == tuple(sorted(limit.expected))
+    assert 500 < limit.expected[4] < 700 and limit.observed == pytest.approx(15.19, rel=1e-3)
