@@ -384,6 +384,20 @@ def _positive_xsec(value: float | None) -> float | None:
     return value
 
 
+def _cls_text(verdict: Any) -> str:
+    """Observed CLs, with the toys' binomial error where it came from pseudo-experiments."""
+    if verdict.cls_observed is None:
+        return ""
+    error = (verdict.toys or {}).get("cls_obs_error") if verdict.calculator == "toys" else None
+    return f"{verdict.cls_observed:.3g}" + ("" if error is None else f" ± {error:.1g}")
+
+
+def _positive_events(value: float) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"{value} is not allowed; allowed: a finite number > 0 (events)")
+    return value
+
+
 def _parse_point(items: list[str]) -> dict[str, float]:
     point = {}
     for item in items:
@@ -437,6 +451,24 @@ def reinterpret(
     patch: Annotated[
         list[str] | None, typer.Option("--patch", help="Only these patches (repeatable).")
     ] = None,
+    toys: Annotated[
+        int,
+        typer.Option(
+            "--toys",
+            min=0,
+            help="CLs from this many pseudo-experiments per ensemble for the searches whose "
+            "signal meets few background events (0: asymptotic everywhere). Seeded by --seed.",
+        ),
+    ] = 0,
+    toys_below: Annotated[
+        float,
+        typer.Option(
+            "--toys-below",
+            callback=_positive_events,
+            help="With --toys: sensitivity-weighted background (events) below which a search "
+            "gets toys.",
+        ),
+    ] = 10.0,
     as_json: JsonOption = False,
 ) -> None:
     """Test a new benchmark (an events file, a model point or a published likelihood)."""
@@ -445,6 +477,11 @@ def reinterpret(
 
     store = _open_store(directory)
     if patchset is not None:
+        if toys:
+            raise _fail(
+                "--toys: not available with --patchset (published likelihoods are tested "
+                "asymptotically)"
+            )
         _reinterpret_published(store, patchset, select=patch or [], limits=limits, as_json=as_json)
         return
     try:
@@ -461,15 +498,22 @@ def reinterpret(
         )
     except (StoreError, BenchmarkError) as problem:
         raise _fail(str(problem)) from None
+    toy_options = engine.ToyOptions(ntoys=toys, seed=seed, below=toys_below) if toys else None
     outcome = engine.reinterpret(
-        results, signal, benchmark=benchmark, max_fits=max_fits, limits=limits
+        results,
+        signal,
+        benchmark=benchmark,
+        max_fits=max_fits,
+        limits=limits,
+        toys=toy_options,
+        progress=True,
     )
     folder = engine.save(store, outcome)
     if as_json:
         _emit_json({**outcome.to_dict(), "saved": folder})
         return
     table = Table(title=f"{benchmark.get('label', 'benchmark')}: {outcome.status}")
-    for column in ("search", "signal", "CLs obs", "CLs exp", "mu95 obs", "status"):
+    for column in ("search", "signal", "CLs obs", "CLs exp", "from", "mu95 obs", "status"):
         table.add_column(column)
     tested = sorted(
         outcome.searches,
@@ -479,8 +523,9 @@ def reinterpret(
         table.add_row(
             verdict.search,
             f"{verdict.signal_events:.3g}",
-            "" if verdict.cls_observed is None else f"{verdict.cls_observed:.3g}",
+            _cls_text(verdict),
             "" if verdict.cls_expected is None else f"{verdict.cls_expected[2]:.3g}",
+            "" if verdict.cls_observed is None else verdict.calculator,
             "" if verdict.mu_limit_observed is None else f"{verdict.mu_limit_observed:.3g}",
             verdict.status,
         )
@@ -492,6 +537,11 @@ def reinterpret(
             f"CLs = {c.cls_observed:.3g} (expected {c.cls_expected[2]:.3g}) → {c.status}"
             if c.cls_observed is not None and c.cls_expected is not None
             else f"combination: {c.status} ({c.reason})"
+        )
+    if toy_options is not None:
+        out.print(
+            f"toys: {toys} per ensemble where the signal meets fewer than {toys_below:g} "
+            "background events (sensitivity-weighted); limits stay asymptotic"
         )
     err.print(f"saved to {store.path(folder)}", markup=False)
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 import pyhf
 
-from searches.stats.batched import compile_stack, stack_cls
+from searches.stats.batched import HistFactoryStack, compile_stack, stack_cls
 from searches.stats.robust import restoring_backend
 from searches.stats.workspace import build_workspace, with_signal
 
@@ -194,18 +194,39 @@ def _reference(
     }
 
 
-def lamppost_best_fits(spec: dict, name: str, model: pyhf.Model) -> tuple[np.ndarray, ...]:
-    """Lamppost's four best fits of one hypothesis as parameter vectors in pyhf's order."""
-    stack = compile_stack([spec], [name], device="cpu")
-    theta = stack_cls(stack).theta[:, 0, :]
-    starts = np.tile(np.asarray(model.config.suggested_init(), dtype=float), (len(theta), 1))
+def to_pyhf_pars(stack: HistFactoryStack, model: pyhf.Model, theta: np.ndarray) -> np.ndarray:
+    """Engine parameter vectors [..., P] in pyhf's order (pyhf's suggested init elsewhere)."""
+    theta = np.asarray(theta, dtype=float)
+    pars = np.tile(np.asarray(model.config.suggested_init(), dtype=float), (*theta.shape[:-1], 1))
     for column, par in enumerate(stack.par_names):
         base, _, rest = par.partition("[")
         if base not in model.config.par_map:
-            raise ValueError(f"{name}: parameter {par!r} of the batched stack not in pyhf's model")
+            raise ValueError(f"parameter {par!r} of the batched stack not in pyhf's model")
         where = model.config.par_slice(base)
-        starts[:, where.start + (int(rest[:-1]) if rest else 0)] = theta[:, column]
-    return tuple(starts)
+        pars[..., where.start + (int(rest[:-1]) if rest else 0)] = theta[..., column]
+    return pars
+
+
+def to_pyhf_data(
+    stack: HistFactoryStack, model: pyhf.Model, main: np.ndarray, aux: np.ndarray
+) -> np.ndarray:
+    """The engine's main [G] and auxiliary data [C] of a one-channel workspace as pyhf's
+    data vector (main bins, then the auxiliary data in ``auxdata_order``)."""
+    offset, position = {}, 0
+    for name in model.config.auxdata_order:
+        offset[name] = position
+        position += model.config.param_set(name).n_parameters
+    ordered = np.empty(position)
+    for c, parameter in enumerate(stack.constrained.tolist()):
+        base, _, rest = stack.par_names[parameter].partition("[")
+        ordered[offset[base] + (int(rest[:-1]) if rest else 0)] = aux[c]
+    return np.concatenate([np.asarray(main, dtype=float), ordered])
+
+
+def lamppost_best_fits(spec: dict, name: str, model: pyhf.Model) -> tuple[np.ndarray, ...]:
+    """Lamppost's four best fits of one hypothesis as parameter vectors in pyhf's order."""
+    stack = compile_stack([spec], [name], device="cpu")
+    return tuple(to_pyhf_pars(stack, model, stack_cls(stack).theta[:, 0, :]))
 
 
 def without_mc_statistics(spec: dict) -> dict:

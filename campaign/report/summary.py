@@ -291,6 +291,7 @@ def _brief_verdict(verdict: dict[str, Any] | None) -> dict[str, Any] | None:
         "cls_observed": _finite(verdict.get("cls_observed")),
         "cls_expected": None if expected is None else _finite(expected[2]),
         "mu_limit_observed": _finite(verdict.get("mu_limit_observed")),
+        "calculator": verdict.get("calculator", "asymptotics"),
         "reason": verdict.get("reason", ""),
     }
 

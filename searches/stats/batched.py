@@ -209,7 +209,7 @@ class HistFactoryStack:
 def _defaults(kind: str) -> tuple[float, tuple[float, float]]:
     if kind == "alpha":
         return 0.0, (-5.0, 5.0)
-    if kind == "staterror":
+    if kind in ("staterror", "shapesys"):
         return 1.0, (1e-10, 10.0)
     return 1.0, (0.0, 10.0)
 
@@ -766,7 +766,8 @@ def fit_stack(
             trial = torch.minimum(torch.maximum(th + t.unsqueeze(1) * step, lower), upper)
             trial = torch.where(fx, th, trial)
             tv = twice_nll(sub, trial, d, a)
-            armijo = tv <= val + 1e-4 * t * slope.clamp(max=0)
+            taken = (g * (trial - th)).sum(1)
+            armijo = tv <= val + 1e-4 * torch.maximum(t * slope, taken).clamp(max=0)
             level = roundoff & (t == 1) & (tv <= val + ROUNDOFF * val.abs().clamp(min=1.0))
             ok = ~accepted & torch.isfinite(tv) & (armijo | level)
             new_theta[ok] = trial[ok]

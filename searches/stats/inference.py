@@ -5,7 +5,9 @@ All functions take a workspace from :mod:`searches.stats.workspace` with a real 
 ``qtilde`` test statistic for CLs and limits, ``q0`` for discovery, asymptotic formulae by
 default and pseudo-experiments (``calctype="toys"``) for small counts, where the asymptotic
 distributions are poor. Toys are seeded: pyhf draws them from numpy's global generator, which
-is seeded for the call and restored afterwards.
+is seeded for the call and restored afterwards. pyhf fits them one at a time (tens to
+hundreds of ms per toy); :mod:`searches.stats.toys` runs the same procedure with all toys
+fitted by the batched engine, which is what campaigns use.
 
 Every fit runs on MINUIT (:data:`FITS`), whatever pyhf's global optimizer is; the caller's
 backend and optimizer are put back afterwards. pyhf's default SLSQP stops near its starting
@@ -33,6 +35,7 @@ from scipy.optimize import toms748
 
 from searches.stats.pvalues import significance
 from searches.stats.robust import FitSettings, restoring_backend, use_fit_settings
+from searches.stats.toys import NORMAL_PERCENTILES
 from searches.stats.workspace import current_signal, validate
 
 CalcType = Literal["asymptotics", "toys"]
@@ -119,9 +122,6 @@ def _seeded(seed: int | None) -> Iterator[None]:
         np.random.set_state(state)
 
 
-_NORMAL_PERCENTILES = (2.27501319, 15.86552539, 50.0, 84.13447461, 97.72498681)
-
-
 def _check(calctype: CalcType) -> None:
     if calctype not in ("asymptotics", "toys"):
         raise ValueError(f"'calctype' must be 'asymptotics' or 'toys', got {calctype!r}")
@@ -158,7 +158,7 @@ def _toy_test(
         per_toy = np.array(
             [float(calc.pvalues(t, sb_dist, b_dist)[column]) for t in b_dist.samples]
         )
-    band = np.percentile(per_toy, _NORMAL_PERCENTILES, method="linear")
+    band = np.percentile(per_toy, NORMAL_PERCENTILES, method="linear")
     return observed, tuple(float(v) for v in band)
 
 

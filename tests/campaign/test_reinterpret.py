@@ -9,19 +9,29 @@ from typing import Any
 
 import awkward as ak
 import numpy as np
+import pyarrow.parquet as pq
 import pyhf
 import pytest
 from pyhf.exceptions import FailedMinimization
 
 from campaign.benchmark import signal_events
-from campaign.reinterpret import SearchVerdict, _test, campaign_results, reinterpret
+from campaign.reinterpret import (
+    SearchVerdict,
+    ToyOptions,
+    _test,
+    campaign_results,
+    reinterpret,
+    save,
+    sensitive_background,
+)
 from campaign.store import Store
 from campaign.testing import lamppost
 from searches.events import make_collection, make_events, write_parquet
 from searches.result import SearchResult
 from searches.stats import inference
 from searches.stats.robust import FitSettings, pyhf_cls
-from searches.stats.workspace import current_signal, with_signal
+from searches.stats.toys import toy_cls
+from searches.stats.workspace import build_workspace, current_signal, with_signal
 from searches.testing import (
     falling_workspace,
     lamppost_best_fits,
@@ -246,3 +256,126 @@ def test_a_search_without_a_limit_keeps_its_cls_and_says_why() -> None:
     reason = verdict["reason"]
     assert "no 95 % CL upper limit: batched engine: no trusted bracket" in reason
     assert "pyhf on MINUIT: ValueError: fit initialization parameter" in reason
+
+
+def _few_events(signal: list[float], observed: list[float]) -> dict[str, Any]:
+    """Two bins with a few background events each, as in the tail of a search."""
+    spec = build_workspace(observed=observed, expected=[1.5, 0.4], sumw2=[0.04, 0.01], syst=0.1)
+    return with_signal(spec, np.asarray(signal))
+
+
+def test_toys_give_the_cls_of_the_engines_pseudo_experiments() -> None:
+    spec = _few_events([2.0, 3.0], [2.0, 0.0])
+    options = ToyOptions(ntoys=2000, seed=4)
+    verdict = _test(spec, name="s", limits=True, expected_z=3.0, toys=options, search="s/scan/x")
+    direct = toy_cls(spec, ntoys=2000, seed=options.seed_for("s/scan/x"))
+    assert verdict["calculator"] == "toys" and verdict["toys"] == direct.to_dict()
+    assert (verdict["cls_observed"], verdict["cls_expected"]) == (direct.observed, direct.expected)
+    assert verdict["status"] == ("excluded" if direct.observed < 0.05 else "allowed")
+    asymptotic = _test(spec, name="s", limits=True, expected_z=3.0)
+    assert "calculator" not in asymptotic, "asymptotics is the verdict's default"
+    assert verdict["mu_limit_observed"] == asymptotic["mu_limit_observed"], "limits: asymptotic"
+    assert ToyOptions(ntoys=10, seed=4).seed_for("s/scan/x") != options.seed_for("s/scan/y")
+
+
+def test_a_deficit_beyond_every_toy_keeps_the_asymptotic_cls_and_says_why() -> None:
+    spec = with_signal(
+        build_workspace(observed=[50.0], expected=[100.0], sumw2=[1.0], syst=0.0),
+        np.array([10.0]),
+    )
+    verdict = _test(
+        spec, name="s", limits=False, expected_z=1.0, toys=ToyOptions(ntoys=200), search="s"
+    )
+    assert "calculator" not in verdict and verdict["toys"]["resolution_limited"]
+    assert "no background-like toy of 200 reached the data's qtilde" in verdict["reason"]
+    assert (
+        verdict["cls_observed"]
+        == _test(spec, name="s", limits=False, expected_z=1.0)["cls_observed"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"ntoys": 0}, "ntoys must be at least 1"), ({"ntoys": 5, "below": 0.0}, "'below'")],
+)
+def test_bad_toy_options_are_refused(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ToyOptions(**options)
+
+
+def test_toys_go_to_the_searches_whose_signal_meets_few_background_events(
+    tmp_path: Path, reference_run: Path
+) -> None:
+    """A 3 TeV Z′ on the small campaign: its most sensitive searches test it against 1–2
+    background events. Those get toy CLs, the others keep the asymptotic CLs unchanged, and
+    the saved table says which is which."""
+    store = Store(reference_run)
+    results = campaign_results(store)
+    signal, benchmark = signal_events(
+        store, model="zprime", point={"mass": 3000.0, "g": 0.1}, n_events=3000, seed=3
+    )
+    options = ToyOptions(ntoys=200, seed=1)
+    common = {"benchmark": benchmark, "max_fits": 3, "max_combined": 2}
+    outcome = reinterpret(results, signal, toys=options, **common)
+    plain = reinterpret(results, signal, **common)
+    calculators = []
+    for result, verdict, asymptotic in zip(results, outcome.searches, plain.searches, strict=True):
+        if asymptotic.cls_observed is None:
+            assert verdict.cls_observed is None
+            continue
+        yields = result.selection.histogram(signal)[0]
+        b, sigma = np.asarray(result.expected), np.asarray(result.uncertainty)
+        weight = yields**2 / (b + sigma**2)
+        assert sensitive_background(result, yields) == pytest.approx(
+            float((weight * b).sum() / weight.sum())
+        )
+        few = sensitive_background(result, yields) < options.below
+        calculators.append(verdict.calculator)
+        assert verdict.calculator == ("toys" if few else "asymptotics"), verdict.search
+        if not few:
+            assert verdict.cls_observed == asymptotic.cls_observed
+    assert "toys" in calculators, "the benchmark lands on a few events somewhere"
+    again = reinterpret(results, signal, toys=options, **common)
+    assert again.searches == outcome.searches, "the same seed gives the same toys"
+
+    copy = tmp_path / "store"
+    shutil.copytree(reference_run, copy)
+    folder = save(Store(copy), outcome)
+    table = pq.read_table(copy / folder / "searches.parquet").to_pylist()
+    assert {row["calculator"] for row in table if row["cls_observed"] is not None} == set(
+        calculators
+    )
+    saved = json.loads((copy / folder / "result.json").read_text())
+    assert saved["schema_version"] == "2"
+
+
+def test_toys_are_refused_for_published_likelihoods(reference_run: Path) -> None:
+    refused = lamppost("reinterpret", str(reference_run), "--patchset", "x.tar.gz", "--toys", "100")
+    assert refused.returncode == 2 and "--toys: not available with --patchset" in refused.stderr
+    zero = lamppost("reinterpret", str(reference_run), "--model", "zprime", "--toys-below", "0")
+    assert zero.returncode == 2 and "--toys-below': 0.0 is not allowed" in zero.stderr
+
+
+def test_the_command_line_shows_toy_cls_with_its_error(tmp_path: Path, reference_run: Path) -> None:
+    copy = tmp_path / "store"
+    shutil.copytree(reference_run, copy)
+    done = lamppost(
+        "reinterpret",
+        str(copy),
+        "--model",
+        "zprime",
+        "--point",
+        "mass=3000",
+        "--point",
+        "g=0.1",
+        "--n-events",
+        "2000",
+        "--max-fits",
+        "1",
+        "--toys",
+        "100",
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "toys: 100 per ensemble where the signal meets fewer than 10" in done.stdout
+    row = next(line for line in done.stdout.splitlines() if "│ toys │" in line)
+    assert " ± " in row, row

@@ -1,0 +1,179 @@
+"""Benchmark: toy CLs from the batched engine against pyhf's ToyCalculator, and against the
+asymptotic formulae where a search's signal meets a few background events.
+
+Speed (default). ``searches.stats.toys.toy_cls`` fits every toy of a workspace in batched
+passes of the engine; the baseline is pyhf 0.7.6's ``ToyCalculator`` on MINUIT
+(``inference.cls(calctype="toys")``), two fits per toy in a Python loop. Both run side by
+side on the same workspaces: a 4-bin low-count search (the one of the tests) and falling
+search spectra of 3 and 20 bins (``searches.testing.falling_workspace``). pyhf runs
+``--pyhf-toys`` toys (its cost is linear in them), the engine ``--toys``; the table gives
+seconds per toy (both ensembles counted) and both CLs with the engine's binomial error.
+
+Asymptotics (``--store STORE``). For each benchmark point of ``--points`` (Z′ masses at
+``g = 0.1``) on a finished campaign, the ``--max-fits`` most sensitive searches with their
+sensitivity-weighted background (``campaign.reinterpret.sensitive_background``), asymptotic
+CLs from the engine and toy CLs ± error: where the asymptotic verdict at 0.05 and the toys'
+disagree is what ``lamppost reinterpret --toys`` changes.
+
+    python benchmarks/bench_toys.py
+    python benchmarks/bench_toys.py --store STORE --toys 4000
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import time
+import warnings
+
+import numpy as np
+import torch
+from provenance import code_under_test
+from rich.console import Console
+from rich.table import Table
+
+from searches.stats import inference
+from searches.stats.batched import compile_stack, evaluate_patches
+from searches.stats.toys import toy_cls
+from searches.stats.workspace import build_workspace, with_signal
+from searches.testing import falling_workspace
+
+
+def low_count_workspace() -> dict:
+    expected = np.array([4.0, 1.5, 0.6, 0.25])
+    spec = build_workspace(
+        observed=[5.0, 1.0, 0.0, 1.0], expected=expected, sumw2=expected * 0.04, syst=0.15
+    )
+    return with_signal(
+        spec, np.array([0.3, 1.2, 1.6, 0.9]), signal_sumw2=np.array([0.01, 0.05, 0.3, 0.2])
+    )
+
+
+WORKSPACES = {
+    "4 bins, 0.25–4 events": low_count_workspace,
+    "3 bins, falling (seed 0)": lambda: falling_workspace(3, 0.05, 0),
+    "20 bins, falling (seed 0)": lambda: falling_workspace(20, 0.05, 0),
+}
+
+
+def speed(console: Console, ntoys: int, pyhf_toys: int) -> None:
+    table = Table(title=f"Toy CLs: engine ({ntoys} toys) against pyhf on MINUIT ({pyhf_toys})")
+    for column in (
+        "workspace",
+        "parameters",
+        "engine s",
+        "engine ms/toy",
+        "pyhf s",
+        "pyhf ms/toy",
+        "speed-up per toy",
+        "engine CLs ± error",
+        "pyhf CLs",
+        "asymptotic CLs",
+    ):
+        table.add_column(column, justify="right")
+    for name, make in WORKSPACES.items():
+        spec = make()
+        parameters = len(compile_stack([spec], ["w"], device="cpu").par_names)
+        start = time.perf_counter()
+        mine = toy_cls(spec, ntoys=ntoys, seed=1, device="cpu")
+        engine_s = time.perf_counter() - start
+        start = time.perf_counter()
+        theirs = inference.cls(spec, calctype="toys", ntoys=pyhf_toys, seed=1)
+        pyhf_s = time.perf_counter() - start
+        (asymptotic,) = evaluate_patches(spec, [("w", [])], device="cpu")
+        engine_ms, pyhf_ms = 1e3 * engine_s / (2 * ntoys), 1e3 * pyhf_s / (2 * pyhf_toys)
+        table.add_row(
+            name,
+            str(parameters),
+            f"{engine_s:.2f}",
+            f"{engine_ms:.3f}",
+            f"{pyhf_s:.1f}",
+            f"{pyhf_ms:.1f}",
+            f"{pyhf_ms / engine_ms:.0f}×",
+            f"{mine.observed:.4f} ± {mine.observed_error:.4f}",
+            f"{theirs.observed:.4f}",
+            f"{asymptotic.cls_obs:.4f}",
+        )
+        console.print(f"done: {name}")
+    console.print(table)
+
+
+def asymptotics(
+    console: Console, store_path: str, *, ntoys: int, points: list[float], max_fits: int
+) -> None:
+    from campaign.benchmark import signal_events
+    from campaign.reinterpret import campaign_results, sensitive_background, sensitivity
+    from campaign.store import Store
+
+    store = Store(store_path)
+    results = campaign_results(store)
+    table = Table(title=f"Asymptotic against toy CLs ({ntoys} toys), Z′ at g = 0.1")
+    for column in (
+        "mass",
+        "search",
+        "signal",
+        "b (sens.-weighted)",
+        "asymptotic CLs",
+        "toy CLs ± error",
+        "toy s",
+        "verdicts",
+    ):
+        table.add_column(column, justify="right")
+    for mass in points:
+        signal, _ = signal_events(
+            store, model="zprime", point={"mass": mass, "g": 0.1}, n_events=5000, seed=3
+        )
+        yields = [r.selection.histogram(signal) for r in results]
+        order = sorted(
+            (i for i, (y, _) in enumerate(yields) if y.sum() >= 1e-3),
+            key=lambda i: -sensitivity(results[i], yields[i][0]),
+        )
+        for i in order[:max_fits]:
+            result, (y, w) = results[i], yields[i]
+            spec = with_signal(result.workspace, y, signal_sumw2=w)
+            (asym,) = evaluate_patches(spec, [("w", [])], check_bounds=False, pyhf_attempts=0)
+            start = time.perf_counter()
+            toys = toy_cls(spec, ntoys=ntoys, seed=1)
+            seconds = time.perf_counter() - start
+            same = (asym.cls_obs < 0.05) == (toys.observed < 0.05)
+            table.add_row(
+                f"{mass:g}",
+                f"{result.event_class}/{result.observable}",
+                f"{y.sum():.3g}",
+                f"{sensitive_background(result, y):.3g}",
+                f"{asym.cls_obs:.4f}",
+                f"{toys.observed:.4f} ± {toys.observed_error:.4f}",
+                f"{seconds:.1f}",
+                "agree" if same else "DIFFER",
+            )
+        console.print(f"done: {mass:g}")
+    console.print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--toys", type=int, default=4000)
+    parser.add_argument("--pyhf-toys", type=int, default=200)
+    parser.add_argument("--store")
+    parser.add_argument("--points", default="2000,3000,4000")
+    parser.add_argument("--max-fits", type=int, default=4)
+    args = parser.parse_args()
+    logging.getLogger("pyhf").setLevel(logging.CRITICAL)
+    warnings.simplefilter("ignore")
+    console = Console(width=170)
+    console.print(code_under_test())
+    console.print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"torch threads {torch.get_num_threads()}, Python {platform.python_version()}"
+    )
+    if args.store:
+        points = [float(p) for p in args.points.split(",")]
+        asymptotics(console, args.store, ntoys=args.toys, points=points, max_fits=args.max_fits)
+        return
+    speed(console, args.toys, args.pyhf_toys)
+
+
+if __name__ == "__main__":
+    main()
