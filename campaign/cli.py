@@ -431,7 +431,9 @@ def reinterpret(
     n_events: Annotated[
         int, typer.Option("--n-events", min=1, help="Events to simulate for --model.")
     ] = 20000,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the signal simulation.")] = 0,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of the signal simulation and of the toys.")
+    ] = 0,
     max_fits: Annotated[
         int, typer.Option("--max-fits", min=0, help="Most sensitive searches fitted with pyhf.")
     ] = 10,
@@ -466,7 +468,7 @@ def reinterpret(
             "--toys-below",
             callback=_positive_events,
             help="With --toys: sensitivity-weighted background (events) below which a search "
-            "gets toys.",
+            "gets toys (campaign.reinterpret.TOYS_BELOW).",
         ),
     ] = 10.0,
     as_json: JsonOption = False,
@@ -506,7 +508,7 @@ def reinterpret(
         max_fits=max_fits,
         limits=limits,
         toys=toy_options,
-        progress=True,
+        progress=not as_json,
     )
     folder = engine.save(store, outcome)
     if as_json:

@@ -28,6 +28,7 @@ import awkward as ak
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from numpy.typing import ArrayLike
 
 from campaign.store import Store, StoreError
 from campaign.tasks import finished_results
@@ -39,7 +40,7 @@ from searches.stats.batched import evaluate_patches
 from searches.stats.combine import combine
 from searches.stats.limits import LimitNotFound, upper_limit
 from searches.stats.robust import Q_TOLERANCE
-from searches.stats.toys import ToyFitError, toy_cls
+from searches.stats.toys import toy_cls
 from searches.stats.workspace import with_signal
 
 SCHEMA_VERSION = "2"
@@ -47,6 +48,7 @@ MIN_SIGNAL_EVENTS = 1e-3
 """Total signal yield below which a search counts as not covering the benchmark."""
 
 Status = Literal["excluded", "allowed", "not covered", "not evaluated", "failed"]
+Calculator = Literal["asymptotics", "toys"]
 MAX_FITS = 10
 """Searches fitted per benchmark, the most sensitive first (see :func:`reinterpret`)."""
 NO_SENSITIVITY_Z = 0.05
@@ -55,9 +57,14 @@ MAX_COMBINED = 5
 """Exclusive classes in the combination, the most sensitive first."""
 TOYS_BELOW = 10.0
 """Sensitivity-weighted background (events, :func:`sensitive_background`) below which
-:class:`ToyOptions` replaces the asymptotic CLs by pseudo-experiments. On the small test
-campaign a Z′ at 3 TeV lands on 1–2 such events in its most sensitive searches, and there the
-asymptotic CLs is 0.024–0.036 where the toys give 0.055–0.058 (RESULTS, "Toy CLs")."""
+:class:`ToyOptions` replaces the asymptotic CLs by pseudo-experiments. A conventional scale,
+not tuned: on the small test campaign a Z′ at 3 TeV meets 1–2 such events in its most
+sensitive searches, and there the asymptotic CLs is 0.024–0.036 where 1,000 toys give
+0.055–0.058 ± 0.01 (RESULTS, "Toy CLs"); no search between 2.5 and 100 events was compared."""
+MAX_DROPPED = 0.05
+"""Fraction of either ensemble's toys whose fits may fail before the toys are not used."""
+TOY_NOTE_SIGMAS = 2.0
+"""A toy CLs closer to 0.05 than this many of its errors gets a note: more toys decide it."""
 
 
 @dataclass(frozen=True)
@@ -91,9 +98,11 @@ class ToyOptions:
 class SearchVerdict:
     """One search's answer for the benchmark (CLs at ``mu = 1``, limits on ``mu``).
 
-    ``calculator`` says where the CLs came from: ``"asymptotics"`` or ``"toys"`` (then
-    ``toys`` holds CLs+b, CLb, the observed ``qtilde``, the seed and the dropped toys, and
-    the limits, where computed, are still asymptotic).
+    ``calculator`` says where the CLs came from: ``"asymptotics"`` or ``"toys"``. Where toys
+    ran, ``toys`` holds what they found (:meth:`~searches.stats.toys.ToyCLs.to_dict`: CLs and
+    its error, CLs+b, CLb, the observed ``qtilde``, seed, dropped toys) and the asymptotic CLs
+    beside it, also when the toys could not decide and the asymptotic CLs stayed; limits,
+    where computed, are asymptotic.
     """
 
     event_class: str
@@ -106,7 +115,7 @@ class SearchVerdict:
     mu_limit_observed: float | None = None
     mu_limit_expected: tuple[float, ...] | None = None
     reason: str = ""
-    calculator: str = "asymptotics"
+    calculator: Calculator = "asymptotics"
     toys: Mapping[str, Any] | None = None
 
     @property
@@ -116,7 +125,7 @@ class SearchVerdict:
 
 @dataclass(frozen=True)
 class Reinterpretation:
-    """A benchmark against a whole campaign."""
+    """A benchmark against a whole campaign (``toys``: the :class:`ToyOptions` used, if any)."""
 
     benchmark: Mapping[str, Any]
     searches: tuple[SearchVerdict, ...]
@@ -124,6 +133,7 @@ class Reinterpretation:
     combined: SearchVerdict | None
     combined_classes: tuple[str, ...]
     status: Status
+    toys: ToyOptions | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -203,9 +213,9 @@ def _test(
     ``pyhf_attempts`` caps the fallback's pyhf attempts (default all: each can cost a minute on
     a campaign workspace).
 
-    With ``toys`` a test that the engine resolved gets its CLs from pseudo-experiments
-    (:func:`_toy_outcome`, seeded per ``search``); the asymptotic checks above still decide
-    whether the fits are sound.
+    With ``toys`` a test that the engine resolved by itself (its fits passed every check)
+    gets its CLs from pseudo-experiments (:func:`_toy_outcome`, seeded per ``search``); one
+    that needed plain pyhf keeps the asymptotic CLs and says so.
     """
     (tested,) = evaluate_patches(
         workspace, [(name, [])], check_bounds=False, pyhf_attempts=pyhf_attempts
@@ -229,8 +239,12 @@ def _test(
         "cls_expected": tuple(tested.cls_exp),
         "reason": tested.reason,
     }
-    if toys is not None:
-        outcome.update(_toy_outcome(workspace, toys, search=search or name))
+    if toys is not None and tested.backend.startswith("batched-torch"):
+        outcome.update(_toy_outcome(workspace, toys, search=search or name, asymptotic=outcome))
+    elif toys is not None:
+        outcome["reason"] = _joined(
+            outcome["reason"], "toys not run: the engine's fits needed plain pyhf; asymptotic CLs"
+        )
     limit, reason = None, outcome["reason"]
     if limits:
         try:
@@ -245,35 +259,65 @@ def _test(
     }
 
 
-def _toy_outcome(workspace: Mapping[str, Any], toys: ToyOptions, *, search: str) -> dict[str, Any]:
+def _toy_outcome(
+    workspace: Mapping[str, Any],
+    toys: ToyOptions,
+    *,
+    search: str,
+    asymptotic: Mapping[str, Any],
+) -> dict[str, Any]:
     """The verdict's fields from :func:`~searches.stats.toys.toy_cls`.
 
-    Where the toys cannot answer (the data's ``qtilde`` beyond every background-like toy, or
-    fits that do not converge), the asymptotic CLs stays and the reason says why.
+    Where the toys cannot answer (the data's ``qtilde`` beyond every background-like toy,
+    failed fits, more than :data:`MAX_DROPPED` of the toys dropped), the asymptotic CLs stays
+    and the reason says why. A toy CLs within :data:`TOY_NOTE_SIGMAS` errors of 0.05 is used,
+    with a note that more toys would settle the verdict.
     """
-    seed = toys.seed_for(search)
+    kept = {"cls_obs": asymptotic["cls_observed"], "cls_exp": list(asymptotic["cls_expected"])}
+    earlier = asymptotic["reason"]
     try:
-        out = toy_cls(workspace, ntoys=toys.ntoys, seed=seed)
-    except (ToyFitError, ValueError) as err:
-        return {"reason": f"toys not run ({err}); asymptotic CLs"}
-    details = out.to_dict()
-    if out.resolution_limited:
-        return {
-            "reason": (
-                f"toys: no background-like toy of {toys.ntoys} reached the data's qtilde "
-                f"({out.q_observed:.3g}), CLs undefined at this resolution; asymptotic CLs"
-            ),
-            "toys": details,
-        }
-    dropped = sum(out.dropped)
+        out = toy_cls(workspace, ntoys=toys.ntoys, seed=toys.seed_for(search))
+    except (RuntimeError, ValueError) as err:
+        return {"reason": _joined(earlier, f"toys not run ({err}); asymptotic CLs")}
+    details = out.to_dict() | {"asymptotic": kept}
+    worst = max(out.dropped) / toys.ntoys
+    if out.resolution_limited or worst > MAX_DROPPED:
+        why = (
+            f"no background-like toy of {toys.ntoys} reached the data's qtilde "
+            f"({out.q_observed:.3g}), CLs undefined at this resolution"
+            if out.resolution_limited
+            else f"{max(out.dropped)} of {toys.ntoys} toys of an ensemble dropped (fits failed)"
+        )
+        return {"reason": _joined(earlier, f"toys: {why}; asymptotic CLs"), "toys": details}
+    notes = [earlier]
+    if sum(out.dropped):
+        notes.append(f"{sum(out.dropped)} toys dropped (fits did not converge)")
+    if abs(out.observed - 0.05) < TOY_NOTE_SIGMAS * out.observed_error:
+        notes.append(
+            f"toy CLs {out.observed:.3g} ± {out.observed_error:.2g} is within "
+            f"{TOY_NOTE_SIGMAS:g}σ of 0.05: more toys would settle the verdict"
+        )
     return {
         "status": _verdict(out.observed),
         "cls_observed": out.observed,
         "cls_expected": out.expected,
         "calculator": "toys",
         "toys": details,
-        "reason": f"{dropped} toys dropped (fits did not converge)" if dropped else "",
+        "reason": _joined(*notes),
     }
+
+
+def _joined(*notes: str) -> str:
+    return "; ".join(note for note in notes if note)
+
+
+def _ranking_cls(verdict: SearchVerdict) -> float:
+    """The median expected CLs that picks the best-expected search and the classes combined:
+    the asymptotic one, also where toys ran, so the choice does not move with the toys' seed
+    (toys put a very sensitive search at exactly 0)."""
+    if verdict.toys is not None and "asymptotic" in verdict.toys:
+        return float(verdict.toys["asymptotic"]["cls_exp"][2])
+    return float(verdict.cls_expected[2])  # type: ignore[index]
 
 
 def combine_exclusive(
@@ -292,9 +336,8 @@ def combine_exclusive(
     for result, verdict in zip(results, verdicts, strict=True):
         if "+" in result.event_class or verdict.cls_expected is None:
             continue
-        median = verdict.cls_expected[2]
         current = best.get(result.event_class)
-        if current is None or median < current[1].cls_expected[2]:  # type: ignore[index]
+        if current is None or _ranking_cls(verdict) < _ranking_cls(current[1]):
             best[result.event_class] = (result, verdict)
     if not best:
         return None, ()
@@ -316,8 +359,8 @@ def combine_exclusive(
         z = math.sqrt(sum(sensitivity(best[c][0], histograms[c][0]) ** 2 for c in classes))
         background = _weighted_background(
             np.concatenate([histograms[c][0] for c in classes]),
-            np.concatenate([np.asarray(best[c][0].expected, dtype=np.float64) for c in classes]),
-            np.concatenate([np.asarray(best[c][0].uncertainty, dtype=np.float64) for c in classes]),
+            np.concatenate([best[c][0].expected for c in classes]),
+            np.concatenate([best[c][0].uncertainty for c in classes]),
         )
         outcome = _test(
             workspace,
@@ -338,9 +381,13 @@ def sensitivity(result: SearchResult, yields: np.ndarray) -> float:
     Only used to order searches before the likelihood fits (and its weights to choose toys,
     :func:`sensitive_background`); no reported number comes from it.
     """
-    b = np.asarray(result.expected, dtype=np.float64)
-    sigma = np.asarray(result.uncertainty, dtype=np.float64)
-    return float(np.sqrt(np.sum(yields**2 / np.maximum(b + sigma**2, 1e-9))))
+    return float(np.sqrt(np.sum(_bin_weights(yields, result.expected, result.uncertainty))))
+
+
+def _bin_weights(signal: ArrayLike, background: ArrayLike, sigma: ArrayLike) -> np.ndarray:
+    """Each bin's ``s² / (b + σ_b²)``, its term of the approximate expected significance."""
+    s, b, u = (np.asarray(x, dtype=np.float64) for x in (signal, background, sigma))
+    return s**2 / np.maximum(b + u**2, 1e-9)
 
 
 def sensitive_background(result: SearchResult, yields: np.ndarray) -> float:
@@ -351,17 +398,14 @@ def sensitive_background(result: SearchResult, yields: np.ndarray) -> float:
     bins, however many the search holds elsewhere; that number decides whether asymptotic
     formulae can be trusted (:data:`TOYS_BELOW`).
     """
-    return _weighted_background(
-        np.asarray(yields, dtype=np.float64),
-        np.asarray(result.expected, dtype=np.float64),
-        np.asarray(result.uncertainty, dtype=np.float64),
-    )
+    return _weighted_background(yields, result.expected, result.uncertainty)
 
 
-def _weighted_background(signal: np.ndarray, background: np.ndarray, sigma: np.ndarray) -> float:
-    weight = signal**2 / np.maximum(background + sigma**2, 1e-9)
+def _weighted_background(signal: ArrayLike, background: ArrayLike, sigma: ArrayLike) -> float:
+    weight = _bin_weights(signal, background, sigma)
     total = float(weight.sum())
-    return float((weight * background).sum() / total) if total > 0 else math.inf
+    b = np.asarray(background, dtype=np.float64)
+    return float((weight * b).sum() / total) if total > 0 else math.inf
 
 
 def reinterpret(
@@ -386,10 +430,10 @@ def reinterpret(
     on the signal strength (:func:`searches.stats.limits.upper_limit`). ``pyhf_attempts``
     caps the plain-pyhf fallback of each search's fit (:func:`_test`; default: every retry).
     With ``toys`` the fitted searches (and the combination) whose signal meets fewer than
-    ``toys.below`` background events get their CLs from pseudo-experiments. The ranking by
-    :func:`sensitivity` does not change; the best-expected search and the classes combined are
-    chosen by the expected CLs each search reports (the toys' where it has them); limits stay
-    asymptotic. ``progress`` shows a bar
+    ``toys.below`` background events get their CLs from pseudo-experiments; which searches
+    are fitted, the best-expected search and the classes combined are chosen as without toys
+    (by :func:`sensitivity` and the asymptotic expected CLs, :func:`_ranking_cls`), and limits
+    stay asymptotic. ``progress`` shows a bar
     over the fitted searches on a terminal (off by default: the theory loop calls this inside
     its own bar).
     """
@@ -419,7 +463,7 @@ def reinterpret(
     tested = [i for i, v in enumerate(verdicts) if v.cls_expected is not None]
     best = None
     if tested:
-        index = min(tested, key=lambda i: verdicts[i].cls_expected[2])  # type: ignore[index]
+        index = min(tested, key=lambda i: _ranking_cls(verdicts[i]))
         best = (
             evaluate_search(results[index], signal, limits=True, toys=toys)
             if limits
@@ -457,6 +501,7 @@ def reinterpret(
         combined=combined,
         combined_classes=classes,
         status=status,
+        toys=toys,
     )
 
 
@@ -484,9 +529,15 @@ def campaign_results(store: Store) -> list[SearchResult]:
 
 
 def save(store: Store, outcome: Reinterpretation) -> str:
-    """Write the reinterpretation as JSON and a Parquet table under ``reinterpretations/``."""
+    """Write the reinterpretation as JSON and a Parquet table under ``reinterpretations/``.
+
+    The folder is named by the benchmark and the toy options, so a run with toys and one
+    without are kept side by side; the same benchmark and options overwrite their folder."""
     text = json.dumps(outcome.to_dict(), sort_keys=True, default=str)
-    label = hashlib.sha256(json.dumps(outcome.benchmark, sort_keys=True).encode()).hexdigest()
+    identity: Any = outcome.benchmark
+    if outcome.toys is not None:
+        identity = {"benchmark": outcome.benchmark, "toys": asdict(outcome.toys)}
+    label = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     folder = f"reinterpretations/{label[:16]}"
     store.write_text(f"{folder}/result.json", text)
     rows = [

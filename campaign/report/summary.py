@@ -306,7 +306,8 @@ def _reinterpretations(store: Store) -> list[dict[str, Any]]:
         out.append(
             {
                 "benchmark": data["benchmark"],
-                "label": benchmark_label(data["benchmark"]),
+                "label": benchmark_label(data["benchmark"])
+                + (f" (toys: {data['toys']['ntoys']})" if data.get("toys") else ""),
                 "status": data["status"],
                 "best_expected": _brief_verdict(data.get("best_expected")),
                 "combined": _brief_verdict(data.get("combined")),

@@ -697,7 +697,10 @@ def fit_stack(
 
     Projected Gauss-Newton with an active set: a parameter at a bound whose gradient points
     outwards is held for that iteration; steps are backtracked until −2 log L decreases
-    (Armijo). Rows stop when the free gradient is below ``gtol`` or no step helps.
+    (Armijo). The decrease asked for is measured along the step actually taken after
+    clipping at the bounds: measured along the unclipped step, a huge step into a bound (μ
+    with no events, where −2 log L is linear) asked for a decrease of ~1e13 and was rejected
+    at every length. Rows stop when the free gradient is below ``gtol`` or no step helps.
 
     A parameter closer to a bound than :data:`BOUND_SNAP` of its range, with the gradient
     pointing outwards, is moved onto the bound and held too. A backtracked step can leave a
@@ -767,7 +770,8 @@ def fit_stack(
             trial = torch.where(fx, th, trial)
             tv = twice_nll(sub, trial, d, a)
             taken = (g * (trial - th)).sum(1)
-            armijo = tv <= val + 1e-4 * torch.maximum(t * slope, taken).clamp(max=0)
+            decrease = torch.where(taken < 0, torch.maximum(t * slope, taken), t * slope)
+            armijo = tv <= val + 1e-4 * decrease.clamp(max=0)
             level = roundoff & (t == 1) & (tv <= val + ROUNDOFF * val.abs().clamp(min=1.0))
             ok = ~accepted & torch.isfinite(tv) & (armijo | level)
             new_theta[ok] = trial[ok]

@@ -49,21 +49,27 @@ from searches.stats.batched import (
     stack_cls,
     structure_key,
 )
+from searches.stats.robust import Q_TOLERANCE
 
 NORMAL_PERCENTILES = (2.27501319, 15.86552539, 50.0, 84.13447461, 97.72498681)
 """Percentiles of the standard normal at −2σ … +2σ (pyhf's ``expected_pvalues``)."""
 
-Q_TIE = 1e-4
-"""Absolute (and, above 1, relative) distance within which two ``qtilde`` values are a tie.
+Q_TIE = 1e-6
+"""Smallest distance (absolute, and relative above 1) within which two ``qtilde`` are a tie.
 
-With discrete counts many toys repeat the data exactly and have its ``qtilde``; pyhf fits them
-from the same start as the data and gets the same number bit for bit, while here the data and
-the two toy ensembles start from different points and agree only to the fits' precision. That
-precision is set by round-off in −2 log L: about 1e-9 on a few events, but 1e-6 on a search
-whose −2 log L is 4e9 (a Z peak of 1e8 events beside the tail the signal sits on). Distinct
-outcomes differ by far more than 1e-4 in ``qtilde``, and a continuous distribution puts a
-fraction of order 1e-4 of its toys that close. A tie counts as "at least as extreme", as in
-pyhf."""
+With discrete counts many toys repeat the data and have its ``qtilde``; pyhf fits them from
+the same start as the data and gets the same number bit for bit, while here the data and the
+two toy ensembles start from different points and agree only to the fits' precision. That
+precision is round-off in −2 log L, so :func:`toy_cls` widens the window to
+:data:`ROUNDOFF_TIE` × |−2 log L| where that is larger: 1e-9 on a few events, but about 1e-6
+on a search whose −2 log L is 4e9 (a Z peak of 1e8 events beside the tail the signal sits on;
+the same toy fitted from two starts differed by 9.5e-7 there). A tie counts as "at least as
+extreme", as in pyhf. The window stays far below the ``qtilde`` of any distinct outcome, so
+toys at exactly 0 (an excess, about half of the signal-like ones) join a tie only when the
+data's ``qtilde`` is itself 0 to round-off."""
+
+ROUNDOFF_TIE = 1e-14
+"""Tie window per unit of |−2 log L| at the data's free fit (see :data:`Q_TIE`)."""
 
 PASS_ELEMENTS = 2**24
 """Largest ``rows × P × max(P, J)`` of one fitting pass (the per-row Jacobians and Hessians of
@@ -72,7 +78,8 @@ PASS_ELEMENTS = 2**24
 
 
 class ToyFitError(RuntimeError):
-    """The fits to the observed data did not converge, so no toy can be drawn."""
+    """The fits to the observed data failed (no convergence, or a free fit above the μ-fixed
+    one), or no toy of an ensemble converged."""
 
 
 @dataclass(frozen=True)
@@ -108,10 +115,11 @@ class ToyCLs:
     resolution_limited: bool
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (an undefined CLs and its error are None, not NaN)."""
         return {
             "mu": self.mu,
-            "cls_obs": self.observed,
-            "cls_obs_error": self.observed_error,
+            "cls_obs": _finite_or_none(self.observed),
+            "cls_obs_error": _finite_or_none(self.observed_error),
             "cls_exp": list(self.expected),
             "clsb": self.clsb,
             "clb": self.clb,
@@ -123,36 +131,46 @@ class ToyCLs:
         }
 
 
-def tail_fraction(samples: np.ndarray, value: np.ndarray | float) -> np.ndarray:
-    """Fraction of ``samples`` with ``qtilde >= value`` (ties within :data:`Q_TIE` count)."""
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def tail_fraction(
+    samples: np.ndarray, value: np.ndarray | float, *, tie: float = Q_TIE
+) -> np.ndarray:
+    """Fraction of ``samples`` with ``qtilde >= value``, ties within ``tie`` (absolute, and
+    relative above 1) counted."""
     ordered = np.sort(np.asarray(samples, dtype=np.float64))
     value = np.asarray(value, dtype=np.float64)
-    threshold = value - Q_TIE * np.maximum(1.0, np.abs(value))
+    threshold = value - tie * np.maximum(1.0, np.abs(value))
     below = np.searchsorted(ordered, threshold, side="left")
     return (len(ordered) - below) / len(ordered)
 
 
 def cls_from_toys(
-    q_observed: float, q_signal: np.ndarray, q_background: np.ndarray
+    q_observed: float, q_signal: np.ndarray, q_background: np.ndarray, *, tie: float = Q_TIE
 ) -> tuple[float, float, float, tuple[float, ...]]:
     """``(CLs, CLs+b, CLb, expected band)`` from the observed and the toys' ``qtilde``.
 
     The same arithmetic as pyhf's ``ToyCalculator.pvalues`` and ``expected_pvalues``: each
     background-like toy's own CLs, then the percentiles of :data:`NORMAL_PERCENTILES`.
     """
-    clsb = float(tail_fraction(q_signal, q_observed))
-    clb = float(tail_fraction(q_background, q_observed))
+    clsb = float(tail_fraction(q_signal, q_observed, tie=tie))
+    clb = float(tail_fraction(q_background, q_observed, tie=tie))
     observed = clsb / clb if clb > 0 else math.nan
-    per_toy = tail_fraction(q_signal, q_background) / tail_fraction(q_background, q_background)
+    per_toy = tail_fraction(q_signal, q_background, tie=tie) / tail_fraction(
+        q_background, q_background, tie=tie
+    )
     band = np.percentile(per_toy, NORMAL_PERCENTILES)
     return observed, clsb, clb, tuple(float(v) for v in band)
 
 
-def cls_error(clsb: float, n_signal: int, clb: float, n_background: int) -> float:
+def cls_error(*, clsb: float, n_signal: int, clb: float, n_background: int) -> float:
     """Binomial standard error of ``CLs+b / CLb`` from independent ensembles of toys.
 
-    ``σ(CLs)/CLs = sqrt((1 − CLs+b)/(n_s CLs+b) + (1 − CLb)/(n_b CLb))``; where CLs+b is 0 the
-    error of one toy, ``1/(n_s CLb)``, bounds it instead.
+    ``σ(CLs)/CLs = sqrt((1 − CLs+b)/(n_s CLs+b) + (1 − CLb)/(n_b CLb))``. Where no signal-like
+    toy reached the data (CLs+b = 0, so CLs = 0) that formula gives 0; the scale of one toy,
+    ``1/(n_s CLb)``, stands in for it, so a CLs of 0 from too few toys is not taken as sure.
     """
     if clb <= 0:
         return math.nan
@@ -221,11 +239,13 @@ def toy_qtilde(
     """``qtilde`` at ``mu`` of each toy [M] and whether its fits converged [M].
 
     Each toy's free and μ-fixed fits start from ``drawn_at`` [P], the point it was drawn at
-    and so near its minimum; toys where either fit does not converge are fitted again from
-    the suggested init, and per fit the lower converged −2 log L is kept.
+    and so near its minimum. Toys where either fit does not converge, or where the free fit
+    ends above the μ-fixed one (it missed its minimum), are fitted again from the suggested
+    init, and per fit the lower converged −2 log L is kept.
     """
     nll, mu_hat = _free_and_fixed(stack, data, aux, drawn_at, mu)
-    again = (~torch.isfinite(nll)).any(0).nonzero().squeeze(1)
+    missed = nll[1] < nll[0] - Q_TOLERANCE
+    again = ((~torch.isfinite(nll)).any(0) | missed).nonzero().squeeze(1)
     if again.numel():
         retry, retry_mu_hat = _free_and_fixed(stack, data[again], aux[again], stack.init, mu)
         lower_free = retry[0] < nll[0, again]
@@ -289,7 +309,7 @@ def toy_cls(
 
     Raises:
         ValueError: Bad ``ntoys``/``mu``/``batch``, or a workspace the engine cannot stack.
-        ToyFitError: The fits to the observed data did not converge.
+        ToyFitError: The fits to the observed data failed, or no toy converged.
     """
     if ntoys < 1 or (batch is not None and batch < 1):
         raise ValueError(f"ntoys and batch must be positive, got ntoys={ntoys}, batch={batch}")
@@ -313,7 +333,13 @@ def toy_cls(
     failed = [name for name in ("background_only", "free", "fixed") if not converged[name]]
     if failed:
         raise ToyFitError(f"the fits to the observed data did not converge: {', '.join(failed)}")
-    q_observed = max(float(data_fits.q_obs_raw[0]), 0.0)
+    q_raw = float(data_fits.q_obs_raw[0])
+    if not math.isfinite(q_raw) or q_raw < -Q_TOLERANCE:
+        raise ToyFitError(
+            f"the observed qtilde is {q_raw:.3g}: the free fit to the data missed its minimum"
+        )
+    q_observed = max(q_raw, 0.0)
+    tie = max(Q_TIE, ROUNDOFF_TIE * abs(float(data_fits.twice_nll_free[0])))
     theta = torch.as_tensor(data_fits.theta[:, 0], dtype=stack.init.dtype, device=dev)
     at_mu, at_zero = theta[FIT_NAMES.index("fixed")], theta[FIT_NAMES.index("background_only")]
     rng = np.random.default_rng(seed)
@@ -325,11 +351,13 @@ def toy_cls(
     )
     if q_signal.size == 0 or q_background.size == 0:
         raise ToyFitError(f"no toy of an ensemble converged ({ntoys} drawn each)")
-    observed, clsb, clb, band = cls_from_toys(q_observed, q_signal, q_background)
+    observed, clsb, clb, band = cls_from_toys(q_observed, q_signal, q_background, tie=tie)
     return ToyCLs(
         mu=float(mu),
         observed=observed,
-        observed_error=cls_error(clsb, len(q_signal), clb, len(q_background)),
+        observed_error=cls_error(
+            clsb=clsb, n_signal=len(q_signal), clb=clb, n_background=len(q_background)
+        ),
         expected=band,  # type: ignore[arg-type]
         clsb=clsb,
         clb=clb,

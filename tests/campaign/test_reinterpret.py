@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -30,7 +31,7 @@ from searches.events import make_collection, make_events, write_parquet
 from searches.result import SearchResult
 from searches.stats import inference
 from searches.stats.robust import FitSettings, pyhf_cls
-from searches.stats.toys import toy_cls
+from searches.stats.toys import ToyFitError, toy_cls
 from searches.stats.workspace import build_workspace, current_signal, with_signal
 from searches.testing import (
     falling_workspace,
@@ -269,11 +270,17 @@ def test_toys_give_the_cls_of_the_engines_pseudo_experiments() -> None:
     options = ToyOptions(ntoys=2000, seed=4)
     verdict = _test(spec, name="s", limits=True, expected_z=3.0, toys=options, search="s/scan/x")
     direct = toy_cls(spec, ntoys=2000, seed=options.seed_for("s/scan/x"))
-    assert verdict["calculator"] == "toys" and verdict["toys"] == direct.to_dict()
+    assert verdict["calculator"] == "toys"
     assert (verdict["cls_observed"], verdict["cls_expected"]) == (direct.observed, direct.expected)
     assert verdict["status"] == ("excluded" if direct.observed < 0.05 else "allowed")
     asymptotic = _test(spec, name="s", limits=True, expected_z=3.0)
     assert "calculator" not in asymptotic, "asymptotics is the verdict's default"
+    assert verdict["toys"] == direct.to_dict() | {
+        "asymptotic": {
+            "cls_obs": asymptotic["cls_observed"],
+            "cls_exp": list(asymptotic["cls_expected"]),
+        }
+    }
     assert verdict["mu_limit_observed"] == asymptotic["mu_limit_observed"], "limits: asymptotic"
     assert ToyOptions(ntoys=10, seed=4).seed_for("s/scan/x") != options.seed_for("s/scan/y")
 
@@ -324,17 +331,21 @@ def test_toys_go_to_the_searches_whose_signal_meets_few_background_events(
             assert verdict.cls_observed is None
             continue
         yields = result.selection.histogram(signal)[0]
-        b, sigma = np.asarray(result.expected), np.asarray(result.uncertainty)
-        weight = yields**2 / (b + sigma**2)
-        assert sensitive_background(result, yields) == pytest.approx(
-            float((weight * b).sum() / weight.sum())
-        )
         few = sensitive_background(result, yields) < options.below
         calculators.append(verdict.calculator)
         assert verdict.calculator == ("toys" if few else "asymptotics"), verdict.search
         if not few:
             assert verdict.cls_observed == asymptotic.cls_observed
+            continue
+        assert verdict.toys["asymptotic"]["cls_obs"] == asymptotic.cls_observed
+        assert float(np.sum(result.expected)) > 1e3, (
+            "the signal meets a few events of the tail of a search that holds many more"
+        )
     assert "toys" in calculators, "the benchmark lands on a few events somewhere"
+    assert (outcome.best_expected.search, outcome.combined_classes) == (
+        plain.best_expected.search,
+        plain.combined_classes,
+    ), "the toys do not change which searches are chosen"
     again = reinterpret(results, signal, toys=options, **common)
     assert again.searches == outcome.searches, "the same seed gives the same toys"
 
@@ -346,7 +357,12 @@ def test_toys_go_to_the_searches_whose_signal_meets_few_background_events(
         calculators
     )
     saved = json.loads((copy / folder / "result.json").read_text())
-    assert saved["schema_version"] == "2"
+    assert saved["schema_version"] == "2" and saved["toys"] == {
+        "ntoys": 200,
+        "seed": 1,
+        "below": 10.0,
+    }
+    assert save(Store(copy), plain) != folder, "a run without toys does not overwrite it"
 
 
 def test_toys_are_refused_for_published_likelihoods(reference_run: Path) -> None:
@@ -379,3 +395,49 @@ def test_the_command_line_shows_toy_cls_with_its_error(tmp_path: Path, reference
     assert "toys: 100 per ensemble where the signal meets fewer than 10" in done.stdout
     row = next(line for line in done.stdout.splitlines() if "│ toys │" in line)
     assert " ± " in row, row
+
+
+def test_toys_run_only_where_the_engine_resolved_the_fits(monkeypatch) -> None:
+    """A test that needed plain pyhf keeps the asymptotic CLs (the toys would rest on the
+    engine's fits, which failed a check); toys that cannot run leave it too, and say why."""
+    import campaign.reinterpret as module
+
+    spec = _few_events([2.0, 3.0], [2.0, 0.0])
+    plain = _test(spec, name="s", limits=False, expected_z=3.0)
+    real = module.evaluate_patches
+
+    def through_pyhf(*args: Any, **kwargs: Any) -> list[Any]:
+        return [dataclasses.replace(r, backend="pyhf-numpy:minuit") for r in real(*args, **kwargs)]
+
+    monkeypatch.setattr(module, "evaluate_patches", through_pyhf)
+    fallback = _test(spec, name="s", limits=False, expected_z=3.0, toys=ToyOptions(ntoys=50))
+    assert "calculator" not in fallback and fallback["cls_observed"] == plain["cls_observed"]
+    assert "toys not run: the engine's fits needed plain pyhf" in fallback["reason"]
+    monkeypatch.setattr(module, "evaluate_patches", real)
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise ToyFitError("the fits to the observed data did not converge: free")
+
+    monkeypatch.setattr(module, "toy_cls", broken)
+    kept = _test(spec, name="s", limits=False, expected_z=3.0, toys=ToyOptions(ntoys=50))
+    assert "calculator" not in kept and kept["cls_observed"] == plain["cls_observed"]
+    assert kept["reason"] == (
+        "toys not run (the fits to the observed data did not converge: free); asymptotic CLs"
+    )
+
+
+def test_a_toy_cls_near_the_threshold_says_more_toys_would_settle_it() -> None:
+    spec = _few_events([2.0, 3.0], [2.0, 0.0])
+    verdict = _test(spec, name="s", limits=False, expected_z=3.0, toys=ToyOptions(ntoys=30))
+    error = verdict["toys"]["cls_obs_error"]
+    assert abs(verdict["cls_observed"] - 0.05) < 2 * error, "30 toys cannot place it"
+    assert "within 2σ of 0.05: more toys would settle the verdict" in verdict["reason"]
+
+
+def test_the_command_line_default_threshold_is_the_librarys() -> None:
+    import inspect
+
+    from campaign import cli
+    from campaign.reinterpret import TOYS_BELOW
+
+    assert inspect.signature(cli.reinterpret).parameters["toys_below"].default == TOYS_BELOW
