@@ -10,6 +10,9 @@ import numpy as np
 import pyhf
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from pyhf.infer.calculators import EmpiricalDistribution
 from scipy import stats
 
@@ -170,6 +173,35 @@ def test_the_reported_error_is_the_spread_of_repeated_toy_runs():
     spread = np.std([r.observed for r in runs], ddof=1)
     reported = np.median([r.observed_error for r in runs])
     assert reported == pytest.approx(spread, rel=0.2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    q_signal=hnp.arrays(
+        np.float64, st.integers(1, 40), elements=st.sampled_from([0.0, 0.5, 1.0, 2.5, 4.0])
+    ),
+    q_background=hnp.arrays(np.float64, st.integers(1, 40), elements=st.floats(0.0, 9.0)),
+    q_obs=st.floats(0.0, 10.0),
+)
+def test_cls_arithmetic_equals_pyhf_on_any_toys(q_signal, q_background, q_obs):
+    """Property: for any test statistics, ties and zeros included, CLs+b, CLb, CLs and the
+    band are pyhf's (``tie=0``: pyhf compares exactly), and CLs+b, CLb are tail fractions."""
+    calculator = pyhf.infer.calculators.ToyCalculator(
+        [0.0], pyhf.simplemodels.uncorrelated_background([1.0], [1.0], [0.1]), ntoys=1
+    )
+    signal, background = EmpiricalDistribution(q_signal), EmpiricalDistribution(q_background)
+    observed, clsb, clb, band = cls_from_toys(q_obs, q_signal, q_background, tie=0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ref_clsb, ref_clb, _ = calculator.pvalues(q_obs, signal, background)
+    assert (clsb, clb) == (float(ref_clsb), float(ref_clb))
+    assert 0.0 <= clsb <= 1.0 and 0.0 <= clb <= 1.0
+    if clb > 0:
+        assert observed == pytest.approx(clsb / clb)
+    else:
+        assert math.isnan(observed)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_toy = [float(calculator.pvalues(q, signal, background)[2]) for q in q_background]
+    np.testing.assert_allclose(band, np.percentile(per_toy, NORMAL_PERCENTILES), rtol=1e-12)
 
 
 def test_ties_within_fit_precision_count_as_at_least_as_extreme():
