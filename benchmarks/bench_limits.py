@@ -31,8 +31,6 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-import os
-import platform
 import time
 import warnings
 from collections.abc import Callable
@@ -40,7 +38,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import torch
-from provenance import code_under_test
+from provenance import code_under_test, machine
 from rich.console import Console
 from rich.table import Table
 
@@ -207,10 +205,7 @@ def main() -> None:
     warnings.simplefilter("ignore")
     console = Console(width=170)
     console.print(code_under_test())
-    console.print(
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}"
-    )
+    console.print(machine())
     if args.all_patches:
         all_patches(console, args.workers)
         return

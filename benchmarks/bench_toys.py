@@ -23,14 +23,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import platform
 import time
 import warnings
 
 import numpy as np
-import torch
-from provenance import code_under_test
+from provenance import code_under_test, machine
 from rich.console import Console
 from rich.table import Table
 
@@ -164,10 +161,7 @@ def main() -> None:
     warnings.simplefilter("ignore")
     console = Console(width=170)
     console.print(code_under_test())
-    console.print(
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"torch threads {torch.get_num_threads()}, Python {platform.python_version()}"
-    )
+    console.print(machine())
     if args.store:
         points = [float(p) for p in args.points.split(",")]
         asymptotics(console, args.store, ntoys=args.toys, points=points, max_fits=args.max_fits)

@@ -8,6 +8,8 @@ Every benchmark prints this line first, so a table in RESULTS.md says what it me
 
 from __future__ import annotations
 
+import os
+import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -39,3 +41,13 @@ def code_under_test() -> str:
         else:
             source = f"working tree {root} (git could not describe it)"
     return f"code: {source} (lamppost {version})"
+
+
+def machine() -> str:
+    """``<cpu>, <n> CPUs, torch threads <t>, Python <version>``: the line beside every table."""
+    import torch
+
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"torch threads {torch.get_num_threads()}, Python {platform.python_version()}"
+    )

@@ -47,7 +47,6 @@ from searches.stats.batched import (
     expected_rates,
     fit_stack,
     stack_cls,
-    structure_key,
 )
 from searches.stats.robust import Q_TOLERANCE
 
@@ -315,8 +314,6 @@ def toy_cls(
         raise ValueError(f"ntoys and batch must be positive, got ntoys={ntoys}, batch={batch}")
     if not math.isfinite(mu) or mu < 0:
         raise ValueError(f"mu must be a finite value >= 0, got {mu}")
-    if structure_key(workspace) is None:
-        raise ValueError("toy_cls: the workspace has modifier types the batched engine lacks")
     dev = torch.device(device) if device is not None else default_device()
     stack = compile_stack([workspace], ["toys"], device=dev)
     lower, upper = float(stack.lower[stack.poi]), float(stack.upper[stack.poi])
