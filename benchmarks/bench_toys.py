@@ -9,6 +9,13 @@ search spectra of 3 and 20 bins (``searches.testing.falling_workspace``). pyhf r
 ``--pyhf-toys`` toys (its cost is linear in them), the engine ``--toys``; the table gives
 seconds per toy (both ensembles counted) and both CLs with the engine's binomial error.
 
+Limits (``--limits``). Upper limits on μ from toy CLs: the engine's scan
+(``searches.stats.toy_limits.toy_upper_limit``, ``--toys`` toys at each μ) against pyhf's
+``ToyCalculator`` on MINUIT, ``inference.upper_limit(calctype="toys")`` on its default grid
+(15 points up to twice the asymptotic +2σ limit, here the engine's; ``--pyhf-toys`` at each μ,
+the same seed at every μ), side by side with the asymptotic limits
+and, for the one-bin counting experiment, the Poisson closed form.
+
 Asymptotics (``--store STORE``). For each benchmark point of ``--points`` (Z′ masses at
 ``g = 0.1``) on a finished campaign, the ``--max-fits`` most sensitive searches with their
 sensitivity-weighted background (``campaign.reinterpret.sensitive_background``), asymptotic
@@ -16,6 +23,7 @@ CLs from the engine and toy CLs ± error: where the asymptotic verdict at 0.05 a
 disagree is what ``lamppost reinterpret --toys`` changes.
 
     python benchmarks/bench_toys.py
+    python benchmarks/bench_toys.py --limits --toys 4000 --pyhf-toys 200
     python benchmarks/bench_toys.py --store STORE --toys 4000
 """
 
@@ -33,9 +41,11 @@ from rich.table import Table
 
 from searches.stats import inference
 from searches.stats.batched import compile_stack, evaluate_patches
+from searches.stats.limits import upper_limit
+from searches.stats.toy_limits import toy_upper_limit
 from searches.stats.toys import toy_cls
 from searches.stats.workspace import build_workspace, with_signal
-from searches.testing import falling_workspace
+from searches.testing import counting_workspace, falling_workspace
 
 
 def low_count_workspace() -> dict:
@@ -97,6 +107,78 @@ def speed(console: Console, ntoys: int, pyhf_toys: int) -> None:
     console.print(table)
 
 
+LIMIT_WORKSPACES = {
+    "1 bin, b = 1, n = 1": lambda: counting_workspace(1.0, 1.0, 1),
+    **{name: make for name, make in WORKSPACES.items() if not name.startswith("20 bins")},
+}
+"""The 20-bin workspace is left out: pyhf's 15 points would take about 25 minutes there."""
+
+
+def _poisson_limit(b: float, n: int) -> float:
+    from scipy import optimize, stats
+
+    return optimize.brentq(
+        lambda mu: stats.poisson.cdf(n, mu + b) / stats.poisson.cdf(n, b) - 0.05, 1e-9, 1e3
+    )
+
+
+def limits(console: Console, ntoys: int, pyhf_toys: int) -> None:
+    table = Table(
+        title=f"Toy upper limits on μ: engine scan ({ntoys} toys a point) against pyhf on MINUIT "
+        f"({pyhf_toys} toys a point, 15 points); observed (median expected)"
+    )
+    for column in (
+        "workspace",
+        "closed form",
+        "asymptotic",
+        "engine toys ± error",
+        "engine points",
+        "engine s",
+        "engine ms/toy",
+        "pyhf toys",
+        "pyhf s",
+        "pyhf ms/toy",
+        "speed-up per toy",
+    ):
+        table.add_column(column, justify="right")
+    for name, make in LIMIT_WORKSPACES.items():
+        spec = make()
+        asymptotic = upper_limit(spec, device="cpu")
+        start = time.perf_counter()
+        mine = toy_upper_limit(spec, ntoys=ntoys, seed=1, device="cpu")
+        engine_s = time.perf_counter() - start
+        engine_ms = 1e3 * engine_s / (2 * ntoys * len(mine.points))
+        scan = np.linspace(0.0, 2.0 * asymptotic.expected[4], 16)[1:]
+        start = time.perf_counter()
+        failure = ""
+        try:
+            theirs = inference.upper_limit(
+                spec, calctype="toys", ntoys=pyhf_toys, seed=1, scan=scan
+            )
+        except (AttributeError, ValueError) as err:
+            theirs, failure = None, f"fails: {str(err).partition(';')[0][:60]}"
+        pyhf_s = time.perf_counter() - start
+        pyhf_ms = 1e3 * pyhf_s / (2 * pyhf_toys * len(scan))
+        error = "" if mine.observed_error is None else f" ± {mine.observed_error:.3f}"
+        table.add_row(
+            name,
+            f"{_poisson_limit(1.0, 1):.3f}" if name.startswith("1 bin") else "",
+            f"{asymptotic.observed:.3f} ({asymptotic.expected[2]:.3f})",
+            f"{mine.observed:.3f}{error} ({mine.expected[2]:.3f})"
+            if mine.complete
+            else mine.reason,
+            str(len(mine.points)),
+            f"{engine_s:.1f}",
+            f"{engine_ms:.3f}",
+            failure if theirs is None else f"{theirs.observed:.3f} ({theirs.expected[2]:.3f})",
+            f"{pyhf_s:.0f}",
+            f"{pyhf_ms:.1f}",
+            "—" if theirs is None else f"{pyhf_ms / engine_ms:.0f}×",
+        )
+        console.print(f"done: {name}")
+    console.print(table)
+
+
 def asymptotics(
     console: Console, store_path: str, *, ntoys: int, points: list[float], max_fits: int
 ) -> None:
@@ -153,18 +235,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--toys", type=int, default=4000)
     parser.add_argument("--pyhf-toys", type=int, default=200)
+    parser.add_argument("--limits", action="store_true")
     parser.add_argument("--store")
     parser.add_argument("--points", default="2000,3000,4000")
     parser.add_argument("--max-fits", type=int, default=4)
     args = parser.parse_args()
     logging.getLogger("pyhf").setLevel(logging.CRITICAL)
     warnings.simplefilter("ignore")
-    console = Console(width=170)
+    console = Console(width=230)
     console.print(code_under_test())
     console.print(machine())
     if args.store:
         points = [float(p) for p in args.points.split(",")]
         asymptotics(console, args.store, ntoys=args.toys, points=points, max_fits=args.max_fits)
+        return
+    if args.limits:
+        limits(console, args.toys, args.pyhf_toys)
         return
     speed(console, args.toys, args.pyhf_toys)
 

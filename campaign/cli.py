@@ -392,6 +392,17 @@ def _cls_text(verdict: Any) -> str:
     return f"{verdict.cls_observed:.3g}" + ("" if error is None else f" ± {error:.1g}")
 
 
+def _limit_text(verdict: Any) -> str:
+    """Observed limit on μ, with the toys' error where it came from a toy scan."""
+    if verdict.mu_limit_observed is None:
+        return ""
+    text = f"{verdict.mu_limit_observed:.3g}"
+    if verdict.limit_calculator != "toys":
+        return text + (" (asym.)" if verdict.calculator == "toys" else "")
+    error = ((verdict.toys or {}).get("limits") or {}).get("observed_error")
+    return text + ("" if error is None else f" ± {error:.1g}")
+
+
 def _positive_events(value: float) -> float:
     if not (math.isfinite(value) and value > 0):
         raise typer.BadParameter(f"{value} is not allowed; allowed: a finite number > 0 (events)")
@@ -459,7 +470,8 @@ def reinterpret(
             "--toys",
             min=0,
             help="CLs from this many pseudo-experiments per ensemble for the searches whose "
-            "signal meets few background events (0: asymptotic everywhere). Seeded by --seed.",
+            "signal meets few background events, and with --limits their limits from a scan "
+            "of toy CLs (0: asymptotic everywhere). Seeded by --seed.",
         ),
     ] = 0,
     toys_below: Annotated[
@@ -521,14 +533,16 @@ def reinterpret(
         outcome.searches,
         key=lambda v: (v.cls_expected is None, v.cls_expected[2] if v.cls_expected else 1.0),
     )
-    for verdict in tested[:20]:
+    best = outcome.best_expected
+    for listed in tested[:20]:
+        verdict = best if best is not None and listed.search == best.search else listed
         table.add_row(
             verdict.search,
             f"{verdict.signal_events:.3g}",
             _cls_text(verdict),
             "" if verdict.cls_expected is None else f"{verdict.cls_expected[2]:.3g}",
             "" if verdict.cls_observed is None else verdict.calculator,
-            "" if verdict.mu_limit_observed is None else f"{verdict.mu_limit_observed:.3g}",
+            _limit_text(verdict),
             verdict.status,
         )
     out.print(table)
@@ -536,14 +550,17 @@ def reinterpret(
         c = outcome.combined
         out.print(
             f"combination of {len(outcome.combined_classes)} exclusive classes: "
-            f"CLs = {c.cls_observed:.3g} (expected {c.cls_expected[2]:.3g}) → {c.status}"
+            f"CLs = {_cls_text(c)} (expected {c.cls_expected[2]:.3g}, {c.calculator})"
+            + (f", mu95 obs {_limit_text(c)}" if c.mu_limit_observed is not None else "")
+            + f" → {c.status}"
             if c.cls_observed is not None and c.cls_expected is not None
             else f"combination: {c.status} ({c.reason})"
         )
     if toy_options is not None:
         out.print(
             f"toys: {toys} per ensemble where the signal meets fewer than {toys_below:g} "
-            "background events (sensitivity-weighted); limits stay asymptotic"
+            "background events (sensitivity-weighted)"
+            + ("; their limits from toy CLs scans" if limits else "")
         )
     err.print(f"saved to {store.path(folder)}", markup=False)
 

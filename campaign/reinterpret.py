@@ -6,7 +6,8 @@ whose CLs (observed, expected band) comes from the batched engine of
 :mod:`searches.stats.batched` (the exact pyhf likelihood, falling back to plain pyhf where a
 check fails) and whose 95 % CL upper limit on the signal strength comes from pyhf. CLs is
 asymptotic by default; with :class:`ToyOptions` the searches whose signal lands on a few
-background events get it from pseudo-experiments instead (:mod:`searches.stats.toys`).
+background events get it from pseudo-experiments instead (:mod:`searches.stats.toys`), and
+so do their limits (:mod:`searches.stats.toy_limits`).
 Searches that receive no signal say "not covered" rather than "allowed": a model nobody looked
 for is not a model that was tested. Two combined answers follow: the search with the best
 expected sensitivity, and the combination of the statistically independent exclusive classes
@@ -38,12 +39,14 @@ from searches.progress import progress_bar
 from searches.result import SearchResult
 from searches.stats.batched import evaluate_patches
 from searches.stats.combine import combine
+from searches.stats.inference import UpperLimit
 from searches.stats.limits import LimitNotFound, upper_limit
 from searches.stats.robust import Q_TOLERANCE
-from searches.stats.toys import toy_cls
+from searches.stats.toy_limits import scan_around, toy_upper_limit
+from searches.stats.toys import MAX_DROPPED, toy_cls
 from searches.stats.workspace import with_signal
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 MIN_SIGNAL_EVENTS = 1e-3
 """Total signal yield below which a search counts as not covering the benchmark."""
 
@@ -61,8 +64,6 @@ TOYS_BELOW = 10.0
 not tuned: on the small test campaign a Z′ at 3 TeV meets 1–2 such events in its most
 sensitive searches, and there the asymptotic CLs is 0.024–0.036 where 1,000 toys give
 0.055–0.058 ± 0.01 (RESULTS, "Toy CLs"); no search between 2.5 and 100 events was compared."""
-MAX_DROPPED = 0.05
-"""Fraction of either ensemble's toys whose fits may fail before the toys are not used."""
 TOY_NOTE_SIGMAS = 2.0
 """A toy CLs closer to 0.05 than this many of its errors gets a note: more toys decide it."""
 
@@ -101,8 +102,11 @@ class SearchVerdict:
     ``calculator`` says where the CLs came from: ``"asymptotics"`` or ``"toys"``. Where toys
     ran, ``toys`` holds what they found (:meth:`~searches.stats.toys.ToyCLs.to_dict`: CLs and
     its error, CLs+b, CLb, the observed ``qtilde``, seed, dropped toys) and the asymptotic CLs
-    beside it, also when the toys could not decide and the asymptotic CLs stayed; limits,
-    where computed, are asymptotic.
+    beside it, also when the toys could not decide and the asymptotic CLs stayed.
+    ``limit_calculator`` says where the limits came from (``None`` where none were computed):
+    from toys where the CLs did and the toy scan found all six
+    (``toys["limits"]``: :meth:`~searches.stats.toy_limits.ToyUpperLimit.to_dict`, with the
+    asymptotic limits beside them), else asymptotic.
     """
 
     event_class: str
@@ -117,6 +121,7 @@ class SearchVerdict:
     reason: str = ""
     calculator: Calculator = "asymptotics"
     toys: Mapping[str, Any] | None = None
+    limit_calculator: Calculator | None = None
 
     @property
     def search(self) -> str:
@@ -215,7 +220,8 @@ def _test(
 
     With ``toys`` a test that the engine resolved by itself (its fits passed every check)
     gets its CLs from pseudo-experiments (:func:`_toy_outcome`, seeded per ``search``); one
-    that needed plain pyhf keeps the asymptotic CLs and says so.
+    that needed plain pyhf keeps the asymptotic CLs and says so. Where the CLs came from toys,
+    so do the limits (:func:`_toy_limits`).
     """
     (tested,) = evaluate_patches(
         workspace, [(name, [])], check_bounds=False, pyhf_attempts=pyhf_attempts
@@ -245,17 +251,60 @@ def _test(
         outcome["reason"] = _joined(
             outcome["reason"], "toys not run: the engine's fits needed plain pyhf; asymptotic CLs"
         )
-    limit, reason = None, outcome["reason"]
-    if limits:
-        try:
-            limit = upper_limit(workspace)
-        except LimitNotFound as err:
-            problem = f"no 95 % CL upper limit: {err}"
-            reason = f"{reason}; {problem}" if reason else problem
-    return outcome | {
-        "mu_limit_observed": None if limit is None else limit.observed,
-        "mu_limit_expected": None if limit is None else limit.expected,
-        "reason": reason,
+    if not limits:
+        return outcome
+    try:
+        limit = upper_limit(workspace)
+    except LimitNotFound as err:
+        return outcome | {
+            "mu_limit_observed": None,
+            "mu_limit_expected": None,
+            "reason": _joined(outcome["reason"], f"no 95 % CL upper limit: {err}"),
+        }
+    outcome |= {
+        "mu_limit_observed": limit.observed,
+        "mu_limit_expected": limit.expected,
+        "limit_calculator": "asymptotics",
+    }
+    if toys is not None and outcome.get("calculator") == "toys":
+        outcome |= _toy_limits(
+            workspace, toys, search=search or name, outcome=outcome, asymptotic=limit
+        )
+    return outcome
+
+
+def _toy_limits(
+    workspace: Mapping[str, Any],
+    toys: ToyOptions,
+    *,
+    search: str,
+    outcome: Mapping[str, Any],
+    asymptotic: UpperLimit,
+) -> dict[str, Any]:
+    """The verdict's limit fields from a toy CLs scan
+    (:func:`~searches.stats.toy_limits.toy_upper_limit`) placed around the ``asymptotic``
+    limits, with the seed of the toy CLs already in ``outcome``.
+
+    Where the scan does not find all six limits the asymptotic ones stay and the reason says
+    why; ``toys["limits"]`` records the scan either way, with the asymptotic limits beside it.
+    """
+    try:
+        found = toy_upper_limit(
+            workspace, ntoys=toys.ntoys, seed=toys.seed_for(search), scan=scan_around(asymptotic)
+        )
+    except (RuntimeError, ValueError) as err:
+        why = f"toy limits not run ({err}); asymptotic limits"
+        return {"reason": _joined(outcome["reason"], why)}
+    kept = {"observed": asymptotic.observed, "expected": list(asymptotic.expected)}
+    details = dict(outcome["toys"]) | {"limits": found.to_dict() | {"asymptotic": kept}}
+    if not found.complete:
+        why = f"toy limits: {found.reason}; asymptotic limits"
+        return {"reason": _joined(outcome["reason"], why), "toys": details}
+    return {
+        "mu_limit_observed": found.observed,
+        "mu_limit_expected": found.expected,
+        "limit_calculator": "toys",
+        "toys": details,
     }
 
 
@@ -432,8 +481,8 @@ def reinterpret(
     With ``toys`` the fitted searches (and the combination) whose signal meets fewer than
     ``toys.below`` background events get their CLs from pseudo-experiments; which searches
     are fitted, the best-expected search and the classes combined are chosen as without toys
-    (by :func:`sensitivity` and the asymptotic expected CLs, :func:`_ranking_cls`), and limits
-    stay asymptotic. ``progress`` shows a bar
+    (by :func:`sensitivity` and the asymptotic expected CLs, :func:`_ranking_cls`); the limits
+    of a search whose CLs came from toys come from a toy scan (:func:`_toy_limits`). ``progress`` shows a bar
     over the fitted searches on a terminal (off by default: the theory loop calls this inside
     its own bar).
     """
@@ -549,6 +598,7 @@ def save(store: Store, outcome: Reinterpretation) -> str:
             "cls_expected_median": None if v.cls_expected is None else v.cls_expected[2],
             "mu_limit_observed": v.mu_limit_observed,
             "calculator": v.calculator,
+            "limit_calculator": v.limit_calculator,
         }
         for v in outcome.searches
     ]

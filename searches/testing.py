@@ -284,3 +284,33 @@ def falling_workspace(bins: int, relative: float, seed: int) -> dict:
         s,
     )
     return with_mc_statistics(spec, relative)
+
+
+def counting_workspace(s: float, b: float, n: int, *, bound: float = 10.0) -> dict[str, Any]:
+    """One bin of ``b`` background and ``s`` signal events with ``n`` observed and no nuisance
+    parameter: ``qtilde`` falls with the count below ``μ s + b`` and is 0 above, so its CLs
+    is ``P(N ≤ n | μ s + b) / P(N ≤ n | b)`` in closed form (toys and their limits are tested
+    against it)."""
+    return {
+        "version": "1.0.0",
+        "channels": [
+            {
+                "name": "SR",
+                "samples": [
+                    {
+                        "name": "signal",
+                        "data": [s],
+                        "modifiers": [{"name": "mu", "type": "normfactor", "data": None}],
+                    },
+                    {"name": "background", "data": [b], "modifiers": []},
+                ],
+            }
+        ],
+        "observations": [{"name": "SR", "data": [n]}],
+        "measurements": [
+            {
+                "name": "m",
+                "config": {"poi": "mu", "parameters": [{"name": "mu", "bounds": [[0.0, bound]]}]},
+            }
+        ],
+    }

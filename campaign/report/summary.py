@@ -292,6 +292,7 @@ def _brief_verdict(verdict: dict[str, Any] | None) -> dict[str, Any] | None:
         "cls_expected": None if expected is None else _finite(expected[2]),
         "mu_limit_observed": _finite(verdict.get("mu_limit_observed")),
         "calculator": verdict.get("calculator", "asymptotics"),
+        "limit_calculator": verdict.get("limit_calculator"),
         "reason": verdict.get("reason", ""),
     }
 

@@ -112,27 +112,39 @@ class _Curves:
                 self.values[mu] = np.concatenate([[out.cls_obs[row]], out.cls_exp[row]])
 
     def bracket(self, k: int, level: float) -> tuple[float, float] | Literal["down", "up"]:
-        """(a, b) around the first fall of curve ``k`` below ``level``, or what is missing.
-
-        ``a`` is the largest trusted μ with CLs ≥ level below ``b``, the smallest trusted μ with
-        CLs < level; ``"down"`` or ``"up"`` names the side the grid must grow to.
-        """
+        """:func:`first_crossing` of curve ``k``."""
         mus = np.array(sorted(self.values))
-        curve = np.array([self.values[m][k] for m in mus])
-        trusted = np.isfinite(curve)
-        mus, curve = mus[trusted], curve[trusted]
-        below = np.flatnonzero(curve < level)
-        if not len(below):
-            return "up"
-        if below[0] == 0:
-            return "down"
-        return float(mus[below[0] - 1]), float(mus[below[0]])
+        return first_crossing(mus, np.array([self.values[m][k] for m in mus]), level)
 
     def root(self, k: int, a: float, b: float, level: float) -> float:
-        """Where log CLs, linear between the bracket's ends, reaches log ``level`` (``a`` has
-        CLs ≥ level, ``b`` below it, so the two logs differ)."""
-        ga, gb = (np.log(max(self.values[m][k], 1e-300) / level) for m in (a, b))
-        return float(a + (b - a) * ga / (ga - gb))
+        """:func:`log_linear_root` of curve ``k`` in the bracket ``(a, b)``."""
+        return log_linear_root(a, self.values[a][k], b, self.values[b][k], level)
+
+
+def first_crossing(
+    mus: np.ndarray, curve: np.ndarray, level: float
+) -> tuple[float, float] | Literal["down", "up"]:
+    """(a, b) around the first fall of a CLs curve below ``level``, or what is missing.
+
+    ``mus`` are ascending and ``curve`` is NaN where a point is not trusted. ``a`` is the
+    largest trusted μ with CLs ≥ level below ``b``, the smallest trusted μ with CLs < level;
+    ``"down"`` or ``"up"`` names the side the scan must grow to.
+    """
+    trusted = np.isfinite(curve)
+    mus, curve = mus[trusted], curve[trusted]
+    below = np.flatnonzero(curve < level)
+    if not len(below):
+        return "up"
+    if below[0] == 0:
+        return "down"
+    return float(mus[below[0] - 1]), float(mus[below[0]])
+
+
+def log_linear_root(a: float, cls_a: float, b: float, cls_b: float, level: float) -> float:
+    """Where log CLs, linear between ``(a, cls_a)`` and ``(b, cls_b)``, reaches log ``level``
+    (``cls_a`` ≥ level > ``cls_b``, so the two logs differ)."""
+    ga, gb = (np.log(max(c, 1e-300) / level) for c in (cls_a, cls_b))
+    return float(a + (b - a) * ga / (ga - gb))
 
 
 def _check_options(level: float, rtol: float) -> None:

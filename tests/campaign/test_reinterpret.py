@@ -30,7 +30,9 @@ from campaign.testing import lamppost
 from searches.events import make_collection, make_events, write_parquet
 from searches.result import SearchResult
 from searches.stats import inference
+from searches.stats.limits import upper_limit
 from searches.stats.robust import FitSettings, pyhf_cls
+from searches.stats.toy_limits import scan_around, toy_upper_limit
 from searches.stats.toys import ToyFitError, toy_cls
 from searches.stats.workspace import build_workspace, current_signal, with_signal
 from searches.testing import (
@@ -275,14 +277,55 @@ def test_toys_give_the_cls_of_the_engines_pseudo_experiments() -> None:
     assert verdict["status"] == ("excluded" if direct.observed < 0.05 else "allowed")
     asymptotic = _test(spec, name="s", limits=True, expected_z=3.0)
     assert "calculator" not in asymptotic, "asymptotics is the verdict's default"
+    limits = toy_upper_limit(
+        spec,
+        ntoys=2000,
+        seed=options.seed_for("s/scan/x"),
+        scan=scan_around(upper_limit(spec)),
+    )
     assert verdict["toys"] == direct.to_dict() | {
         "asymptotic": {
             "cls_obs": asymptotic["cls_observed"],
             "cls_exp": list(asymptotic["cls_expected"]),
-        }
+        },
+        "limits": limits.to_dict()
+        | {
+            "asymptotic": {
+                "observed": asymptotic["mu_limit_observed"],
+                "expected": list(asymptotic["mu_limit_expected"]),
+            }
+        },
     }
-    assert verdict["mu_limit_observed"] == asymptotic["mu_limit_observed"], "limits: asymptotic"
+    assert (verdict["limit_calculator"], asymptotic["limit_calculator"]) == ("toys", "asymptotics")
+    assert verdict["mu_limit_observed"] == limits.observed
+    assert verdict["mu_limit_expected"] == limits.expected
+    assert limits.observed > asymptotic["mu_limit_observed"], (
+        "on a few events the asymptotic limit overstates the exclusion"
+    )
     assert ToyOptions(ntoys=10, seed=4).seed_for("s/scan/x") != options.seed_for("s/scan/y")
+
+
+def test_toy_limits_that_miss_a_curve_keep_the_asymptotic_limits_and_say_why(monkeypatch) -> None:
+    import campaign.reinterpret as module
+
+    spec = _few_events([2.0, 3.0], [2.0, 0.0])
+    real = module.toy_upper_limit
+
+    def unbracketed(*args: Any, **kwargs: Any) -> Any:
+        found = real(*args, **kwargs)
+        return dataclasses.replace(found, expected=(None, *found.expected[1:]), reason="edge")
+
+    monkeypatch.setattr(module, "toy_upper_limit", unbracketed)
+    options = ToyOptions(ntoys=300, seed=4)
+    verdict = _test(spec, name="s", limits=True, expected_z=3.0, toys=options, search="s")
+    asymptotic = _test(spec, name="s", limits=True, expected_z=3.0)
+    assert (verdict["calculator"], verdict["limit_calculator"]) == ("toys", "asymptotics")
+    assert verdict["mu_limit_observed"] == asymptotic["mu_limit_observed"]
+    assert verdict["mu_limit_expected"] == asymptotic["mu_limit_expected"]
+    assert verdict["toys"]["limits"]["reason"] == "edge"
+    assert verdict["reason"].endswith("toy limits: edge; asymptotic limits")
+    without = _test(spec, name="s", limits=False, expected_z=3.0, toys=options, search="s")
+    assert "limit_calculator" not in without and "limits" not in without["toys"]
 
 
 def test_a_deficit_beyond_every_toy_keeps_the_asymptotic_cls_and_says_why() -> None:
@@ -356,8 +399,9 @@ def test_toys_go_to_the_searches_whose_signal_meets_few_background_events(
     assert {row["calculator"] for row in table if row["cls_observed"] is not None} == set(
         calculators
     )
+    assert {row["limit_calculator"] for row in table} == {None}, "no limits were asked for"
     saved = json.loads((copy / folder / "result.json").read_text())
-    assert saved["schema_version"] == "2" and saved["toys"] == {
+    assert saved["schema_version"] == "3" and saved["toys"] == {
         "ntoys": 200,
         "seed": 1,
         "below": 10.0,
@@ -372,7 +416,9 @@ def test_toys_are_refused_for_published_likelihoods(reference_run: Path) -> None
     assert zero.returncode == 2 and "--toys-below': 0.0 is not allowed" in zero.stderr
 
 
-def test_the_command_line_shows_toy_cls_with_its_error(tmp_path: Path, reference_run: Path) -> None:
+def test_the_command_line_shows_toy_cls_and_limits_with_their_errors(
+    tmp_path: Path, reference_run: Path
+) -> None:
     copy = tmp_path / "store"
     shutil.copytree(reference_run, copy)
     done = lamppost(
@@ -390,11 +436,16 @@ def test_the_command_line_shows_toy_cls_with_its_error(tmp_path: Path, reference
         "1",
         "--toys",
         "100",
+        "--limits",
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "toys: 100 per ensemble where the signal meets fewer than 10" in done.stdout
+    assert (
+        "toys: 100 per ensemble where the signal meets fewer than 10 background events "
+        "(sensitivity-weighted); their limits from toy CLs scans" in done.stdout
+    )
     row = next(line for line in done.stdout.splitlines() if "│ toys │" in line)
-    assert " ± " in row, row
+    cls, limit = (cell.strip() for cell in row.split("│")[3:7:3])
+    assert " ± " in cls and " ± " in limit, row
 
 
 def test_toys_run_only_where_the_engine_resolved_the_fits(monkeypatch) -> None:

@@ -31,34 +31,7 @@ from searches.stats.toys import (
     toy_qtilde,
 )
 from searches.stats.workspace import build_workspace, with_signal
-from searches.testing import to_pyhf_data, to_pyhf_pars
-
-
-def _counting(s: float, b: float, n: int, *, bound: float = 10.0) -> dict[str, Any]:
-    """One bin, no nuisance parameter: the CLs of ``qtilde`` has a closed form."""
-    return {
-        "version": "1.0.0",
-        "channels": [
-            {
-                "name": "SR",
-                "samples": [
-                    {
-                        "name": "signal",
-                        "data": [s],
-                        "modifiers": [{"name": "mu", "type": "normfactor", "data": None}],
-                    },
-                    {"name": "background", "data": [b], "modifiers": []},
-                ],
-            }
-        ],
-        "observations": [{"name": "SR", "data": [n]}],
-        "measurements": [
-            {
-                "name": "m",
-                "config": {"poi": "mu", "parameters": [{"name": "mu", "bounds": [[0.0, bound]]}]},
-            }
-        ],
-    }
+from searches.testing import counting_workspace, to_pyhf_data, to_pyhf_pars
 
 
 def _search_workspace() -> dict[str, Any]:
@@ -77,7 +50,7 @@ def test_counting_experiment_equals_the_poisson_closed_form(s, b, n):
     """Without nuisance parameters ``qtilde`` falls with ``n`` below ``s + b`` and is 0 above,
     so CLs+b = P(N <= n | s + b) and CLb = P(N <= n | b) exactly; the toys must agree within
     their binomial errors (4σ)."""
-    out = toy_cls(_counting(s, b, n), ntoys=20000, seed=11, device="cpu")
+    out = toy_cls(counting_workspace(s, b, n), ntoys=20000, seed=11, device="cpu")
     assert out.dropped == (0, 0)
     for value, exact in (
         (out.clsb, stats.poisson.cdf(n, s + b)),
@@ -168,7 +141,7 @@ def test_cls_arithmetic_equals_pyhfs_toy_calculator():
 def test_the_reported_error_is_the_spread_of_repeated_toy_runs():
     """``observed_error`` against pseudo-experiments: 60 runs of 400 toys each with their own
     seeds scatter by the error one run reports (within the 20 % a 60-run spread allows)."""
-    spec = _counting(4.0, 6.0, 4)
+    spec = counting_workspace(4.0, 6.0, 4)
     runs = [toy_cls(spec, ntoys=400, seed=seed, device="cpu") for seed in range(60)]
     spread = np.std([r.observed for r in runs], ddof=1)
     reported = np.median([r.observed_error for r in runs])
@@ -240,7 +213,7 @@ def test_the_same_seed_gives_the_same_toys_in_any_batch():
 def test_data_beyond_every_background_toy_is_resolution_limited():
     """A deficit far below the background: no background-like toy is as extreme, so CLb is 0
     at this resolution and the observed CLs is undefined rather than 0 or 1."""
-    out = toy_cls(_counting(10.0, 100.0, 50), ntoys=200, seed=1, device="cpu")
+    out = toy_cls(counting_workspace(10.0, 100.0, 50), ntoys=200, seed=1, device="cpu")
     assert out.resolution_limited and out.clb == 0.0 and math.isnan(out.observed)
 
 
@@ -249,17 +222,17 @@ def test_data_beyond_every_background_toy_is_resolution_limited():
     [
         ({"ntoys": 0}, "ntoys and batch must be positive"),
         ({"batch": 0}, "ntoys and batch must be positive"),
-        ({"mu": -1.0}, "mu must be a finite value >= 0"),
-        ({"mu": 20.0}, r"POI has \[0.0, 10.0\] and mu = 20.0"),
+        ({"mu": -1.0}, r"mu must be a finite value in the POI's bounds \[0, 10.0\], got -1.0"),
+        ({"mu": 20.0}, r"mu must be a finite value in the POI's bounds \[0, 10.0\], got 20.0"),
     ],
 )
 def test_bad_options_are_refused(options, message):
     with pytest.raises(ValueError, match=message):
-        toy_cls(_counting(5.0, 3.0, 2), **{"seed": 0, "device": "cpu", **options})
+        toy_cls(counting_workspace(5.0, 3.0, 2), **{"seed": 0, "device": "cpu", **options})
 
 
 def test_a_poi_that_can_go_negative_is_refused():
-    spec = _counting(5.0, 3.0, 2)
+    spec = counting_workspace(5.0, 3.0, 2)
     spec["measurements"][0]["config"]["parameters"][0]["bounds"] = [[-5.0, 10.0]]
     with pytest.raises(ValueError, match="lower bound at 0"):
         toy_cls(spec, seed=0, device="cpu")

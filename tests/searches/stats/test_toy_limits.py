@@ -1,0 +1,138 @@
+"""Upper limits from scans of toy CLs, against the Poisson closed form and repeated runs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import optimize, stats
+
+from searches.stats import toy_limits
+from searches.stats.limits import upper_limit
+from searches.stats.toy_limits import scan_around, toy_upper_limit
+from searches.stats.toys import ToyFitError
+from searches.testing import counting_workspace
+
+QUANTILES = (0.02275, 0.15866, 0.5, 0.84134, 0.97725)
+
+
+def _closed_form(n: int, b: float, s: float = 1.0, level: float = 0.05) -> float:
+    """μ where ``P(N ≤ n | μ s + b) / P(N ≤ n | b)`` is ``level``."""
+    return optimize.brentq(
+        lambda mu: stats.poisson.cdf(n, mu * s + b) / stats.poisson.cdf(n, b) - level, 1e-9, 1e3
+    )
+
+
+def _binomial_sigma(n: int, b: float, ntoys: int, level: float = 0.05) -> float:
+    """Standard error of a toy limit at the closed form's crossing: the binomial errors of the
+    two tail fractions there over the slope of log CLs (independent of the code under test)."""
+    mu = _closed_form(n, b)
+    clsb, clb = stats.poisson.cdf(n, mu + b), stats.poisson.cdf(n, b)
+    relative = math.sqrt((1 - clsb) / (ntoys * clsb) + (1 - clb) / (ntoys * clb))
+    slope = stats.poisson.pmf(n, mu + b) / clsb  # −d log P(N ≤ n | λ) / dλ
+    return relative / slope
+
+
+@pytest.mark.parametrize(("b", "n"), [(1.0, 0), (1.0, 2), (3.0, 1)])
+def test_limits_equal_the_poisson_closed_form(b, n):
+    """Observed and expected limits of a counting experiment without nuisance parameters:
+    observed from ``n``, the band from the Poisson quantiles of ``b`` (the background-like
+    toys' counts); within 4 binomial errors plus 2 % for the interpolation."""
+    ntoys = 4000
+    found = toy_upper_limit(counting_workspace(1.0, b, n), ntoys=ntoys, seed=5, device="cpu")
+    assert found.complete and found.reason == ""
+    counts = [int(stats.poisson.ppf(q, b)) for q in QUANTILES]
+    for value, count in zip([found.observed, *found.expected], [n, *counts], strict=True):
+        reference = _closed_form(count, b)
+        allowed = 4 * _binomial_sigma(count, b, ntoys) + 0.02 * reference
+        assert value == pytest.approx(reference, abs=allowed), (count, value, reference)
+    assert found.observed_error == pytest.approx(_binomial_sigma(n, b, ntoys), rel=0.4)
+    scanned = [p.mu for p in found.points]
+    assert scanned == sorted(scanned) and min(scanned) < found.observed < max(scanned)
+
+
+def test_the_reported_error_is_the_spread_of_repeated_limits():
+    """24 limits with different seeds: their standard deviation against the median reported
+    error (a spread of 24 is known to about 15 %, so 0.6–1.6 is a wide margin)."""
+    spec = counting_workspace(1.0, 3.0, 1)
+    runs = [toy_upper_limit(spec, ntoys=500, seed=seed, device="cpu") for seed in range(24)]
+    observed = np.array([r.observed for r in runs])
+    reported = float(np.median([r.observed_error for r in runs]))
+    assert 0.6 < observed.std(ddof=1) / reported < 1.6, (observed.std(ddof=1), reported)
+    assert abs(observed.mean() - _closed_form(1, 3.0)) < 4 * observed.std(ddof=1) / np.sqrt(24)
+
+
+def test_the_scan_is_placed_by_the_asymptotic_limits_and_seeded():
+    spec = counting_workspace(1.0, 1.0, 1)
+    default = toy_upper_limit(spec, ntoys=300, seed=2, device="cpu")
+    placed = toy_upper_limit(
+        spec, ntoys=300, seed=2, device="cpu", scan=scan_around(upper_limit(spec))
+    )
+    assert placed == default
+    assert toy_upper_limit(spec, ntoys=300, seed=3, device="cpu").observed != default.observed
+    json.dumps(default.to_dict(), allow_nan=False)
+
+
+@pytest.mark.parametrize("scan", [[0.2, 0.3], [30.0, 40.0]], ids=["below", "above"])
+def test_a_scan_that_misses_the_limits_grows_to_them(scan):
+    spec = counting_workspace(1.0, 1.0, 1)
+    grown = toy_upper_limit(spec, ntoys=2000, seed=1, device="cpu", scan=scan)
+    assert grown.complete, grown.reason
+    assert grown.observed == pytest.approx(_closed_form(1, 1.0), rel=0.1)
+    scanned = [p.mu for p in grown.points]
+    assert len(scanned) > len(scan) and min(scanned) < grown.observed < max(scanned)
+
+
+def test_an_unbracketed_limit_is_none_and_says_why(monkeypatch):
+    monkeypatch.setattr(toy_limits, "MAX_EXTENSIONS", 0)
+    found = toy_upper_limit(counting_workspace(1.0, 1.0, 1), ntoys=200, seed=1, scan=[0.1, 0.2])
+    assert found.observed is None and found.expected == (None,) * 5 and not found.complete
+    assert "no trusted bracket of CLs = 0.05 for observed (CLs ≥ 0.05 at every trusted μ)" in (
+        found.reason
+    )
+
+
+def test_a_deficit_beyond_every_toy_leaves_the_observed_limit_out():
+    """0 events on a background of 10: CLb = P(N = 0 | 10) = 4.5e-5, beyond 300 toys' reach at
+    every μ, so no observed CLs is trusted; the expected band stays."""
+    found = toy_upper_limit(counting_workspace(1.0, 10.0, 0), ntoys=300, seed=1, device="cpu")
+    assert found.observed is None and found.observed_error is None
+    assert all(e is not None for e in found.expected)
+    assert "observed (CLs ≥ 0.05 at every trusted μ)" in found.reason
+    assert "no background-like toy reached the data's qtilde" in found.reason
+
+
+def test_a_point_whose_toys_fail_is_not_trusted(monkeypatch):
+    real = toy_limits.stack_toy_cls
+    broken = 4.0
+
+    def failing(stack, *, mu, **options):
+        if mu == broken:
+            raise ToyFitError("the fits to the observed data did not converge: free")
+        return real(stack, mu=mu, **options)
+
+    monkeypatch.setattr(toy_limits, "stack_toy_cls", failing)
+    found = toy_upper_limit(
+        counting_workspace(1.0, 1.0, 1), ntoys=1000, seed=1, scan=[2.0, 3.0, broken, 5.0, 7.0]
+    )
+    assert found.untrusted[0] == (
+        broken,
+        "ToyFitError: the fits to the observed data did not converge: free",
+    )
+    assert found.complete and broken not in [p.mu for p in found.points]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"ntoys": 0}, "ntoys and batch must be positive"),
+        ({"level": 1.0}, r"'level' must be in \(0, 1\)"),
+        ({"scan": [1.0]}, "at least two finite μ > 0"),
+        ({"scan": [0.0, 1.0]}, "at least two finite μ > 0"),
+    ],
+)
+def test_bad_options_are_refused(options, message):
+    with pytest.raises(ValueError, match=message):
+        toy_upper_limit(counting_workspace(1.0, 1.0, 1), **{"seed": 0, **options})
