@@ -104,7 +104,7 @@ class SearchVerdict:
     its error, CLs+b, CLb, the observed ``qtilde``, seed, dropped toys) and the asymptotic CLs
     beside it, also when the toys could not decide and the asymptotic CLs stayed.
     ``limit_calculator`` says where the limits came from (``None`` where none were computed):
-    from toys where the CLs did and the toy scan found all six
+    from toys where the CLs did and the toy scan found all six (a search, not a combination)
     (``toys["limits"]``: :meth:`~searches.stats.toy_limits.ToyUpperLimit.to_dict`, with the
     asymptotic limits beside them), else asymptotic.
     """
@@ -204,6 +204,7 @@ def _test(
     pyhf_attempts: int | None = None,
     toys: ToyOptions | None = None,
     search: str = "",
+    combined: bool = False,
 ) -> dict[str, Any]:
     """CLs with its fits checked and retried: FAILED rather than a silent CLs = 1 or NaN.
 
@@ -221,7 +222,10 @@ def _test(
     With ``toys`` a test that the engine resolved by itself (its fits passed every check)
     gets its CLs from pseudo-experiments (:func:`_toy_outcome`, seeded per ``search``); one
     that needed plain pyhf keeps the asymptotic CLs and says so. Where the CLs came from toys,
-    so do the limits (:func:`_toy_limits`).
+    so do the limits (:func:`_toy_limits`), except for a ``combined`` workspace: its toys
+    stack every combined search's parameters, and a scan of 8–24 toy CLs there was never
+    costed (one toy CLs of a four-search combination ran past 35 minutes), so its limits stay
+    asymptotic and the reason says so.
     """
     (tested,) = evaluate_patches(
         workspace, [(name, [])], check_bounds=False, pyhf_attempts=pyhf_attempts
@@ -267,6 +271,9 @@ def _test(
         "limit_calculator": "asymptotics",
     }
     if toys is not None and outcome.get("calculator") == "toys":
+        if combined:
+            why = "limits of a combination stay asymptotic (their toys' cost is not measured)"
+            return outcome | {"reason": _joined(outcome["reason"], why)}
         outcome |= _toy_limits(
             workspace, toys, search=search or name, outcome=outcome, asymptotic=limit
         )
@@ -283,15 +290,18 @@ def _toy_limits(
 ) -> dict[str, Any]:
     """The verdict's limit fields from a toy CLs scan
     (:func:`~searches.stats.toy_limits.toy_upper_limit`) placed around the ``asymptotic``
-    limits, with the seed of the toy CLs already in ``outcome``.
+    limits, with the seed of the toy CLs already in ``outcome``. The scan includes μ = 1, where
+    it repeats that toy CLs exactly (same seed, same fits), so the limit's curve passes
+    through the verdict's own CLs.
 
     Where the scan does not find all six limits the asymptotic ones stay and the reason says
     why; ``toys["limits"]`` records the scan either way, with the asymptotic limits beside it.
     """
+    scan = scan_around(asymptotic)
+    if scan[0] < 1.0 < scan[-1]:
+        scan = np.append(scan, 1.0)
     try:
-        found = toy_upper_limit(
-            workspace, ntoys=toys.ntoys, seed=toys.seed_for(search), scan=scan_around(asymptotic)
-        )
+        found = toy_upper_limit(workspace, ntoys=toys.ntoys, seed=toys.seed_for(search), scan=scan)
     except (RuntimeError, ValueError) as err:
         why = f"toy limits not run ({err}); asymptotic limits"
         return {"reason": _joined(outcome["reason"], why)}
@@ -418,6 +428,7 @@ def combine_exclusive(
             expected_z=z,
             toys=toys if toys is not None and background < toys.below else None,
             search=f"combination/{'+'.join(names)}",
+            combined=True,
         )
     except Exception as err:
         outcome = {"status": "failed", "reason": f"{type(err).__name__}: {err}"}
@@ -598,7 +609,6 @@ def save(store: Store, outcome: Reinterpretation) -> str:
             "cls_expected_median": None if v.cls_expected is None else v.cls_expected[2],
             "mu_limit_observed": v.mu_limit_observed,
             "calculator": v.calculator,
-            "limit_calculator": v.limit_calculator,
         }
         for v in outcome.searches
     ]

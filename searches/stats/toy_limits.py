@@ -10,8 +10,10 @@ even on a few-bin workspace. Here every toy is fitted by the batched engine, and
 - the scan is placed by the engine's asymptotic limits (:func:`scan_around`), from half the
   smallest of the six to twice the largest, and grown where a curve does not cross ``level``
   inside it;
-- every μ draws its toys with the same seed (common random numbers), so neighbouring points
-  share their fluctuations: the CLs curve is smooth and its crossings are not made by noise;
+- every μ draws its toys from the same seed, so a scan is reproducible; the toys are not
+  matched draw by draw across μ (numpy's Poisson sampler uses a variable number of random
+  numbers per draw), so the CLs curve carries the toys' noise, and a limit is the curve's
+  first crossing, not a root of a smooth function;
 - each limit is the first fall of its curve below ``level`` between trusted points, log-linear
   between them as in :func:`~searches.stats.limits.log_linear_root` (linear where a curve
   reaches 0, below the toys' resolution), and the observed and median limits get up to
@@ -26,10 +28,11 @@ data) is not trusted: it neither brackets a limit nor is tried again.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -73,7 +76,9 @@ class ToyUpperLimit:
             crossing over the curve's slope there); ``None`` where that slope is not negative.
         expected: Expected limits at −2σ … +2σ; each ``None`` where not found.
         points: Toy CLs at each μ whose toys ran, ascending (those not trusted included).
-        untrusted: Why each untrusted μ was not used, as ``(mu, reason)``.
+        untrusted: Why a μ was not used, as ``(mu, reason)``: the whole point where its toys
+            failed or too many were dropped, its observed CLs alone where that is
+            resolution-limited (its expected band still counts).
         ntoys: Toys per ensemble at each μ; seed: their seed, the same at every μ.
         reason: Which limits are missing and why (empty when all six were found).
     """
@@ -129,7 +134,9 @@ class _ToyCurves:
         progress: Callable[[int], None] | None,
     ) -> None:
         self.stack = toy_stack(workspace, device=device)
-        self.options = {"ntoys": ntoys, "seed": seed, "batch": batch, "progress": progress}
+        self.toy_cls = functools.partial(
+            stack_toy_cls, ntoys=ntoys, seed=seed, batch=batch, progress=progress
+        )
         self.points: dict[float, ToyCLs] = {}
         self.values: dict[float, np.ndarray] = {}
         self.error: dict[float, float] = {}
@@ -144,7 +151,9 @@ class _ToyCurves:
                 stack = dataclasses.replace(stack, upper=bounds)
             self.values[mu] = np.full(6, np.nan)
             try:
-                out = stack_toy_cls(stack, mu=mu, **self.options)  # type: ignore[arg-type]
+                out = self.toy_cls(stack, mu=mu)
+            except torch.cuda.OutOfMemoryError:
+                raise
             except (ToyFitError, RuntimeError, FloatingPointError) as err:
                 self.untrusted[mu] = f"{type(err).__name__}: {err}"
                 continue
@@ -165,9 +174,13 @@ class _ToyCurves:
                 self.values[mu][0] = out.observed
                 self.error[mu] = out.observed_error
 
-    def bracket(self, k: int, level: float) -> tuple[float, float] | str:
+    def bracket(self, k: int, level: float) -> tuple[float, float] | Literal["down", "up"]:
         mus = np.array(sorted(self.values))
         return first_crossing(mus, np.array([self.values[m][k] for m in mus]), level)
+
+    def trusted(self, k: int) -> bool:
+        """Curve ``k`` has a trusted point (scanning further cannot help one without)."""
+        return any(np.isfinite(v[k]) for v in self.values.values())
 
     def root(self, k: int, a: float, b: float, level: float) -> float:
         cls_a, cls_b = self.values[a][k], self.values[b][k]
@@ -179,11 +192,13 @@ class _ToyCurves:
         """Standard error of the observed limit: the toy CLs error at the crossing (linear
         between the bracket's ends) over the slope of the CLs curve there.
 
-        The slope is the least-squares slope of log CLs over the trusted points within a
-        factor :data:`SLOPE_WINDOW` of the limit, not the bracket's own: refinement leaves the
-        bracket a few per cent wide, and across it the toys' discrete tail counts move in
-        steps (10 tail toys at 1,000 toys and CLs+b = 0.01), which made that slope 3× too
-        steep and the error 2.4× too small against the spread of repeated limits."""
+        The slope is the least-squares slope of log CLs (each point weighted by its
+        CLs / error) over the trusted points within a factor :data:`SLOPE_WINDOW` of the
+        limit, not the bracket's own: refinement leaves the bracket a few per cent wide, and
+        across it the toys' tail counts move in steps (10 tail toys at 1,000 toys and
+        CLs+b = 0.01), which made that slope 3× too steep and the error 2.4× too small
+        against the spread of repeated limits. The slope's own uncertainty and the
+        interpolation's are not included."""
         t = (root - a) / (b - a)
         error = (1 - t) * self.error[a] + t * self.error[b]
         window = [
@@ -193,11 +208,12 @@ class _ToyCurves:
         ]
         if len(window) >= 2 and window[0][0] <= a and window[-1][0] >= b:
             mus, values = np.array(window).T
-            slope = -level * float(np.polyfit(mus, np.log(values), 1)[0])
+            weights = values / np.array([self.error[mu] for mu in mus])
+            slope = -level * float(np.polyfit(mus, np.log(values), 1, w=weights)[0])
         else:
             cls_a, cls_b = self.values[a][0], self.values[b][0]
-            slope = (cls_a - cls_b) / (b - a)
-        return error / slope if slope > 0 else math.nan
+            slope = float((cls_a - cls_b) / (b - a))
+        return float(error / slope) if slope > 0 else math.nan
 
 
 def toy_upper_limit(
@@ -237,18 +253,20 @@ def toy_upper_limit(
     check_options(ntoys=ntoys, batch=batch)
     if not 0.0 < level < 1.0:
         raise ValueError(f"'level' must be in (0, 1), got {level}")
+    if scan is not None:
+        given = np.asarray(scan, dtype=np.float64)
+        if given.ndim != 1 or given.size < 2 or not np.all(np.isfinite(given) & (given > 0)):
+            raise ValueError(f"'scan' must hold at least two finite μ > 0, got {given.tolist()}")
     curves = _ToyCurves(
         workspace, ntoys=ntoys, seed=seed, device=device, batch=batch, progress=progress
     )
     if scan is None:
         scan = scan_around(upper_limit(workspace, level=level, device=device))
-    first = np.asarray(scan, dtype=np.float64)
-    if first.ndim != 1 or first.size < 2 or not np.all(np.isfinite(first) & (first > 0)):
-        raise ValueError(f"'scan' must hold at least two finite μ > 0, got {list(first)}")
-    curves.evaluate(first)
+    curves.evaluate(scan)
     for _ in range(MAX_EXTENSIONS):
-        sides = {curves.bracket(k, level) for k in range(6)} & {"down", "up"}
-        if not sides or len(curves.untrusted) == len(curves.values):
+        growing = [k for k in range(6) if curves.trusted(k)]
+        sides = {curves.bracket(k, level) for k in growing} & {"down", "up"}
+        if not sides:
             break
         known = np.array(sorted(curves.values))
         if "down" in sides:
@@ -276,13 +294,15 @@ def _limits(curves: _ToyCurves, *, level: float, ntoys: int, seed: int) -> ToyUp
         curves.root(k, *b, level) if isinstance(b, tuple) else None for k, b in enumerate(brackets)
     ]
     error = None
-    if isinstance(brackets[0], tuple) and found[0] is not None:
+    if isinstance(brackets[0], tuple):
         error = curves.root_error(*brackets[0], found[0], level)
         error = error if math.isfinite(error) else None
     known = sorted(curves.values)
     side = {"up": f"CLs ≥ {level} at every trusted μ", "down": f"CLs < {level} at the smallest"}
     missing = [
-        f"{LIMIT_NAMES[k]} ({side[b]})" for k, b in enumerate(brackets) if isinstance(b, str)
+        f"{LIMIT_NAMES[k]} ({side[b] if curves.trusted(k) else 'no trusted μ'})"
+        for k, b in enumerate(brackets)
+        if isinstance(b, str)
     ]
     reason = ""
     if missing:

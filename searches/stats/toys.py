@@ -77,7 +77,10 @@ PASS_ELEMENTS = 2**20
 in cache (one-off, 2026-12-07, 2 cores, 1,000 toys of a campaign search with 84 parameters:
 67 s at 2**24, i.e. all toys in one pass, 29 s at 250 toys a pass, 25.5 s at 74, this default;
 4,000 toys of the 20-bin falling workspace: 5.4 s in one pass, 3.5 s at 1,083 a pass, this
-default). Not measured on a GPU, where larger passes may pay."""
+default). Not measured on a GPU: there the earlier :data:`GPU_PASS_ELEMENTS` stays."""
+
+GPU_PASS_ELEMENTS = 2**24
+""":data:`PASS_ELEMENTS` on a GPU (128 MiB per tensor), where larger passes may pay."""
 
 MAX_DROPPED = 0.05
 """Fraction of either ensemble's toys whose fits may fail before a toy CLs is not used."""
@@ -310,7 +313,7 @@ def toy_cls(
             with any ``batch``.
         device: Torch device for the fits (default: CUDA when available).
         batch: Toys fitted in one pass (memory grows linearly with it); default from
-            :data:`PASS_ELEMENTS` and the workspace's size.
+            :data:`PASS_ELEMENTS` (CPU) or :data:`GPU_PASS_ELEMENTS` and the workspace's size.
         progress: Called with the number of toys just fitted (both ensembles count).
 
     Raises:
@@ -362,7 +365,8 @@ def stack_toy_cls(
     dev = stack.init.device
     if batch is None:
         width = len(stack.par_names) * max(len(stack.par_names), stack.nominal.shape[1])
-        batch = max(1, PASS_ELEMENTS // (2 * width))
+        elements = PASS_ELEMENTS if dev.type == "cpu" else GPU_PASS_ELEMENTS
+        batch = max(1, elements // (2 * width))
     data_fits = stack_cls(stack, mu=mu)
     converged = dict(zip(FIT_NAMES, data_fits.converged[0].tolist(), strict=True))
     failed = [name for name in ("background_only", "free", "fixed") if not converged[name]]

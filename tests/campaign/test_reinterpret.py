@@ -281,7 +281,7 @@ def test_toys_give_the_cls_of_the_engines_pseudo_experiments() -> None:
         spec,
         ntoys=2000,
         seed=options.seed_for("s/scan/x"),
-        scan=scan_around(upper_limit(spec)),
+        scan=[*scan_around(upper_limit(spec)), 1.0],
     )
     assert verdict["toys"] == direct.to_dict() | {
         "asymptotic": {
@@ -299,9 +299,8 @@ def test_toys_give_the_cls_of_the_engines_pseudo_experiments() -> None:
     assert (verdict["limit_calculator"], asymptotic["limit_calculator"]) == ("toys", "asymptotics")
     assert verdict["mu_limit_observed"] == limits.observed
     assert verdict["mu_limit_expected"] == limits.expected
-    assert limits.observed > asymptotic["mu_limit_observed"], (
-        "on a few events the asymptotic limit overstates the exclusion"
-    )
+    at_one = next(point for point in limits.points if point.mu == 1.0)
+    assert at_one == direct, "the limit's curve passes through the verdict's own toy CLs"
     assert ToyOptions(ntoys=10, seed=4).seed_for("s/scan/x") != options.seed_for("s/scan/y")
 
 
@@ -326,6 +325,14 @@ def test_toy_limits_that_miss_a_curve_keep_the_asymptotic_limits_and_say_why(mon
     assert verdict["reason"].endswith("toy limits: edge; asymptotic limits")
     without = _test(spec, name="s", limits=False, expected_z=3.0, toys=options, search="s")
     assert "limit_calculator" not in without and "limits" not in without["toys"]
+    combined = _test(
+        spec, name="s", limits=True, expected_z=3.0, toys=options, search="s", combined=True
+    )
+    assert (combined["calculator"], combined["limit_calculator"]) == ("toys", "asymptotics")
+    assert combined["mu_limit_observed"] == asymptotic["mu_limit_observed"]
+    assert combined["reason"].endswith(
+        "limits of a combination stay asymptotic (their toys' cost is not measured)"
+    )
 
 
 def test_a_deficit_beyond_every_toy_keeps_the_asymptotic_cls_and_says_why() -> None:
@@ -399,7 +406,6 @@ def test_toys_go_to_the_searches_whose_signal_meets_few_background_events(
     assert {row["calculator"] for row in table if row["cls_observed"] is not None} == set(
         calculators
     )
-    assert {row["limit_calculator"] for row in table} == {None}, "no limits were asked for"
     saved = json.loads((copy / folder / "result.json").read_text())
     assert saved["schema_version"] == "3" and saved["toys"] == {
         "ntoys": 200,
@@ -416,14 +422,10 @@ def test_toys_are_refused_for_published_likelihoods(reference_run: Path) -> None
     assert zero.returncode == 2 and "--toys-below': 0.0 is not allowed" in zero.stderr
 
 
-def test_the_command_line_shows_toy_cls_and_limits_with_their_errors(
-    tmp_path: Path, reference_run: Path
-) -> None:
-    copy = tmp_path / "store"
-    shutil.copytree(reference_run, copy)
-    done = lamppost(
+def _zprime_3tev(store: Path, *extra: str) -> Any:
+    return lamppost(
         "reinterpret",
-        str(copy),
+        str(store),
         "--model",
         "zprime",
         "--point",
@@ -436,16 +438,53 @@ def test_the_command_line_shows_toy_cls_and_limits_with_their_errors(
         "1",
         "--toys",
         "100",
-        "--limits",
+        *extra,
     )
+
+
+def test_the_command_line_shows_toy_cls_with_its_error(tmp_path: Path, reference_run: Path) -> None:
+    copy = tmp_path / "store"
+    shutil.copytree(reference_run, copy)
+    done = _zprime_3tev(copy)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert (
-        "toys: 100 per ensemble where the signal meets fewer than 10 background events "
-        "(sensitivity-weighted); their limits from toy CLs scans" in done.stdout
-    )
+    assert "toys: 100 per ensemble where the signal meets fewer than 10" in done.stdout
     row = next(line for line in done.stdout.splitlines() if "│ toys │" in line)
-    cls, limit = (cell.strip() for cell in row.split("│")[3:7:3])
-    assert " ± " in cls and " ± " in limit, row
+    assert " ± " in row, row
+
+
+def test_the_command_line_takes_limits_from_toys_where_the_cls_did(
+    tmp_path: Path, reference_run: Path
+) -> None:
+    copy = tmp_path / "store"
+    shutil.copytree(reference_run, copy)
+    done = _zprime_3tev(copy, "--limits", "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    best = json.loads(done.stdout)["best_expected"]
+    assert (best["calculator"], best["limit_calculator"]) == ("toys", "toys"), best["reason"]
+    scan = best["toys"]["limits"]
+    assert best["mu_limit_observed"] == scan["observed"] and scan["observed_error"] > 0
+    assert 1.0 in [point["mu"] for point in scan["scan"]]
+    assert scan["asymptotic"]["observed"] != best["mu_limit_observed"]
+
+
+def test_the_table_marks_where_a_limit_came_from() -> None:
+    from campaign.cli import _limit_text
+
+    common = {"event_class": "2e", "method": "scan", "observable": "minv", "signal_events": 3.0}
+    toys = SearchVerdict(
+        **common,
+        status="allowed",
+        mu_limit_observed=0.983,
+        calculator="toys",
+        limit_calculator="toys",
+        toys={"limits": {"observed_error": 0.053}},
+    )
+    assert _limit_text(toys) == "0.983 ± 0.05"
+    kept = dataclasses.replace(toys, limit_calculator="asymptotics", toys={})
+    assert _limit_text(kept) == "0.983 (asym.)"
+    plain = dataclasses.replace(kept, calculator="asymptotics")
+    assert _limit_text(plain) == "0.983"
+    assert _limit_text(dataclasses.replace(plain, mu_limit_observed=None)) == ""
 
 
 def test_toys_run_only_where_the_engine_resolved_the_fits(monkeypatch) -> None:
