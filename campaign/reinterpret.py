@@ -4,7 +4,8 @@ For each search its :class:`~searches.result.Selection` maps the benchmark's sig
 the search's bins; the yields are patched into the search's background-only pyhf workspace,
 whose CLs (observed, expected band) comes from the batched engine of
 :mod:`searches.stats.batched` (the exact pyhf likelihood, falling back to plain pyhf where a
-check fails) and whose 95 % CL upper limit on the signal strength comes from pyhf. CLs is
+check fails) and whose 95 % CL upper limit on the signal strength comes from the engine's CLs
+curve (:mod:`searches.stats.limits`, pyhf where it gives none). CLs is
 asymptotic by default; with :class:`ToyOptions` the searches whose signal lands on a few
 background events get it from pseudo-experiments instead (:mod:`searches.stats.toys`), and
 so do their limits (:mod:`searches.stats.toy_limits`).
@@ -493,9 +494,9 @@ def reinterpret(
     ``toys.below`` background events get their CLs from pseudo-experiments; which searches
     are fitted, the best-expected search and the classes combined are chosen as without toys
     (by :func:`sensitivity` and the asymptotic expected CLs, :func:`_ranking_cls`); the limits
-    of a search whose CLs came from toys come from a toy scan (:func:`_toy_limits`). ``progress`` shows a bar
-    over the fitted searches on a terminal (off by default: the theory loop calls this inside
-    its own bar).
+    of a search whose CLs came from toys come from a toy scan (:func:`_toy_limits`).
+    ``progress`` shows a bar over the fitted searches on a terminal (off by default: the theory
+    loop calls this inside its own bar).
     """
     ev.validate_events(signal, source=str(benchmark.get("source", "signal events")))
     for method in {r.method for r in results if r.selection.model is not None}:
