@@ -45,7 +45,7 @@ from searches.stats.limits import upper_limit
 from searches.stats.toy_limits import toy_upper_limit
 from searches.stats.toys import toy_cls
 from searches.stats.workspace import build_workspace, with_signal
-from searches.testing import counting_workspace, falling_workspace
+from searches.testing import counting_limit, counting_workspace, falling_workspace
 
 
 def low_count_workspace() -> dict:
@@ -65,9 +65,16 @@ WORKSPACES = {
 }
 
 
+def _table(title: str, *columns: str) -> Table:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="right")
+    return table
+
+
 def speed(console: Console, ntoys: int, pyhf_toys: int) -> None:
-    table = Table(title=f"Toy CLs: engine ({ntoys} toys) against pyhf on MINUIT ({pyhf_toys})")
-    for column in (
+    table = _table(
+        f"Toy CLs: engine ({ntoys} toys) against pyhf on MINUIT ({pyhf_toys})",
         "workspace",
         "parameters",
         "engine s",
@@ -78,8 +85,7 @@ def speed(console: Console, ntoys: int, pyhf_toys: int) -> None:
         "engine CLs ± error",
         "pyhf CLs",
         "asymptotic CLs",
-    ):
-        table.add_column(column, justify="right")
+    )
     for name, make in WORKSPACES.items():
         spec = make()
         parameters = len(compile_stack([spec], ["w"], device="cpu").par_names)
@@ -114,20 +120,10 @@ LIMIT_WORKSPACES = {
 """The 20-bin workspace is left out: pyhf's 15 points would take about 25 minutes there."""
 
 
-def _poisson_limit(b: float, n: int) -> float:
-    from scipy import optimize, stats
-
-    return optimize.brentq(
-        lambda mu: stats.poisson.cdf(n, mu + b) / stats.poisson.cdf(n, b) - 0.05, 1e-9, 1e3
-    )
-
-
 def limits(console: Console, ntoys: int, pyhf_toys: int) -> None:
-    table = Table(
-        title=f"Toy upper limits on μ: engine scan ({ntoys} toys a point) against pyhf on MINUIT "
-        f"({pyhf_toys} toys a point, 15 points); observed (median expected)"
-    )
-    for column in (
+    table = _table(
+        f"Toy upper limits on μ: engine scan ({ntoys} toys a point) against pyhf on MINUIT "
+        f"({pyhf_toys} toys a point, 15 points); observed (median expected)",
         "workspace",
         "closed form",
         "asymptotic",
@@ -139,8 +135,7 @@ def limits(console: Console, ntoys: int, pyhf_toys: int) -> None:
         "pyhf s",
         "pyhf ms/toy",
         "speed-up per toy",
-    ):
-        table.add_column(column, justify="right")
+    )
     for name, make in LIMIT_WORKSPACES.items():
         spec = make()
         asymptotic = upper_limit(spec, device="cpu")
@@ -162,7 +157,7 @@ def limits(console: Console, ntoys: int, pyhf_toys: int) -> None:
         error = "" if mine.observed_error is None else f" ± {mine.observed_error:.3f}"
         table.add_row(
             name,
-            f"{_poisson_limit(1.0, 1):.3f}" if name.startswith("1 bin") else "",
+            f"{counting_limit(1, 1.0):.3f}" if name.startswith("1 bin") else "",
             f"{asymptotic.observed:.3f} ({asymptotic.expected[2]:.3f})",
             f"{mine.observed:.3f}{error} ({mine.expected[2]:.3f})"
             if mine.complete
@@ -188,8 +183,8 @@ def asymptotics(
 
     store = Store(store_path)
     results = campaign_results(store)
-    table = Table(title=f"Asymptotic against toy CLs ({ntoys} toys), Z′ at g = 0.1")
-    for column in (
+    table = _table(
+        f"Asymptotic against toy CLs ({ntoys} toys), Z′ at g = 0.1",
         "mass",
         "search",
         "signal",
@@ -198,8 +193,7 @@ def asymptotics(
         "toy CLs ± error",
         "toy s",
         "verdicts",
-    ):
-        table.add_column(column, justify="right")
+    )
     for mass in points:
         signal, _ = signal_events(
             store, model="zprime", point={"mass": mass, "g": 0.1}, n_events=5000, seed=3

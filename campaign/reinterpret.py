@@ -224,9 +224,10 @@ def _test(
     gets its CLs from pseudo-experiments (:func:`_toy_outcome`, seeded per ``search``); one
     that needed plain pyhf keeps the asymptotic CLs and says so. Where the CLs came from toys,
     so do the limits (:func:`_toy_limits`), except for a ``combined`` workspace: its toys
-    stack every combined search's parameters, and a scan of 8–24 toy CLs there was never
-    costed (one toy CLs of a four-search combination ran past 35 minutes), so its limits stay
-    asymptotic and the reason says so.
+    stack every combined search's parameters and a scan of 8–24 toy CLs there was never
+    costed (a ``--max-fits 4 --limits --toys 1000`` run, stopped after 35 minutes in all, was
+    still inside the combination's toy CLs), so its limits stay asymptotic and the
+    reason says so.
     """
     (tested,) = evaluate_patches(
         workspace, [(name, [])], check_bounds=False, pyhf_attempts=pyhf_attempts

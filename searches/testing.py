@@ -314,3 +314,17 @@ def counting_workspace(s: float, b: float, n: int, *, bound: float = 10.0) -> di
             }
         ],
     }
+
+
+def counting_limit(n: int, b: float, *, s: float = 1.0, level: float = 0.05) -> float:
+    """The CLs upper limit on μ of :func:`counting_workspace` in closed form: where
+    ``P(N ≤ n | μ s + b) / P(N ≤ n | b)`` equals ``level``."""
+    from scipy import optimize, stats
+
+    return float(
+        optimize.brentq(
+            lambda mu: stats.poisson.cdf(n, mu * s + b) / stats.poisson.cdf(n, b) - level,
+            1e-9,
+            1e3,
+        )
+    )

@@ -7,28 +7,21 @@ import math
 
 import numpy as np
 import pytest
-from scipy import optimize, stats
+from scipy import stats
 
 from searches.stats import toy_limits
 from searches.stats.limits import upper_limit
 from searches.stats.toy_limits import scan_around, toy_upper_limit
 from searches.stats.toys import ToyFitError
-from searches.testing import counting_workspace
+from searches.testing import counting_limit, counting_workspace
 
 QUANTILES = (0.02275, 0.15866, 0.5, 0.84134, 0.97725)
-
-
-def _closed_form(n: int, b: float, s: float = 1.0, level: float = 0.05) -> float:
-    """μ where ``P(N ≤ n | μ s + b) / P(N ≤ n | b)`` is ``level``."""
-    return optimize.brentq(
-        lambda mu: stats.poisson.cdf(n, mu * s + b) / stats.poisson.cdf(n, b) - level, 1e-9, 1e3
-    )
 
 
 def _binomial_sigma(n: int, b: float, ntoys: int, level: float = 0.05) -> float:
     """Standard error of a toy limit at the closed form's crossing: the binomial errors of the
     two tail fractions there over the slope of log CLs (independent of the code under test)."""
-    mu = _closed_form(n, b)
+    mu = counting_limit(n, b)
     clsb, clb = stats.poisson.cdf(n, mu + b), stats.poisson.cdf(n, b)
     relative = math.sqrt((1 - clsb) / (ntoys * clsb) + (1 - clb) / (ntoys * clb))
     slope = stats.poisson.pmf(n, mu + b) / clsb  # −d log P(N ≤ n | λ) / dλ
@@ -36,7 +29,7 @@ def _binomial_sigma(n: int, b: float, ntoys: int, level: float = 0.05) -> float:
 
 
 @pytest.mark.parametrize(("b", "n"), [(3.0, 0), (3.0, 1), (3.0, 4)])
-def test_limits_equal_the_poisson_closed_form(b, n):
+def test_limits_equal_the_poissoncounting_limit(b, n):
     """Observed and expected limits of a counting experiment without nuisance parameters:
     observed from ``n``, the band from the Poisson quantiles of ``b`` (the background-like
     toys' counts); within 4 binomial errors plus 2 % for the interpolation. At b = 3 each
@@ -47,7 +40,7 @@ def test_limits_equal_the_poisson_closed_form(b, n):
     assert found.complete and found.reason == ""
     counts = [int(stats.poisson.ppf(q, b)) for q in QUANTILES]
     for value, count in zip([found.observed, *found.expected], [n, *counts], strict=True):
-        reference = _closed_form(count, b)
+        reference = counting_limit(count, b)
         allowed = 4 * _binomial_sigma(count, b, ntoys) + 0.02 * reference
         assert value == pytest.approx(reference, abs=allowed), (count, value, reference)
     assert found.observed_error == pytest.approx(_binomial_sigma(n, b, ntoys), rel=0.4)
@@ -63,7 +56,7 @@ def test_the_reported_error_is_the_spread_of_repeated_limits():
     observed = np.array([r.observed for r in runs])
     reported = float(np.median([r.observed_error for r in runs]))
     assert 0.6 < observed.std(ddof=1) / reported < 1.6, (observed.std(ddof=1), reported)
-    assert abs(observed.mean() - _closed_form(1, 3.0)) < 4 * observed.std(ddof=1) / np.sqrt(24)
+    assert abs(observed.mean() - counting_limit(1, 3.0)) < 4 * observed.std(ddof=1) / np.sqrt(24)
 
 
 def test_the_scan_is_placed_by_the_asymptotic_limits_and_seeded():
@@ -82,7 +75,7 @@ def test_a_scan_that_misses_the_limits_grows_to_them(scan):
     spec = counting_workspace(1.0, 1.0, 1)
     grown = toy_upper_limit(spec, ntoys=2000, seed=1, device="cpu", scan=scan)
     assert grown.complete, grown.reason
-    assert grown.observed == pytest.approx(_closed_form(1, 1.0), rel=0.1)
+    assert grown.observed == pytest.approx(counting_limit(1, 1.0), rel=0.1)
     scanned = [p.mu for p in grown.points]
     assert len(scanned) > len(scan) and min(scanned) < grown.observed < max(scanned)
 
