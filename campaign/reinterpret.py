@@ -21,9 +21,9 @@ import hashlib
 import io
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import awkward as ak
@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from numpy.typing import ArrayLike
+from rich.progress import Progress
 
 from campaign.store import Store, StoreError
 from campaign.tasks import finished_results
@@ -44,7 +45,7 @@ from searches.stats.inference import UpperLimit
 from searches.stats.limits import LimitNotFound, upper_limit
 from searches.stats.robust import Q_TOLERANCE
 from searches.stats.toy_limits import scan_around, toy_upper_limit
-from searches.stats.toys import MAX_DROPPED, toy_cls
+from searches.stats.toys import MAX_DROPPED, ToyCLs, toy_cls
 from searches.stats.workspace import with_signal
 
 SCHEMA_VERSION = "3"
@@ -57,6 +58,8 @@ MAX_FITS = 10
 """Searches fitted per benchmark, the most sensitive first (see :func:`reinterpret`)."""
 NO_SENSITIVITY_Z = 0.05
 """Expected significance below which a signal is negligible (CLs = 1 without a fit)."""
+NO_SENSITIVITY = "no expected sensitivity"
+"""The reason that starts such a verdict."""
 MAX_COMBINED = 5
 """Exclusive classes in the combination, the most sensitive first."""
 TOYS_BELOW = 10.0
@@ -65,6 +68,11 @@ TOYS_BELOW = 10.0
 not tuned: on the small test campaign a Z′ at 3 TeV meets 1–2 such events in its most
 sensitive searches, and there the asymptotic CLs is 0.024–0.036 where 1,000 toys give
 0.055–0.058 ± 0.01 (RESULTS, "Toy CLs"); no search between 2.5 and 100 events was compared."""
+COMBINED_LIMITS = (
+    "limits of a combination stay asymptotic (a toy scan of all its parameters takes tens of "
+    "minutes)"
+)
+"""The reason a combination whose CLs came from toys gives for its asymptotic limits."""
 TOY_NOTE_SIGMAS = 2.0
 """A toy CLs closer to 0.05 than this many of its errors gets a note: more toys decide it."""
 
@@ -160,6 +168,7 @@ def evaluate_search(
     limits: bool = True,
     pyhf_attempts: int | None = None,
     toys: ToyOptions | None = None,
+    on_toys: Callable[[int], None] | None = None,
 ) -> SearchVerdict:
     """CLs and limits of one search for the signal events (``qtilde``).
 
@@ -167,7 +176,8 @@ def evaluate_search(
     pyhf fits where it falls back: :func:`searches.stats.limits.upper_limit`), so campaigns
     compute it for the best-expected search and the combination, and CLs for every search.
     ``pyhf_attempts`` caps the plain-pyhf fallback (:func:`_test`). With ``toys`` the CLs
-    comes from pseudo-experiments where :func:`sensitive_background` is below ``toys.below``.
+    comes from pseudo-experiments where :func:`sensitive_background` is below ``toys.below``;
+    ``on_toys`` is called with the number of toys fitted as they are.
     """
     yields, sumw2 = result.selection.histogram(signal)
     total = float(yields.sum())
@@ -190,6 +200,7 @@ def evaluate_search(
             pyhf_attempts=pyhf_attempts,
             toys=toys if wanted else None,
             search=f"{result.event_class}/{result.method}/{result.observable}",
+            on_toys=on_toys,
         )
         return SearchVerdict(**common, **outcome)
     except Exception as err:
@@ -206,6 +217,7 @@ def _test(
     toys: ToyOptions | None = None,
     search: str = "",
     combined: bool = False,
+    on_toys: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """CLs with its fits checked and retried: FAILED rather than a silent CLs = 1 or NaN.
 
@@ -223,11 +235,11 @@ def _test(
     With ``toys`` a test that the engine resolved by itself (its fits passed every check)
     gets its CLs from pseudo-experiments (:func:`_toy_outcome`, seeded per ``search``); one
     that needed plain pyhf keeps the asymptotic CLs and says so. Where the CLs came from toys,
-    so do the limits (:func:`_toy_limits`), except for a ``combined`` workspace: its toys
-    stack every combined search's parameters and a scan of 8–24 toy CLs there was never
-    costed (a ``--max-fits 4 --limits --toys 1000`` run, stopped after 35 minutes in all, was
-    still inside the combination's toy CLs), so its limits stay asymptotic and the
-    reason says so.
+    so do the limits (:func:`_toy_limits`), except for a ``combined`` workspace: its toys fit
+    every combined search's parameters at once (the small test campaign's default
+    combination, 175 parameters: about 4 minutes per 1,000-toy CLs, so about 45 minutes for
+    a scan; RESULTS, "What a combination's toys cost"), so its limits stay asymptotic and
+    the reason says so.
     """
     (tested,) = evaluate_patches(
         workspace, [(name, [])], check_bounds=False, pyhf_attempts=pyhf_attempts
@@ -242,7 +254,7 @@ def _test(
                 "status": "allowed",
                 "cls_observed": 1.0,
                 "cls_expected": (1.0,) * 5,
-                "reason": f"no expected sensitivity (Z ≈ {expected_z:.2g})",
+                "reason": f"{NO_SENSITIVITY} (Z ≈ {expected_z:.2g})",
             }
         return {"status": "failed", "reason": f"{name}: {tested.reason}"}
     outcome: dict[str, Any] = {
@@ -252,34 +264,86 @@ def _test(
         "reason": tested.reason,
     }
     if toys is not None and tested.backend.startswith("batched-torch"):
-        outcome.update(_toy_outcome(workspace, toys, search=search or name, asymptotic=outcome))
+        outcome.update(
+            _toy_outcome(
+                workspace, toys, search=search or name, asymptotic=outcome, on_toys=on_toys
+            )
+        )
     elif toys is not None:
         outcome["reason"] = _joined(
             outcome["reason"], "toys not run: the engine's fits needed plain pyhf; asymptotic CLs"
         )
-    if not limits:
-        return outcome
+    if limits:
+        outcome |= _limits(
+            workspace,
+            outcome,
+            toys=toys,
+            search=search or name,
+            combined=combined,
+            on_toys=on_toys,
+        )
+    return outcome
+
+
+def _limits(
+    workspace: Mapping[str, Any],
+    outcome: Mapping[str, Any],
+    *,
+    toys: ToyOptions | None,
+    search: str,
+    combined: bool = False,
+    on_toys: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """The limit fields (and reason) for a tested workspace whose CLs fields are ``outcome``:
+    asymptotic (:func:`~searches.stats.limits.upper_limit`), from a toy scan
+    (:func:`_toy_limits`) where the CLs came from toys, and asymptotic with a reason for a
+    ``combined`` workspace (see :func:`_test`)."""
     try:
         limit = upper_limit(workspace)
     except LimitNotFound as err:
-        return outcome | {
+        return {
             "mu_limit_observed": None,
             "mu_limit_expected": None,
             "reason": _joined(outcome["reason"], f"no 95 % CL upper limit: {err}"),
         }
-    outcome |= {
+    found: dict[str, Any] = {
         "mu_limit_observed": limit.observed,
         "mu_limit_expected": limit.expected,
         "limit_calculator": "asymptotics",
     }
-    if toys is not None and outcome.get("calculator") == "toys":
-        if combined:
-            why = "limits of a combination stay asymptotic (their toys' cost is not measured)"
-            return outcome | {"reason": _joined(outcome["reason"], why)}
-        outcome |= _toy_limits(
-            workspace, toys, search=search or name, outcome=outcome, asymptotic=limit
+    if toys is None or outcome.get("calculator") != "toys":
+        return found
+    if combined:
+        return found | {"reason": _joined(outcome["reason"], COMBINED_LIMITS)}
+    return found | _toy_limits(
+        workspace, toys, search=search, outcome=outcome, asymptotic=limit, on_toys=on_toys
+    )
+
+
+def add_limits(
+    result: SearchResult,
+    signal: ak.Array,
+    verdict: SearchVerdict,
+    *,
+    toys: ToyOptions | None = None,
+    on_toys: Callable[[int], None] | None = None,
+) -> SearchVerdict:
+    """``verdict`` (from :func:`evaluate_search` without limits) with its limits added, as
+    :func:`evaluate_search` with ``limits=True`` would give them, without testing μ = 1 again:
+    the fits and toys behind its CLs are deterministic, and its toy CLs is reused by the
+    toy scan (:func:`_toy_limits`). A verdict without a fitted CLs (not covered, failed,
+    negligible signal) is returned as it is."""
+    if verdict.status not in ("excluded", "allowed") or verdict.reason.startswith(NO_SENSITIVITY):
+        return verdict
+    yields, sumw2 = result.selection.histogram(signal)
+    try:
+        workspace = with_signal(result.workspace, yields, signal_sumw2=sumw2)
+        found = _limits(
+            workspace, asdict(verdict), toys=toys, search=verdict.search, on_toys=on_toys
         )
-    return outcome
+    except Exception as err:
+        return replace(verdict, status="failed", reason=f"{type(err).__name__}: {err}")
+    return replace(verdict, **found)
 
 
 def _toy_limits(
@@ -289,6 +353,7 @@ def _toy_limits(
     search: str,
     outcome: Mapping[str, Any],
     asymptotic: UpperLimit,
+    on_toys: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """The verdict's limit fields from a toy CLs scan
     (:func:`~searches.stats.toy_limits.toy_upper_limit`) placed around the ``asymptotic``
@@ -302,8 +367,16 @@ def _toy_limits(
     scan = scan_around(asymptotic)
     if scan[0] < 1.0 < scan[-1]:
         scan = np.append(scan, 1.0)
+    at_one = ToyCLs.from_dict(outcome["toys"])
     try:
-        found = toy_upper_limit(workspace, ntoys=toys.ntoys, seed=toys.seed_for(search), scan=scan)
+        found = toy_upper_limit(
+            workspace,
+            ntoys=toys.ntoys,
+            seed=toys.seed_for(search),
+            scan=scan,
+            known=[at_one],
+            progress=on_toys,
+        )
     except (RuntimeError, ValueError) as err:
         why = f"toy limits not run ({err}); asymptotic limits"
         return {"reason": _joined(outcome["reason"], why)}
@@ -326,6 +399,7 @@ def _toy_outcome(
     *,
     search: str,
     asymptotic: Mapping[str, Any],
+    on_toys: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """The verdict's fields from :func:`~searches.stats.toys.toy_cls`.
 
@@ -337,7 +411,7 @@ def _toy_outcome(
     kept = {"cls_obs": asymptotic["cls_observed"], "cls_exp": list(asymptotic["cls_expected"])}
     earlier = asymptotic["reason"]
     try:
-        out = toy_cls(workspace, ntoys=toys.ntoys, seed=toys.seed_for(search))
+        out = toy_cls(workspace, ntoys=toys.ntoys, seed=toys.seed_for(search), progress=on_toys)
     except (RuntimeError, ValueError) as err:
         return {"reason": _joined(earlier, f"toys not run ({err}); asymptotic CLs")}
     details = out.to_dict() | {"asymptotic": kept}
@@ -388,6 +462,7 @@ def combine_exclusive(
     *,
     limits: bool = False,
     toys: ToyOptions | None = None,
+    on_toys: Callable[[int], None] | None = None,
 ) -> tuple[SearchVerdict | None, tuple[str, ...]]:
     """CLs of the combination of independent exclusive classes, one observable per class.
 
@@ -431,6 +506,7 @@ def combine_exclusive(
             toys=toys if toys is not None and background < toys.below else None,
             search=f"combination/{'+'.join(names)}",
             combined=True,
+            on_toys=on_toys,
         )
     except Exception as err:
         outcome = {"status": "failed", "reason": f"{type(err).__name__}: {err}"}
@@ -470,6 +546,29 @@ def _weighted_background(signal: ArrayLike, background: ArrayLike, sigma: ArrayL
     return float((weight * b).sum() / total) if total > 0 else math.inf
 
 
+class _Progress:
+    """The bar of :func:`reinterpret`: one task over its steps (each fitted search, the
+    best-expected search's limits, the combination), and one counting the toys fitted, since
+    a single toy CLs or toy limit scan can take minutes."""
+
+    def __init__(self, bar: Progress | None, *, steps: int, toys: bool) -> None:
+        self.bar = bar
+        self.task = None if bar is None else bar.add_task("fitting searches", total=steps)
+        self.toy_task = None if bar is None or not toys else bar.add_task("toys fitted", total=None)
+
+    def now(self, description: str) -> None:
+        if self.bar is not None and self.task is not None:
+            self.bar.update(self.task, description=description)
+
+    def step(self) -> None:
+        if self.bar is not None and self.task is not None:
+            self.bar.advance(self.task)
+
+    def toys(self, count: int) -> None:
+        if self.bar is not None and self.toy_task is not None:
+            self.bar.advance(self.toy_task, count)
+
+
 def reinterpret(
     results: Sequence[SearchResult],
     signal: ak.Array,
@@ -496,8 +595,8 @@ def reinterpret(
     are fitted, the best-expected search and the classes combined are chosen as without toys
     (by :func:`sensitivity` and the asymptotic expected CLs, :func:`_ranking_cls`); the limits
     of a search whose CLs came from toys come from a toy scan (:func:`_toy_limits`).
-    ``progress`` shows a bar over the fitted searches on a terminal (off by default: the theory
-    loop calls this inside its own bar).
+    ``progress`` shows a bar over these steps and the toys fitted on a terminal (off by
+    default: the theory loop calls this inside its own bar).
     """
     ev.validate_events(signal, source=str(benchmark.get("source", "signal events")))
     for method in {r.method for r in results if r.selection.model is not None}:
@@ -508,46 +607,58 @@ def reinterpret(
         key=lambda i: -sensitivity(results[i], yields[i]),
     )
     fitted = set(order[:max_fits])
-    verdicts = []
-    with progress_bar() if progress else nullcontext() as bar:
-        task = None if bar is None else bar.add_task("fitting searches", total=len(fitted))
-        for index, (result, signal_yields) in enumerate(zip(results, yields, strict=True)):
-            if index not in fitted:
-                verdicts.append(_unfitted(result, float(signal_yields.sum()), max_fits))
-                continue
-            verdicts.append(
-                evaluate_search(
-                    result, signal, limits=False, pyhf_attempts=pyhf_attempts, toys=toys
-                )
-            )
-            if bar is not None and task is not None:
-                bar.advance(task)
-    tested = [i for i, v in enumerate(verdicts) if v.cls_expected is not None]
-    best = None
-    if tested:
-        index = min(tested, key=lambda i: _ranking_cls(verdicts[i]))
-        best = (
-            evaluate_search(results[index], signal, limits=True, toys=toys)
-            if limits
-            else verdicts[index]
-        )
     candidates = [i for i in order if "+" not in results[i].event_class and i in fitted]
     chosen: list[int] = []
     for i in candidates:
         if results[i].event_class not in {results[j].event_class for j in chosen}:
             chosen.append(i)
     chosen = chosen[:max_combined]
-    combined, classes = (
-        combine_exclusive(
-            [results[i] for i in chosen],
-            [verdicts[i] for i in chosen],
-            signal,
-            limits=limits,
-            toys=toys,
-        )
-        if len(chosen) > 1
-        else (None, ())
-    )
+    verdicts = []
+    combined: SearchVerdict | None = None
+    classes: tuple[str, ...] = ()
+    steps = len(fitted) + int(limits) + int(len(chosen) > 1)
+    with progress_bar() if progress else nullcontext() as bar:
+        shown = _Progress(bar, steps=steps, toys=toys is not None)
+        for index, (result, signal_yields) in enumerate(zip(results, yields, strict=True)):
+            if index not in fitted:
+                verdicts.append(_unfitted(result, float(signal_yields.sum()), max_fits))
+                continue
+            verdicts.append(
+                evaluate_search(
+                    result,
+                    signal,
+                    limits=False,
+                    pyhf_attempts=pyhf_attempts,
+                    toys=toys,
+                    on_toys=shown.toys,
+                )
+            )
+            shown.step()
+        tested = [i for i, v in enumerate(verdicts) if v.cls_expected is not None]
+        chosen_best = min(tested, key=lambda i: _ranking_cls(verdicts[i])) if tested else None
+        best = None if chosen_best is None else verdicts[chosen_best]
+        if limits:
+            shown.now("limits of the best-expected search")
+            if chosen_best is not None:
+                best = add_limits(
+                    results[chosen_best],
+                    signal,
+                    verdicts[chosen_best],
+                    toys=toys,
+                    on_toys=shown.toys,
+                )
+            shown.step()
+        if len(chosen) > 1:
+            shown.now("combination")
+            combined, classes = combine_exclusive(
+                [results[i] for i in chosen],
+                [verdicts[i] for i in chosen],
+                signal,
+                limits=limits,
+                toys=toys,
+                on_toys=shown.toys,
+            )
+            shown.step()
     if combined is not None and combined.status in ("excluded", "allowed"):
         status: Status = combined.status
     elif best is not None:

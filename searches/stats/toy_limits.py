@@ -132,8 +132,10 @@ class _ToyCurves:
         device: torch.device | str | None,
         batch: int | None,
         progress: Callable[[int], None] | None,
+        known: Sequence[ToyCLs] = (),
     ) -> None:
         self.stack = toy_stack(workspace, device=device)
+        self.known = {point.mu: point for point in known}
         self.toy_cls = functools.partial(
             stack_toy_cls, ntoys=ntoys, seed=seed, batch=batch, progress=progress
         )
@@ -151,7 +153,8 @@ class _ToyCurves:
                 stack = dataclasses.replace(stack, upper=bounds)
             self.values[mu] = np.full(6, np.nan)
             try:
-                out = self.toy_cls(stack, mu=mu)
+                reuse = stack is self.stack and mu in self.known
+                out = self.known[mu] if reuse else self.toy_cls(stack, mu=mu)
             except torch.cuda.OutOfMemoryError:
                 raise
             except (ToyFitError, RuntimeError, FloatingPointError) as err:
@@ -226,6 +229,7 @@ def toy_upper_limit(
     device: torch.device | str | None = None,
     batch: int | None = None,
     progress: Callable[[int], None] | None = None,
+    known: Sequence[ToyCLs] = (),
 ) -> ToyUpperLimit:
     """Observed and expected upper limits at CL ``1 − level`` from toy CLs.
 
@@ -240,6 +244,9 @@ def toy_upper_limit(
             not cross ``level`` inside it.
         device, batch, progress: As for :func:`~searches.stats.toys.toy_cls` (``progress``
             counts toys over all μ).
+        known: Toy CLs of this workspace already drawn with these ``ntoys`` and ``seed``
+            (:func:`~searches.stats.toys.toy_cls`), used where the scan reaches their μ
+            instead of drawing the same toys again; not points of the scan by themselves.
 
     A missing limit is ``None`` with the reason in :attr:`ToyUpperLimit.reason`, not an error:
     a band edge can stay unbracketed where the observed limit is found.
@@ -257,8 +264,20 @@ def toy_upper_limit(
         given = np.asarray(scan, dtype=np.float64)
         if given.ndim != 1 or given.size < 2 or not np.all(np.isfinite(given) & (given > 0)):
             raise ValueError(f"'scan' must hold at least two finite μ > 0, got {given.tolist()}")
+    for point in known:
+        if (point.ntoys, point.seed) != (ntoys, seed):
+            raise ValueError(
+                f"'known' toy CLs at μ = {point.mu} drew ntoys={point.ntoys}, seed={point.seed}; "
+                f"the scan draws ntoys={ntoys}, seed={seed}"
+            )
     curves = _ToyCurves(
-        workspace, ntoys=ntoys, seed=seed, device=device, batch=batch, progress=progress
+        workspace,
+        ntoys=ntoys,
+        seed=seed,
+        device=device,
+        batch=batch,
+        progress=progress,
+        known=known,
     )
     if scan is None:
         scan = scan_around(upper_limit(workspace, level=level, device=device))
@@ -268,19 +287,19 @@ def toy_upper_limit(
         sides = {curves.bracket(k, level) for k in growing} & {"down", "up"}
         if not sides:
             break
-        known = np.array(sorted(curves.values))
+        scanned = np.array(sorted(curves.values))
         if "down" in sides:
-            curves.evaluate(known[0] * 0.5 ** np.arange(1, 3))
+            curves.evaluate(scanned[0] * 0.5 ** np.arange(1, 3))
         if "up" in sides:
-            curves.evaluate(known[-1] * 2.0 ** np.arange(1, 3))
+            curves.evaluate(scanned[-1] * 2.0 ** np.arange(1, 3))
     for _ in range(REFINEMENTS):
-        known = np.array(sorted(curves.values))
+        scanned = np.array(sorted(curves.values))
         trial = []
         for k in (0, 3):
             bracket = curves.bracket(k, level)
             if isinstance(bracket, tuple):
                 guess = curves.root(k, *bracket, level)
-                if np.min(np.abs(known - guess)) > CLOSE * guess:
+                if np.min(np.abs(scanned - guess)) > CLOSE * guess:
                     trial.append(guess)
         if not trial:
             break

@@ -139,6 +139,26 @@ class ToyCLs:
             "resolution_limited": self.resolution_limited,
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ToyCLs:
+        """The inverse of :meth:`to_dict` (keys it does not write are ignored), so a toy CLs
+        kept in a verdict can be reused rather than drawn again."""
+        return cls(
+            mu=float(data["mu"]),
+            observed=math.nan if data["cls_obs"] is None else float(data["cls_obs"]),
+            observed_error=(
+                math.nan if data["cls_obs_error"] is None else float(data["cls_obs_error"])
+            ),
+            expected=tuple(float(x) for x in data["cls_exp"]),  # type: ignore[arg-type]
+            clsb=float(data["clsb"]),
+            clb=float(data["clb"]),
+            q_observed=float(data["q_obs"]),
+            ntoys=int(data["ntoys"]),
+            seed=int(data["seed"]),
+            dropped=tuple(int(x) for x in data["dropped"]),  # type: ignore[arg-type]
+            resolution_limited=bool(data["resolution_limited"]),
+        )
+
 
 def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None

@@ -21,6 +21,7 @@ from campaign.reinterpret import (
     ToyOptions,
     _test,
     campaign_results,
+    evaluate_search,
     reinterpret,
     save,
     sensitive_background,
@@ -331,8 +332,46 @@ def test_toy_limits_that_miss_a_curve_keep_the_asymptotic_limits_and_say_why(mon
     assert (combined["calculator"], combined["limit_calculator"]) == ("toys", "asymptotics")
     assert combined["mu_limit_observed"] == asymptotic["mu_limit_observed"]
     assert combined["reason"].endswith(
-        "limits of a combination stay asymptotic (their toys' cost is not measured)"
+        "limits of a combination stay asymptotic (a toy scan of all its parameters takes tens "
+        "of minutes)"
     )
+
+
+def test_limits_are_added_to_the_best_search_without_testing_it_again(
+    reference_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``reinterpret(limits=True)`` gives the best-expected search the verdict that
+    ``evaluate_search(limits=True)`` gives it, while its toys at μ = 1 are drawn once: the
+    limit scan reuses the verdict's toy CLs (3 TeV Z′, few background events)."""
+    import searches.stats.toy_limits as scan_module
+    import searches.stats.toys as toys_module
+
+    store = Store(reference_run)
+    results = campaign_results(store)
+    signal, benchmark = signal_events(
+        store, model="zprime", point={"mass": 3000.0, "g": 0.1}, n_events=2000, seed=3
+    )
+    options = ToyOptions(ntoys=50, seed=2)
+    drawn: list[float] = []
+    real = toys_module.stack_toy_cls
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        drawn.append(kwargs["mu"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(toys_module, "stack_toy_cls", counted)
+    monkeypatch.setattr(scan_module, "stack_toy_cls", counted)
+    outcome = reinterpret(
+        results, signal, benchmark=benchmark, max_fits=1, limits=True, toys=options
+    )
+    best = outcome.best_expected
+    assert best is not None and best.calculator == "toys", best
+    assert best.toys["limits"]["scan"], "a toy scan ran"
+    assert 1.0 in [point["mu"] for point in best.toys["limits"]["scan"]]
+    assert drawn.count(1.0) == 1, drawn
+    result = next(r for r in results if f"{r.event_class}/{r.method}/{r.observable}" == best.search)
+    assert best == evaluate_search(result, signal, limits=True, toys=options)
+    assert drawn.count(1.0) == 2, "evaluate_search, too, draws μ = 1 once for CLs and scan"
 
 
 def test_a_deficit_beyond_every_toy_keeps_the_asymptotic_cls_and_says_why() -> None:

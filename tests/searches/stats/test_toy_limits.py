@@ -12,7 +12,7 @@ from scipy import stats
 from searches.stats import toy_limits
 from searches.stats.limits import upper_limit
 from searches.stats.toy_limits import scan_around, toy_upper_limit
-from searches.stats.toys import ToyFitError
+from searches.stats.toys import ToyFitError, toy_cls
 from searches.testing import counting_limit, counting_workspace
 
 QUANTILES = (0.02275, 0.15866, 0.5, 0.84134, 0.97725)
@@ -121,6 +121,33 @@ def test_a_point_whose_toys_fail_is_not_trusted(monkeypatch):
         "ToyFitError: the fits to the observed data did not converge: free",
     )
     assert found.complete and broken not in [p.mu for p in found.points]
+
+
+def test_a_known_toy_cls_is_reused_where_the_scan_reaches_its_mu(monkeypatch):
+    """A toy CLs drawn before (the verdict's, at μ = 1) stands in for drawing it again, and
+    the limits are those of the scan without it; one drawn with other toys is refused, and
+    one at a μ whose POI bound the scan raises is drawn again (its fits differ)."""
+    spec = counting_workspace(1.0, 1.0, 1, bound=3.0)
+    at_one = toy_cls(spec, mu=1.0, ntoys=300, seed=2, device="cpu")
+    scan = [0.5, 1.0, 2.0, 4.0, 8.0]
+    fresh = toy_upper_limit(spec, ntoys=300, seed=2, device="cpu", scan=scan)
+    drawn = []
+    real = toy_limits.stack_toy_cls
+
+    def counted(stack, *, mu, **options):
+        drawn.append(mu)
+        return real(stack, mu=mu, **options)
+
+    monkeypatch.setattr(toy_limits, "stack_toy_cls", counted)
+    reused = toy_upper_limit(spec, ntoys=300, seed=2, device="cpu", scan=scan, known=[at_one])
+    assert reused == fresh and 1.0 not in drawn and 2.0 in drawn
+    assert next(p for p in reused.points if p.mu == 1.0) is at_one
+    high = toy_cls(spec, mu=2.0, ntoys=300, seed=2, device="cpu")
+    drawn.clear()
+    toy_upper_limit(spec, ntoys=300, seed=2, device="cpu", scan=scan, known=[high])
+    assert 2.0 in drawn, "the scan's μ = 2 runs with the POI bound raised to 4"
+    with pytest.raises(ValueError, match=r"'known' toy CLs at μ = 1.0 drew ntoys=300, seed=2"):
+        toy_upper_limit(spec, ntoys=300, seed=3, scan=scan, known=[at_one])
 
 
 @pytest.mark.parametrize(

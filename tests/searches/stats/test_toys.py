@@ -22,6 +22,7 @@ from searches.stats.batched import compile_stack, stack_cls, twice_nll
 from searches.stats.robust import build_model
 from searches.stats.toys import (
     NORMAL_PERCENTILES,
+    ToyCLs,
     ToyFitError,
     cls_error,
     cls_from_toys,
@@ -208,6 +209,7 @@ def test_the_same_seed_gives_the_same_toys_in_any_batch():
     first = toy_cls(spec, ntoys=300, seed=9, device="cpu")
     assert toy_cls(spec, ntoys=300, seed=9, device="cpu", batch=7) == first
     assert toy_cls(spec, ntoys=300, seed=10, device="cpu") != first
+    assert ToyCLs.from_dict(first.to_dict() | {"asymptotic": {}}) == first
 
 
 def test_data_beyond_every_background_toy_is_resolution_limited():
@@ -215,6 +217,9 @@ def test_data_beyond_every_background_toy_is_resolution_limited():
     at this resolution and the observed CLs is undefined rather than 0 or 1."""
     out = toy_cls(counting_workspace(10.0, 100.0, 50), ntoys=200, seed=1, device="cpu")
     assert out.resolution_limited and out.clb == 0.0 and math.isnan(out.observed)
+    back = ToyCLs.from_dict(out.to_dict())
+    assert math.isnan(back.observed) and math.isnan(back.observed_error)
+    assert back.to_dict() == out.to_dict()
 
 
 @pytest.mark.parametrize(
