@@ -16,6 +16,13 @@ Limits (``--limits``). Upper limits on μ from toy CLs: the engine's scan
 the same seed at every μ), side by side with the asymptotic limits
 and, for the one-bin counting experiment, the Poisson closed form.
 
+Threshold (``--threshold``). Where asymptotic CLs starts to agree with the toys: one bin with
+``b`` = 1 … 100 background events, the data at the median count, and a signal sized so that
+the asymptotic median expected CLs is 0.05; once a pure Poisson count (where the closed form
+``P(N ≤ n | s + b) / P(N ≤ n | b)`` is exact) and once with a 10 % normalisation uncertainty
+and 5 % MC statistics, the two modifiers of a campaign search. This is what
+``campaign.reinterpret.TOYS_BELOW`` (toys below 10 events) rests on.
+
 Asymptotics (``--store STORE``). For each benchmark point of ``--points`` (Z′ masses at
 ``g = 0.1``) on a finished campaign, the ``--max-fits`` most sensitive searches with their
 sensitivity-weighted background (``campaign.reinterpret.sensitive_background``), asymptotic
@@ -24,6 +31,7 @@ disagree is what ``lamppost reinterpret --toys`` changes.
 
     python benchmarks/bench_toys.py
     python benchmarks/bench_toys.py --limits --toys 4000 --pyhf-toys 200
+    python benchmarks/bench_toys.py --threshold --toys 20000
     python benchmarks/bench_toys.py --store STORE --toys 4000
 """
 
@@ -38,6 +46,7 @@ import numpy as np
 from provenance import code_under_test, machine
 from rich.console import Console
 from rich.table import Table
+from scipy import stats
 
 from searches.stats import inference
 from searches.stats.batched import compile_stack, evaluate_patches
@@ -174,6 +183,55 @@ def limits(console: Console, ntoys: int, pyhf_toys: int) -> None:
     console.print(table)
 
 
+THRESHOLD_BACKGROUNDS = (1.0, 2.5, 5.0, 10.0, 20.0, 50.0, 100.0)
+
+
+def _threshold_workspace(b: float, n: int, s: float, *, systematics: bool) -> dict:
+    if not systematics:
+        return counting_workspace(s, b, n)
+    spec = build_workspace(observed=[n], expected=[b], sumw2=[(0.05 * b) ** 2], syst=0.1)
+    return with_signal(spec, np.array([s]))
+
+
+def threshold(console: Console, ntoys: int) -> None:
+    table = _table(
+        f"Asymptotic against toy CLs ({ntoys} toys) on one bin, the signal at the asymptotic "
+        "median expected limit, the data at the median count",
+        "model",
+        "b",
+        "n",
+        "s",
+        "closed-form CLs",
+        "asymptotic CLs obs (exp. median)",
+        "toy CLs obs ± error (exp. median)",
+        "asymptotic − toys, in toy errors",
+        "asymptotic / toys",
+    )
+    for systematics in (False, True):
+        model = "10 % norm., 5 % MC stat." if systematics else "Poisson count"
+        for b in THRESHOLD_BACKGROUNDS:
+            n = int(stats.poisson.median(b))
+            unit = _threshold_workspace(b, n, 1.0, systematics=systematics)
+            s = float(upper_limit(unit, device="cpu").expected[2])
+            spec = _threshold_workspace(b, n, s, systematics=systematics)
+            (asym,) = evaluate_patches(spec, [("w", [])], device="cpu")
+            toys = toy_cls(spec, ntoys=ntoys, seed=1, device="cpu")
+            exact = stats.poisson.cdf(n, s + b) / stats.poisson.cdf(n, b)
+            table.add_row(
+                model,
+                f"{b:g}",
+                str(n),
+                f"{s:.3g}",
+                "" if systematics else f"{exact:.4f}",
+                f"{asym.cls_obs:.4f} ({asym.cls_exp[2]:.4f})",
+                f"{toys.observed:.4f} ± {toys.observed_error:.4f} ({toys.expected[2]:.4f})",
+                f"{(asym.cls_obs - toys.observed) / toys.observed_error:+.1f}",
+                f"{asym.cls_obs / toys.observed:.2f}",
+            )
+        console.print(f"done: {model}")
+    console.print(table)
+
+
 def asymptotics(
     console: Console, store_path: str, *, ntoys: int, points: list[float], max_fits: int
 ) -> None:
@@ -230,6 +288,7 @@ def main() -> None:
     parser.add_argument("--toys", type=int, default=4000)
     parser.add_argument("--pyhf-toys", type=int, default=200)
     parser.add_argument("--limits", action="store_true")
+    parser.add_argument("--threshold", action="store_true")
     parser.add_argument("--store")
     parser.add_argument("--points", default="2000,3000,4000")
     parser.add_argument("--max-fits", type=int, default=4)
@@ -245,6 +304,9 @@ def main() -> None:
         return
     if args.limits:
         limits(console, args.toys, args.pyhf_toys)
+        return
+    if args.threshold:
+        threshold(console, args.toys)
         return
     speed(console, args.toys, args.pyhf_toys)
 
