@@ -332,8 +332,8 @@ def test_toy_limits_that_miss_a_curve_keep_the_asymptotic_limits_and_say_why(mon
     assert (combined["calculator"], combined["limit_calculator"]) == ("toys", "asymptotics")
     assert combined["mu_limit_observed"] == asymptotic["mu_limit_observed"]
     assert combined["reason"].endswith(
-        "limits of a combination stay asymptotic (a toy scan of all its parameters takes tens "
-        "of minutes)"
+        "limits of a combination stay asymptotic (a toy scan of all its parameters would take "
+        "many times its toy CLs)"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -12,11 +13,14 @@ import torch
 
 from searches.likelihoods import load_likelihoods
 from searches.stats.batched import (
+    _constraint,
     _derivatives,
     compile_stack,
     evaluate_patches,
+    expected_rates,
     fit_stack,
     patched_spec,
+    sparse_layout,
     stack_cls,
     twice_nll,
 )
@@ -67,12 +71,16 @@ def test_likelihood_equals_pyhf_logpdf(regions, region, patch):
         assert float(mine) == pytest.approx(float(-2 * model.logpdf(pars, data)[0]), rel=1e-12)
 
 
-def test_analytic_derivatives_match_autograd(regions):
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "slots"])
+def test_analytic_derivatives_match_autograd(regions, sparse):
+    """Both ways of computing the derivatives (:func:`sparse_layout`: the region's own choice
+    is dense) against autograd, on a region with every modifier type but shapesys."""
     region = regions["RegionA"]
     patches = region.patches[:2]
     stack = compile_stack(
         [region.workspace(p) for p in patches], [p.name for p in patches], device="cpu"
     )
+    layout = dataclasses.replace(sparse_layout(stack), worthwhile=sparse)
     gen = torch.Generator().manual_seed(3)
     theta = (
         stack.init.expand(2, -1)
@@ -85,7 +93,9 @@ def test_analytic_derivatives_match_autograd(regions):
     theta[0, stack.poi] = 0.0  # the μ = 0 corner of the product rule
     data = stack.observed.expand(2, -1) + 0.5
     aux = stack.aux_init.expand(2, -1)
-    _, grad, hess, _ = _derivatives(stack, theta, data, aux)
+    value, grad, hess, gauss_newton = _derivatives(stack, theta, data, aux, layout)
+    assert torch.allclose(value, twice_nll(stack, theta, data, aux), rtol=1e-12)
+    assert torch.allclose(value, twice_nll(stack, theta, data, aux, layout=layout), rtol=1e-12)
     auto_grad = torch.func.grad(lambda t: twice_nll(stack, t, data, aux).sum())(theta)
     assert torch.allclose(grad, auto_grad, rtol=1e-9, atol=1e-9)
     for i in range(2):
@@ -94,6 +104,36 @@ def test_analytic_derivatives_match_autograd(regions):
             lambda t, one=one, i=i: twice_nll(one, t[None], data[i : i + 1], aux[i : i + 1]).sum()
         )(theta[i])
         assert torch.allclose(hess[i], auto_hess, rtol=1e-8, atol=1e-8)
+        jac = torch.func.jacrev(lambda t, one=one: expected_rates(one, t[None])[0])(theta[i])
+        weight = 2 * data[i] / expected_rates(one, theta[i : i + 1])[0] ** 2
+        constraint = torch.func.hessian(
+            lambda t, one=one, i=i: _constraint(one, t[None], aux[i : i + 1])[0].sum()
+        )(theta[i])
+        expected_gn = jac.T @ (weight.unsqueeze(1) * jac) + constraint
+        assert torch.allclose(gauss_newton[i], expected_gn, rtol=1e-8, atol=1e-8)
+        alone = _derivatives(
+            one,
+            theta[i : i + 1],
+            data[i : i + 1],
+            aux[i : i + 1],
+            dataclasses.replace(sparse_layout(one), worthwhile=sparse),
+        )
+        for own, from_stack in zip(alone, (value, grad, hess, gauss_newton), strict=True):
+            assert torch.allclose(own[0], from_stack[i], rtol=1e-12, atol=1e-12), (
+                "a row's derivatives do not depend on the stack it came from"
+            )
+
+
+def test_the_slots_are_used_where_most_parameters_touch_one_bin(regions):
+    """A campaign search (one staterror and one shapesys γ per bin) gets the slots, a published
+    region (tens of systematics on every bin) the dense products (:data:`SPARSE_GAIN`)."""
+    campaign = sparse_layout(compile_stack([_campaign_workspace(0)], ["w"], device="cpu"))
+    assert campaign.worthwhile and campaign.slot_param.shape[1] == 2
+    region = regions["RegionA"]
+    published = sparse_layout(
+        compile_stack([region.workspace(region.patches[0])], ["p"], device="cpu")
+    )
+    assert not published.worthwhile and published.slot_param.shape[1] > 40
 
 
 @pytest.mark.slow
@@ -219,15 +259,68 @@ def test_shapesys_likelihood_and_derivatives_equal_pyhf(seed):
         theta = _pyhf_order(stack, model, pars)[None]
         mine = twice_nll(stack, theta, stack.observed[None], stack.aux_init, constants=True)
         assert float(mine) == pytest.approx(float(-2 * model.logpdf(pars, data)[0]), rel=1e-12)
-        _, grad, hess, _ = _derivatives(stack, theta, stack.observed[None], stack.aux_init)
         auto = torch.func.grad(
             lambda t: twice_nll(stack, t, stack.observed[None], stack.aux_init).sum()
         )(theta)
-        assert torch.allclose(grad, auto, rtol=1e-9, atol=1e-9)
         auto_hess = torch.func.hessian(
             lambda t: twice_nll(stack, t[None], stack.observed[None], stack.aux_init).sum()
         )(theta[0])
+        for sparse in (False, True):
+            layout = dataclasses.replace(sparse_layout(stack), worthwhile=sparse)
+            _, grad, hess, _ = _derivatives(
+                stack, theta, stack.observed[None], stack.aux_init, layout
+            )
+            assert torch.allclose(grad, auto, rtol=1e-9, atol=1e-9)
+            assert torch.allclose(hess[0], auto_hess, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "slots"])
+def test_one_layout_serves_every_row_of_a_stack(sparse):
+    """Two signals on one campaign search, on different bins, and data with empty bins: each
+    row's derivatives from the layout of the whole stack, as ``fit_stack`` uses it on
+    ``stack.take(rows)``, against autograd. (Stacked rows share one structure, so their factor
+    masks are equal; the layout is the union over rows all the same.)"""
+    rng = np.random.default_rng(7)
+    bins = 12
+    expected = rng.uniform(0.5, 60.0, bins)
+    spec = build_workspace(
+        observed=rng.poisson(expected).astype(float),
+        expected=expected,
+        sumw2=0.1 * expected,
+        syst=0.1,
+    )
+    signals = [expected * rng.uniform(0.5, 2.0, bins) * (rng.uniform(size=bins) < 0.6)]
+    signals.append(np.where(signals[0] > 0, 0.0, 1.5 * expected))
+    stack = compile_stack(
+        [with_signal(spec, s, signal_sumw2=0.5 * s) for s in signals], ["a", "b"], device="cpu"
+    )
+    layout = dataclasses.replace(sparse_layout(stack), worthwhile=sparse)
+    data = stack.observed.expand(2, -1).clone()
+    data[:, ::3] = 0.0
+    theta = stack.init.expand(2, -1) + 0.1 * torch.randn(
+        2, len(stack.par_names), generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    )
+    theta = torch.minimum(torch.maximum(theta, stack.lower + 1e-3), stack.upper)
+    aux = stack.aux_init
+    for i in range(2):
+        one = stack.take(torch.tensor([i]))
+        row = (theta[i : i + 1], data[i : i + 1], aux[i : i + 1])
+        value, grad, hess, gauss_newton = _derivatives(one, *row, layout)
+        assert torch.allclose(value, twice_nll(one, *row), rtol=1e-12)
+        assert torch.allclose(value, twice_nll(one, *row, layout=layout), rtol=1e-12)
+        auto = torch.func.grad(lambda t, one=one, row=row: twice_nll(one, t, *row[1:]).sum())
+        assert torch.allclose(grad, auto(row[0]), rtol=1e-9, atol=1e-9)
+        auto_hess = torch.func.hessian(
+            lambda t, one=one, row=row: twice_nll(one, t[None], *row[1:]).sum()
+        )(theta[i])
         assert torch.allclose(hess[0], auto_hess, rtol=1e-8, atol=1e-8)
+        jac = torch.func.jacrev(lambda t, one=one: expected_rates(one, t[None])[0])(theta[i])
+        weight = 2 * data[i] / expected_rates(one, row[0])[0] ** 2
+        constraint = torch.func.hessian(
+            lambda t, one=one, row=row: _constraint(one, t[None], row[2])[0].sum()
+        )(theta[i])
+        expected_gn = jac.T @ (weight.unsqueeze(1) * jac) + constraint
+        assert torch.allclose(gauss_newton[0], expected_gn, rtol=1e-8, atol=1e-8)
 
 
 @pytest.mark.slow
