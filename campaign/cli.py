@@ -399,8 +399,12 @@ def _limit_text(verdict: Any) -> str:
     text = f"{verdict.mu_limit_observed:.3g}"
     if verdict.limit_calculator != "toys":
         return text + (" (asym.)" if verdict.calculator == "toys" else "")
-    error = ((verdict.toys or {}).get("limits") or {}).get("observed_error")
-    return text + ("" if error is None else f" ± {error:.1g}")
+    limits = (verdict.toys or {}).get("limits") or {}
+    error, span = limits.get("observed_error"), limits.get("observed_span")
+    text += "" if error is None else f" ± {error:.1g}"
+    if span is not None:
+        text += f" (anywhere in {span[0]:.3g}–{span[1]:.3g})"
+    return text
 
 
 def _positive_events(value: float) -> float:

@@ -44,7 +44,7 @@ from searches.stats.combine import combine
 from searches.stats.inference import UpperLimit
 from searches.stats.limits import LimitNotFound, upper_limit
 from searches.stats.robust import Q_TOLERANCE
-from searches.stats.toy_limits import scan_around, toy_upper_limit
+from searches.stats.toy_limits import SPAN_SIGMAS, ToyUpperLimit, scan_around, toy_upper_limit
 from searches.stats.toys import MAX_DROPPED, ToyCLs, toy_cls
 from searches.stats.workspace import with_signal
 
@@ -398,7 +398,20 @@ def _toy_limits(
         "mu_limit_expected": found.expected,
         "limit_calculator": "toys",
         "toys": details,
+        "reason": _joined(outcome["reason"], _span_note(found)),
     }
+
+
+def _span_note(found: ToyUpperLimit) -> str:
+    """A note where the observed limit could lie further away than its error says
+    (:attr:`~searches.stats.toy_limits.ToyUpperLimit.observed_span`)."""
+    if found.observed_span is None:
+        return ""
+    low, high = found.observed_span
+    return (
+        f"observed toy CLs within {SPAN_SIGMAS:g}σ of 0.05 from μ = {low:.3g} to {high:.3g}: "
+        "the observed limit could lie anywhere there at these toys; more toys would pin it"
+    )
 
 
 def _toy_outcome(

@@ -63,6 +63,9 @@ SLOPE_WINDOW = 1.6
 """Points within this factor of the observed limit give the slope of its error."""
 CLOSE = 0.01
 """A refinement point closer than this (relative) to a scanned μ is not evaluated."""
+SPAN_SIGMAS = 2.0
+"""A scanned μ whose observed toy CLs lies within this many of its errors of ``level`` could
+hold the observed limit too (:attr:`ToyUpperLimit.observed_span`)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,12 @@ class ToyUpperLimit:
         observed: Observed limit; ``None`` where its curve had no bracket.
         observed_error: Standard error of ``observed`` from the toys (the CLs error at the
             crossing over the curve's slope there); ``None`` where that slope is not negative.
+        observed_span: Where the observed curve runs along ``level``, the range of μ that
+            could hold the observed limit at these toys: ``observed`` and every scanned μ whose
+            observed toy CLs is within :data:`SPAN_SIGMAS` errors of ``level`` (the first
+            crossing there moves with a toy or two). ``None`` where that range lies within
+            :data:`SPAN_SIGMAS` × ``observed_error`` of ``observed`` (the error covers it), or
+            without an observed limit.
         expected: Expected limits at −2σ … +2σ; each ``None`` where not found.
         points: Toy CLs at each μ whose toys ran, ascending (those not trusted included).
         untrusted: Why a μ was not used, as ``(mu, reason)``: the whole point where its toys
@@ -86,6 +95,7 @@ class ToyUpperLimit:
     level: float
     observed: float | None
     observed_error: float | None
+    observed_span: tuple[float, float] | None
     expected: tuple[float | None, float | None, float | None, float | None, float | None]
     points: tuple[ToyCLs, ...]
     untrusted: tuple[tuple[float, str], ...]
@@ -104,6 +114,7 @@ class ToyUpperLimit:
             "level": self.level,
             "observed": self.observed,
             "observed_error": self.observed_error,
+            "observed_span": None if self.observed_span is None else list(self.observed_span),
             "expected": list(self.expected),
             "scan": [point.to_dict() for point in self.points],
             "untrusted": [{"mu": mu, "reason": why} for mu, why in self.untrusted],
@@ -190,6 +201,18 @@ class _ToyCurves:
         if cls_b > 0:
             return log_linear_root(a, cls_a, b, cls_b, level)
         return float(a + (b - a) * (cls_a - level) / (cls_a - cls_b))
+
+    def span(self, root: float, error: float | None, level: float) -> tuple[float, float] | None:
+        """The smallest and largest of ``root`` and the trusted μ whose observed CLs is within
+        :data:`SPAN_SIGMAS` of its errors of ``level``; ``None`` where ``error`` covers them."""
+        near = [
+            mu
+            for mu, point_error in self.error.items()
+            if abs(self.values[mu][0] - level) <= SPAN_SIGMAS * point_error
+        ]
+        low, high = min([root, *near]), max([root, *near])
+        reach = SPAN_SIGMAS * (error or 0.0)
+        return None if root - reach <= low and high <= root + reach else (low, high)
 
     def root_error(self, a: float, b: float, root: float, level: float) -> float:
         """Standard error of the observed limit: the toy CLs error at the crossing (linear
@@ -337,6 +360,7 @@ def _limits(curves: _ToyCurves, *, level: float, ntoys: int, seed: int) -> ToyUp
         level=level,
         observed=found[0],
         observed_error=error,
+        observed_span=None if found[0] is None else curves.span(found[0], error, level),
         expected=tuple(found[1:]),  # type: ignore[arg-type]
         points=tuple(curves.points[m] for m in sorted(curves.points)),
         untrusted=tuple(sorted(curves.untrusted.items())),

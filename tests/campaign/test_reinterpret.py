@@ -19,6 +19,7 @@ from campaign.benchmark import signal_events
 from campaign.reinterpret import (
     SearchVerdict,
     ToyOptions,
+    _span_note,
     _test,
     campaign_results,
     evaluate_search,
@@ -33,7 +34,7 @@ from searches.result import SearchResult
 from searches.stats import inference
 from searches.stats.limits import upper_limit
 from searches.stats.robust import FitSettings, pyhf_cls
-from searches.stats.toy_limits import scan_around, toy_upper_limit
+from searches.stats.toy_limits import ToyUpperLimit, scan_around, toy_upper_limit
 from searches.stats.toys import ToyFitError, toy_cls
 from searches.stats.workspace import build_workspace, current_signal, with_signal
 from searches.testing import (
@@ -519,6 +520,26 @@ def test_the_table_marks_where_a_limit_came_from() -> None:
         toys={"limits": {"observed_error": 0.053}},
     )
     assert _limit_text(toys) == "0.983 ± 0.05"
+    spread = dataclasses.replace(
+        toys, toys={"limits": {"observed_error": 0.07, "observed_span": [1.05, 1.295]}}
+    )
+    assert _limit_text(spread) == "0.983 ± 0.07 (anywhere in 1.05–1.29)"
+    found = ToyUpperLimit(
+        level=0.05,
+        observed=1.05,
+        observed_error=0.07,
+        observed_span=(1.05, 1.295),
+        expected=(0.6, 0.8, 1.0, 1.6, 2.5),
+        points=(),
+        untrusted=(),
+        ntoys=1000,
+        seed=1,
+    )
+    assert _span_note(found) == (
+        "observed toy CLs within 2σ of 0.05 from μ = 1.05 to 1.29: the observed limit could "
+        "lie anywhere there at these toys; more toys would pin it"
+    )
+    assert _span_note(dataclasses.replace(found, observed_span=None)) == ""
     kept = dataclasses.replace(toys, limit_calculator="asymptotics", toys={})
     assert _limit_text(kept) == "0.983 (asym.)"
     plain = dataclasses.replace(kept, calculator="asymptotics")

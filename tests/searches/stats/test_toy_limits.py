@@ -12,7 +12,7 @@ from scipy import stats
 from searches.stats import toy_limits
 from searches.stats.limits import upper_limit
 from searches.stats.toy_limits import scan_around, toy_upper_limit
-from searches.stats.toys import ToyFitError, toy_cls
+from searches.stats.toys import ToyCLs, ToyFitError, toy_cls
 from searches.testing import counting_limit, counting_workspace
 
 QUANTILES = (0.02275, 0.15866, 0.5, 0.84134, 0.97725)
@@ -148,6 +148,48 @@ def test_a_known_toy_cls_is_reused_where_the_scan_reaches_its_mu(monkeypatch):
     assert 2.0 in drawn, "the scan's μ = 2 runs with the POI bound raised to 4"
     with pytest.raises(ValueError, match=r"'known' toy CLs at μ = 1.0 drew ntoys=300, seed=2"):
         toy_upper_limit(spec, ntoys=300, seed=3, scan=scan, known=[at_one])
+
+
+def _curve(table: dict[float, float]):
+    """A stand-in for ``stack_toy_cls`` whose observed toy CLs at μ is ``table[μ]`` (± 0.007)."""
+
+    def drawn(stack, *, mu, ntoys, seed, **options):
+        band = tuple(float(np.exp(-mu * f)) for f in (2.0, 1.5, 1.0, 0.7, 0.5))
+        return ToyCLs(
+            mu=mu,
+            observed=table[mu],
+            observed_error=0.007,
+            expected=band,
+            clsb=table[mu] / 2,
+            clb=0.5,
+            q_observed=1.0,
+            ntoys=ntoys,
+            seed=seed,
+            dropped=(0, 0),
+            resolution_limited=False,
+        )
+
+    return drawn
+
+
+def test_a_curve_that_runs_along_the_level_gives_the_span_of_the_observed_limit(monkeypatch):
+    """The observed CLs falls below 0.05 between μ = 2 and 3, then stays within 2 errors of it
+    up to μ = 5: the first crossing (2.87) is reported, and the span says the limit could lie
+    anywhere up to 5 at these toys. A curve that falls steeply through 0.05 gives no span."""
+    monkeypatch.setattr(toy_limits, "REFINEMENTS", 0)
+    monkeypatch.setattr(toy_limits, "MAX_EXTENSIONS", 0)
+    flat = {1.0: 0.2, 2.0: 0.1, 3.0: 0.045, 4.0: 0.06, 5.0: 0.052, 6.0: 0.02, 8.0: 0.005}
+    monkeypatch.setattr(toy_limits, "stack_toy_cls", _curve(flat))
+    spec = counting_workspace(1.0, 1.0, 1)
+    found = toy_upper_limit(spec, ntoys=1000, seed=1, scan=list(flat))
+    assert found.observed == pytest.approx(2 + math.log(2) / math.log(0.1 / 0.045))
+    assert found.observed_span == (found.observed, 5.0)
+    assert 5.0 - found.observed > toy_limits.SPAN_SIGMAS * found.observed_error
+    assert found.to_dict()["observed_span"] == [found.observed, 5.0]
+    steep = {1.0: 0.2, 2.0: 0.1, 3.0: 0.01, 4.0: 0.001}
+    monkeypatch.setattr(toy_limits, "stack_toy_cls", _curve(steep))
+    found = toy_upper_limit(spec, ntoys=1000, seed=1, scan=list(steep))
+    assert found.observed is not None and found.observed_span is None
 
 
 @pytest.mark.parametrize(
