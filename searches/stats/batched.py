@@ -659,8 +659,7 @@ def sparse_layout(stack: HistFactoryStack) -> SparseLayout:
     )
     pairs, slot_of_key = np.unique(keys, return_inverse=True)
     pair_bin, pair_par = pairs // n_par, pairs % n_par
-    first = np.searchsorted(pair_bin, np.arange(n_sb))
-    rank = np.arange(len(pairs)) - first[pair_bin]
+    rank = _rank_within(pair_bin, n_sb)
     k = max(1, int(rank.max(initial=0)) + 1)
     slot_param = np.zeros((n_sb, k), dtype=np.int64)
     slot_param[pair_bin, rank] = pair_par
@@ -670,8 +669,7 @@ def sparse_layout(stack: HistFactoryStack) -> SparseLayout:
     )
     bin_keys, bin_rank_of = np.unique(bin_of[pair_bin] * n_par + pair_par, return_inverse=True)
     key_bin, key_par = bin_keys // n_par, bin_keys % n_par
-    bin_first = np.searchsorted(key_bin, np.arange(stack.n_bins))
-    bin_rank = np.arange(len(bin_keys)) - bin_first[key_bin]
+    bin_rank = _rank_within(key_bin, stack.n_bins)
     kg = max(1, int(bin_rank.max(initial=0)) + 1)
     bin_param = np.zeros((stack.n_bins, kg), dtype=np.int64)
     bin_param[key_bin, bin_rank] = key_par
