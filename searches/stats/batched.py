@@ -742,8 +742,11 @@ def _derivatives(
     c, ell, curv = _normsys(stack, theta, 2)
     add = stack.nominal + _scatter_bins(stack, stack.hist_bin, h)  # A_j [N, J]
     norm = torch.exp(_scatter_bins(stack, stack.norm_bin, torch.log(c)))
-    terms = _sparse_terms if layout.worthwhile else _dense_terms
-    value, grad, gn, second, mult, r_j = terms(stack, layout, theta, data, add, norm, ell, h1)
+    value, grad, gn, second, mult, r_j = (
+        _sparse_terms(stack, layout, theta, data, add, norm, ell, h1)
+        if layout.worthwhile
+        else _dense_terms(stack, theta, data, add, norm, ell, h1)
+    )
     u = r_j * add
     norm_diag = zeros(n, p).index_add_(
         1, stack.norm_index, (curv - ell * ell) * (u * mult).index_select(1, stack.norm_bin)
@@ -776,7 +779,6 @@ def _main_term(
 
 def _dense_terms(
     stack: HistFactoryStack,
-    layout: SparseLayout,
     theta: torch.Tensor,
     data: torch.Tensor,
     add: torch.Tensor,
@@ -784,8 +786,7 @@ def _dense_terms(
     ell: torch.Tensor,
     h1: torch.Tensor,
 ) -> Terms:
-    """:data:`Terms` from [N, P, J] derivative matrices and their products (``layout`` is
-    not used: the signature is :func:`_sparse_terms`')."""
+    """:data:`Terms` from [N, P, J] derivative matrices and their products."""
     n, p = theta.shape
     j = stack.nominal.shape[1]
     zeros = theta.new_zeros
